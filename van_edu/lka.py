@@ -1,0 +1,230 @@
+"""Large kernel attention (LKA) and its arithmetic.
+
+The paper (Guo et al., "Visual Attention Network", Sec. 3.2) decomposes a K x K convolution with
+dilation d into three cheap pieces:
+
+* a (2d-1) x (2d-1) depth-wise convolution ("DW-Conv", the official key ``conv0``),
+* a ceil(K/d) x ceil(K/d) depth-wise convolution with dilation d ("DW-D-Conv", ``conv_spatial``),
+* a 1 x 1 convolution that mixes channels (``conv1``).
+
+The result is used as an attention map that multiplies its own input element-wise::
+
+    Attention = Conv1x1(DW-D-Conv(DW-Conv(F)))
+    Output    = Attention (x) F
+
+Eq. (3) counts the parameters of the decomposition (biases ignored)::
+
+    P(K, d) = C * (ceil(K/d)^2 + (2d-1)^2 + C)
+
+This module holds the module itself, the decomposition rule for any K and d, Eq. (3), the
+parameter counts of Table 2 and receptive-field arithmetic (computed and measured). It knows
+nothing of training.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import VanEduError
+
+__all__ = [
+    "Decomposition", "decomposition", "lka_params", "conv_params", "mobilenet_params",
+    "best_dilation", "receptive_field", "stack_receptive_field", "measure_receptive_field",
+    "LKA", "LKA_VARIANTS",
+]
+
+
+def _check_kd(kernel_size, dilation) -> None:
+    for name, value in (("kernel_size K", kernel_size), ("dilation d", dilation)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VanEduError(f"{name} must be a whole number, got {value!r} ({type(value).__name__})")
+    if kernel_size < 2:
+        raise VanEduError(f"kernel_size K must be at least 2 (a kernel to decompose), got {kernel_size}")
+    if not 1 <= dilation <= kernel_size:
+        raise VanEduError(
+            f"dilation d must be between 1 and K={kernel_size}, got {dilation}; the paper uses d=3 for K=21"
+        )
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """How a K x K kernel is split: the two depth-wise kernels, the dilation and the paddings.
+
+    ``dw_padding`` and ``dwd_padding`` keep the spatial size; they are ``None`` when no symmetric
+    padding can (the dilated kernel spans an even number of pixels), and then ``"same"`` padding
+    is used instead.
+    """
+
+    kernel_size: int     # K, the large kernel being approximated
+    dilation: int        # d
+    dw_kernel: int       # 2d - 1
+    dw_padding: int      # (2d - 1) // 2 = d - 1
+    dwd_kernel: int      # ceil(K / d)
+    dwd_padding: int | None  # d * (ceil(K/d) - 1) / 2 when that is a whole number
+
+    @property
+    def receptive_field(self) -> int:
+        """Side of the square seen by one output of DW-Conv followed by DW-D-Conv."""
+        return stack_receptive_field([(self.dw_kernel, 1), (self.dwd_kernel, self.dilation)])
+
+
+def decomposition(kernel_size: int = 21, dilation: int = 3) -> Decomposition:
+    """The paper's rule for splitting a K x K kernel with dilation d.
+
+    >>> decomposition(21, 3)
+    Decomposition(kernel_size=21, dilation=3, dw_kernel=5, dw_padding=2, dwd_kernel=7, dwd_padding=9)
+    """
+    _check_kd(kernel_size, dilation)
+    dw = 2 * dilation - 1
+    dwd = math.ceil(kernel_size / dilation)
+    span = dilation * (dwd - 1)  # extent of the dilated kernel minus one
+    return Decomposition(kernel_size, dilation, dw, dw // 2, dwd, span // 2 if span % 2 == 0 else None)
+
+
+def lka_params(kernel_size: int, dilation: int, channels: int) -> int:
+    """Eq. (3): parameters of the decomposed K x K convolution on C channels, biases ignored."""
+    d = decomposition(kernel_size, dilation)
+    _check_channels(channels)
+    return channels * (d.dwd_kernel ** 2 + d.dw_kernel ** 2 + channels)
+
+
+def conv_params(kernel_size: int, channels: int) -> int:
+    """A standard K x K convolution from C to C channels, no bias: K^2 C^2 (Table 2)."""
+    _check_channels(channels)
+    return kernel_size ** 2 * channels ** 2
+
+
+def mobilenet_params(kernel_size: int, channels: int) -> int:
+    """MobileNet-style split: a depth-wise K x K plus a 1 x 1 convolution, no biases (Table 2)."""
+    _check_channels(channels)
+    return kernel_size ** 2 * channels + channels ** 2
+
+
+def _check_channels(channels) -> None:
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise VanEduError(f"channels C must be a positive whole number, got {channels!r}")
+
+
+def best_dilation(kernel_size: int) -> int:
+    """The dilation d that minimises Eq. (3) for a K x K kernel (the smallest d on ties).
+
+    The channel term C^2 does not depend on d, so the answer does not depend on C.
+    """
+    _check_kd(kernel_size, 1)
+    return min(range(1, kernel_size + 1), key=lambda d: (lka_params(kernel_size, d, 1), d))
+
+
+def stack_receptive_field(layers) -> int:
+    """Receptive field of stacked stride-1 convolutions given as (kernel, dilation) pairs.
+
+    Each layer widens the field by dilation * (kernel - 1): 1 + sum(d_i (k_i - 1)).
+    """
+    return 1 + sum(d * (k - 1) for k, d in layers)
+
+
+def receptive_field(kernel_size: int = 21, dilation: int = 3) -> int:
+    """Side of the receptive field of the decomposed kernel: (2d-1) + d (ceil(K/d) - 1).
+
+    For K=21, d=3 that is 5 + 3 * 6 = 23: slightly more than the 21 it approximates.
+    """
+    return decomposition(kernel_size, dilation).receptive_field
+
+
+def measure_receptive_field(module: nn.Module, channels: int, size: int = 64) -> tuple[int, int]:
+    """Measure a module's receptive field from gradients: (height, width) in pixels.
+
+    Back-propagates from the centre output pixel (summed over channels) to a random input and
+    returns the extent of the input pixels whose gradient is not zero. Weights are whatever the
+    module holds; a random initialisation makes an exact zero gradient practically impossible.
+    """
+    x = torch.randn(1, channels, size, size, dtype=torch.float64, requires_grad=True)
+    module = module.to(torch.float64)
+    y = module(x)
+    y[0, :, size // 2, size // 2].sum().backward()
+    touched = x.grad[0].abs().sum(0) > 0  # [size, size]
+    rows = touched.any(1).nonzero()
+    cols = touched.any(0).nonzero()
+    module.float()
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+LKA_VARIANTS = {
+    "lka": "the full LKA: 1x1(DW-D-Conv(DW-Conv(x))) * x",
+    "no_dw_conv": "Table 3: without DW-Conv",
+    "no_dw_d_conv": "Table 3: without DW-D-Conv",
+    "no_attention": "Table 3: without attention: the attention map is the output (no multiply)",
+    "add": "Table 3: attention added to the input instead of multiplied",
+    "sigmoid": "Table 3: sigmoid on the attention map before the multiply",
+    "no_1x1": "Table 3: without the 1x1 convolution (no channel adaptability)",
+    "dense": "Table 3: a dense K x K convolution instead of the decomposition (then the multiply)",
+}
+
+
+def _depthwise(channels: int, kernel: int, dilation: int, padding: int | None) -> nn.Conv2d:
+    pad = "same" if padding is None else padding
+    return nn.Conv2d(channels, channels, kernel, padding=pad, dilation=dilation, groups=channels)
+
+
+class LKA(nn.Module):
+    """Large kernel attention with the official layout (``conv0``, ``conv_spatial``, ``conv1``).
+
+    Args:
+        dim: channels C (input and output).
+        kernel_size: K, the large kernel approximated (21 in VAN).
+        dilation: d (3 in VAN).
+        variant: one of ``LKA_VARIANTS`` (Table 3 ablations); ``"lka"`` is the paper's module.
+
+    Input and output are [B, C, H, W]; the spatial size is kept.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3, variant: str = "lka"):
+        super().__init__()
+        _check_channels(dim)
+        if variant not in LKA_VARIANTS:
+            raise VanEduError(f"unknown LKA variant {variant!r}; choose one of {sorted(LKA_VARIANTS)}")
+        self.dim = dim
+        self.variant = variant
+        self.decomp = decomposition(kernel_size, dilation)
+        dec = self.decomp
+        if variant == "dense":
+            pad = (kernel_size - 1) // 2 if kernel_size % 2 else None
+            self.conv_dense = nn.Conv2d(dim, dim, kernel_size, padding="same" if pad is None else pad)
+        else:
+            if variant != "no_dw_conv":
+                self.conv0 = _depthwise(dim, dec.dw_kernel, 1, dec.dw_padding)
+            if variant != "no_dw_d_conv":
+                self.conv_spatial = _depthwise(dim, dec.dwd_kernel, dec.dilation, dec.dwd_padding)
+            if variant != "no_1x1":
+                self.conv1 = nn.Conv2d(dim, dim, 1)
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention map (before it meets the input): [B, C, H, W] -> [B, C, H, W]."""
+        if self.variant == "dense":
+            return self.conv_dense(x)
+        attn = x
+        if hasattr(self, "conv0"):
+            attn = self.conv0(attn)          # local context, (2d-1)^2 taps per channel
+        if hasattr(self, "conv_spatial"):
+            attn = self.conv_spatial(attn)   # long-range context, ceil(K/d)^2 taps d apart
+        if hasattr(self, "conv1"):
+            attn = self.conv1(attn)          # channel mixing: channel adaptability
+        return attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.dim:
+            raise VanEduError(f"LKA expects input [B, {self.dim}, H, W], got shape {list(x.shape)}")
+        attn = self.attention_map(x)         # [B, C, H, W]
+        if self.variant == "no_attention":
+            return attn
+        if self.variant == "add":
+            return attn + x
+        if self.variant == "sigmoid":
+            attn = attn.sigmoid()
+        return attn * x                      # gating: element-wise product, no softmax
+
+    def extra_repr(self) -> str:
+        d = self.decomp
+        return f"K={d.kernel_size}, d={d.dilation}, variant={self.variant!r}"

@@ -1,0 +1,38 @@
+"""Small layers shared by the architectures."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: during training, drop a whole residual branch per sample with probability p.
+
+    Kept samples are scaled by 1 / (1 - p) so the expected value is unchanged; at evaluation it is
+    the identity.
+    """
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # [B, 1, ...]
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.3f}"
+
+
+def linear_drop_path_rates(total: float, depths) -> list[list[float]]:
+    """Drop-path rates rising linearly from 0 to ``total`` over all blocks, split per stage."""
+    n = sum(depths)
+    rates = [total * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out

@@ -1,0 +1,58 @@
+"""A small registry: every architecture registers named factory functions, one per variant.
+
+``create_model("van_b0", num_classes=10)`` builds a model by name; ``list_models()`` lists the
+names. Factories take ``num_classes``, ``in_chans`` and keyword overrides of their config.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..errors import VanEduError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_FAMILY: dict[str, str] = {}
+
+
+def register_model(family: str):
+    """Decorator: register a factory under its function name, in a family ("van", "vit", "resnet")."""
+
+    def wrap(fn):
+        _REGISTRY[fn.__name__] = fn
+        _FAMILY[fn.__name__] = family
+        return fn
+
+    return wrap
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names accepted by ``create_model``, optionally only those of one family."""
+    return sorted(n for n in _REGISTRY if family is None or _FAMILY[n] == family)
+
+
+def model_family(name: str) -> str:
+    """"van", "vit" or "resnet" for a registered name."""
+    _check_name(name)
+    return _FAMILY[name]
+
+
+def _check_name(name) -> None:
+    if name not in _REGISTRY:
+        raise VanEduError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+
+
+def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **overrides) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: one of ``list_models()``, e.g. ``"van_b0"`` or ``"van_mini"``.
+        num_classes: size of the classification head.
+        in_chans: channels of the input images (1 for Fashion-MNIST, 3 for RGB).
+        **overrides: fields of the model's config to change (e.g. ``drop_path_rate=0.1``).
+    """
+    _check_name(name)
+    for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise VanEduError(f"{arg} must be a positive whole number, got {value!r}")
+    return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
