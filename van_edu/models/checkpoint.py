@@ -1,0 +1,145 @@
+"""Loading the authors' ImageNet checkpoints.
+
+The authors released ``.pth.tar`` files holding the weights under the key ``state_dict``, with
+the key names that ``van_edu.models.van`` reproduces. They were trained at 224x224 with
+mean = std = 0.5 per channel. ``load_official_checkpoint`` reads such a file into a VAN;
+``pretrained`` fetches one from the Hugging Face Hub (online only) and loads it.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import VanEduError
+
+__all__ = ["LoadReport", "load_official_checkpoint", "pretrained", "OFFICIAL_CHECKPOINTS"]
+
+# Where the authors' files live on the Hub: (repository, file name).
+OFFICIAL_CHECKPOINTS = {
+    "van_b0": ("Visual-Attention-Network/VAN-Tiny-original", "van_tiny_754.pth.tar"),
+    "van_b1": ("Visual-Attention-Network/VAN-Small-original", "van_small_811.pth.tar"),
+    "van_b2": ("Visual-Attention-Network/VAN-Base-original", "van_base_828.pth.tar"),
+    "van_b3": ("Visual-Attention-Network/VAN-Large-original", "van_large_839.pth.tar"),
+}
+
+_HEAD_KEYS = ("head.weight", "head.bias")
+
+
+@dataclass
+class LoadReport:
+    """What happened when a checkpoint was loaded."""
+
+    loaded: int = 0                                     # tensors copied into the model
+    missing: list[str] = field(default_factory=list)     # model weights the file lacks
+    unexpected: list[str] = field(default_factory=list)  # file entries the model has no place for
+    head_reset: bool = False                             # head left freshly initialised (class count differs)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.loaded} tensors"]
+        if self.head_reset:
+            lines.append("the classification head was re-initialised (the class count differs)")
+        if self.missing:
+            lines.append(f"{len(self.missing)} model weights were not in the file: {_few(self.missing)}")
+        if self.unexpected:
+            lines.append(f"{len(self.unexpected)} file entries were not used: {_few(self.unexpected)}")
+        return "; ".join(lines)
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The weights in an official-format file (under ``state_dict``, ``model`` or at the top level).
+
+    Files are read with ``weights_only=True`` (no arbitrary code runs); ``trust=True`` allows
+    full unpickling for files you know, e.g. ones that also store training arguments.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VanEduError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        if not zipfile.is_zipfile(path):  # not a torch.save file at all
+            raise VanEduError(f"could not read {path} as a PyTorch checkpoint: {err}") from err
+        raise VanEduError(f"{path} holds objects other than tensors; if you trust the file, "
+                          f"pass trust=True ({str(err).splitlines()[0]})") from err
+    except Exception as err:  # truncated or not a torch file at all
+        raise VanEduError(f"could not read {path} as a PyTorch checkpoint: {err}") from err
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise VanEduError(f"{path} is not a checkpoint of weights (expected a dict of tensors, "
+                          "optionally under 'state_dict')")
+    # Weights saved from DistributedDataParallel carry a 'module.' prefix.
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
+                             trust: bool = False) -> LoadReport:
+    """Load an authors'-format checkpoint into ``model``.
+
+    When the head's class count differs (e.g. ImageNet's 1000 vs Fashion-MNIST's 10) the head is
+    left freshly initialised and the rest is loaded. Any other missing or unexpected key, or a
+    shape that differs, raises ``VanEduError`` naming them when ``strict`` (the default); with
+    ``strict=False`` the matching tensors are loaded and the report lists the rest.
+    """
+    state = read_state_dict(path, trust)
+    own = model.state_dict()
+    report = LoadReport()
+    if all(k in state and k in own for k in _HEAD_KEYS) and state["head.weight"].shape != own["head.weight"].shape:
+        state = {k: v for k, v in state.items() if k not in _HEAD_KEYS}
+        report.head_reset = True
+    shape_errors = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                    for k, v in state.items() if k in own and v.shape != own[k].shape]
+    report.missing = [k for k in own if k not in state and not (report.head_reset and k in _HEAD_KEYS)]
+    report.unexpected = [k for k in state if k not in own]
+    if strict and (shape_errors or report.missing or report.unexpected):
+        problems = []
+        if shape_errors:
+            problems.append(f"{len(shape_errors)} shapes differ ({_few(shape_errors, 3)})")
+        if report.missing:
+            problems.append(f"the file lacks {len(report.missing)} weights the model needs ({_few(report.missing)})")
+        if report.unexpected:
+            problems.append(f"the file has {len(report.unexpected)} entries the model does not "
+                            f"({_few(report.unexpected)})")
+        raise VanEduError(f"{path} does not fit this model: " + "; ".join(problems)
+                          + ". Is it the checkpoint of the same variant (e.g. van_b0 for van_tiny_754)?")
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(usable, strict=False)
+    report.loaded = len(usable)
+    return report
+
+
+def pretrained(name: str, num_classes: int = 1000, cache_dir: str | Path | None = None, **kwargs) -> nn.Module:
+    """A VAN with the authors' ImageNet-1K weights, downloaded through huggingface_hub.
+
+    Needs the network (or a Hugging Face cache that already holds the file); offline it raises
+    ``VanEduError`` saying so. Inputs must be normalised with mean = std = 0.5 at 224x224.
+    """
+    from huggingface_hub import hf_hub_download
+
+    from .registry import create_model
+
+    if name not in OFFICIAL_CHECKPOINTS:
+        raise VanEduError(f"no official checkpoint for {name!r}; available: {', '.join(OFFICIAL_CHECKPOINTS)}")
+    repo, filename = OFFICIAL_CHECKPOINTS[name]
+    try:
+        path = hf_hub_download(repo, filename, cache_dir=cache_dir)
+    except Exception as err:  # offline, hub unreachable, or file moved
+        raise VanEduError(
+            f"could not download {filename} from the Hugging Face Hub repository {repo} "
+            f"({type(err).__name__}). Are you offline? Download it where you have the network and use "
+            "load_official_checkpoint(model, path).") from err
+    model = create_model(name, num_classes=num_classes, **kwargs)
+    load_official_checkpoint(model, path)
+    return model

@@ -1,0 +1,114 @@
+"""A ResNet baseline for small images (He et al.'s basic blocks, CIFAR-style stem).
+
+A 3x3 stride-1 stem keeps the full resolution of 28-32 px images (the ImageNet stem's 7x7
+stride 2 and max-pool would leave a 32 px image at 8x8 before the first block); stages double
+the width and halve the size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..errors import VanEduError
+from .registry import register_model
+
+__all__ = ["ResNetConfig", "ResNet", "BasicBlock"]
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    in_chans: int = 3
+    num_classes: int = 10
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, in_dim: int, dim: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_dim, dim, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(dim)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(dim)
+        self.act = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_dim != dim:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_dim, dim, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet; ``forward_features`` gives [B, C, h, w], ``forward_head`` pools and classifies."""
+
+    def __init__(self, config: ResNetConfig):
+        super().__init__()
+        self.config = c = config
+        self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True))
+        stages, in_dim = [], c.widths[0]
+        for i, (dim, depth) in enumerate(zip(c.widths, c.depths)):
+            blocks = [BasicBlock(in_dim if j == 0 else dim, dim, 2 if (i > 0 and j == 0) else 1)
+                      for j in range(depth)]
+            stages.append(nn.Sequential(*blocks))
+            in_dim = dim
+        self.stages = nn.Sequential(*stages)
+        self.num_features = in_dim
+        self.head = nn.Linear(in_dim, c.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():  # zero-init the last BN of each block: blocks start as identities
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if x.dim() != 4 or x.shape[1] != c.in_chans:
+            raise VanEduError(f"expected images [B, {c.in_chans}, H, W] for in_chans={c.in_chans}, "
+                              f"got shape {list(x.shape)}")
+        need = 2 ** (len(c.depths) - 1)
+        if min(x.shape[-2:]) < need:
+            raise VanEduError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this ResNet down-samples "
+                              f"by {need}, so it needs at least {need}x{need} pixels")
+        return self.stages(self.stem(x))                   # [B, C_last, H/8, W/8]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+RESNET_CONFIGS = {
+    # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
+    "resnet_mini": ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2)),
+    "resnet_cifar": ResNetConfig(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)),  # ResNet-18 layout
+}
+
+
+def _make(name: str):
+    def factory(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
+        try:
+            config = replace(RESNET_CONFIGS[name], num_classes=num_classes, in_chans=in_chans, **overrides)
+        except TypeError as err:
+            raise VanEduError(f"unknown ResNet option in {sorted(overrides)}; options are: "
+                              f"{', '.join(ResNetConfig.__dataclass_fields__)}") from err
+        return ResNet(config)
+
+    factory.__name__ = name
+    factory.__doc__ = f"ResNet preset {name}: {RESNET_CONFIGS[name]}"
+    return register_model("resnet")(factory)
+
+
+for _name in RESNET_CONFIGS:
+    _make(_name)

@@ -1,0 +1,147 @@
+"""A Vision Transformer baseline for small images.
+
+Patches of ``patch_size`` pixels become tokens (a strided convolution), a learned position
+embedding is added, pre-norm transformer blocks (global multi-head self-attention and an MLP)
+follow, and the tokens are averaged for the head. Global average pooling instead of a class
+token keeps ``forward_features`` a map [B, D, h, w] like the convolutional models, so the same
+pooling head, Grad-CAM and receptive-field code serve all three families.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..errors import VanEduError
+from .layers import DropPath, linear_drop_path_rates
+from .registry import register_model
+
+__all__ = ["ViTConfig", "ViT", "SelfAttention", "TransformerBlock"]
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    image_size: int = 32
+    patch_size: int = 4
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    mlp_ratio: float = 2.0
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    in_chans: int = 3
+    num_classes: int = 10
+
+
+class SelfAttention(nn.Module):
+    """Global multi-head self-attention: every token attends to every token (O(N^2))."""
+
+    def __init__(self, dim: int, num_heads: int, drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise VanEduError(f"embed_dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h e) -> three b h n e", three=3, h=self.num_heads)
+        x = F.scaled_dot_product_attention(q, k, v)        # [B, heads, N, D/heads]
+        return self.drop(self.proj(rearrange(x, "b h n e -> b n (h e)")))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop: float, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, num_heads, drop)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop),
+                                 nn.Linear(hidden, dim), nn.Dropout(drop))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))   # [B, N, D]
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ViT(nn.Module):
+    """Vision Transformer; ``forward_features`` gives [B, D, h, w], ``forward_head`` pools and classifies."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = c = config
+        if c.image_size % c.patch_size:
+            raise VanEduError(f"image_size {c.image_size} must be a multiple of patch_size {c.patch_size}")
+        self.grid = c.image_size // c.patch_size
+        self.patch_embed = nn.Conv2d(c.in_chans, c.embed_dim, c.patch_size, stride=c.patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, c.embed_dim))
+        rates = linear_drop_path_rates(c.drop_path_rate, [c.depth])[0]
+        self.blocks = nn.ModuleList(TransformerBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.drop_rate, r)
+                                    for r in rates)
+        self.norm = nn.LayerNorm(c.embed_dim)
+        self.num_features = c.embed_dim
+        self.head = nn.Linear(c.embed_dim, c.num_classes)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if x.dim() != 4 or x.shape[1] != c.in_chans or tuple(x.shape[-2:]) != (c.image_size, c.image_size):
+            raise VanEduError(f"this ViT expects images [B, {c.in_chans}, {c.image_size}, {c.image_size}], "
+                              f"got shape {list(x.shape)} (set image_size/in_chans when creating it)")
+        x = self.patch_embed(x)                                   # [B, D, h, w]
+        x = rearrange(x, "b d h w -> b (h w) d") + self.pos_embed  # [B, N, D] tokens
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        return rearrange(x, "b (h w) d -> b d h w", h=self.grid)  # back to a map for the shared head
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))                                    # [B, D]: mean over tokens
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+VIT_CONFIGS = {
+    # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
+    "vit_mini": ViTConfig(image_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0),
+    "vit_cifar": ViTConfig(image_size=32, patch_size=4, embed_dim=384, depth=9, num_heads=6, mlp_ratio=2.0),
+}
+
+
+def _make(name: str):
+    def factory(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
+        try:
+            config = replace(VIT_CONFIGS[name], num_classes=num_classes, in_chans=in_chans, **overrides)
+        except TypeError as err:
+            raise VanEduError(f"unknown ViT option in {sorted(overrides)}; options are: "
+                              f"{', '.join(ViTConfig.__dataclass_fields__)}") from err
+        return ViT(config)
+
+    factory.__name__ = name
+    factory.__doc__ = f"ViT preset {name}: {VIT_CONFIGS[name]}"
+    return register_model("vit")(factory)
+
+
+for _name in VIT_CONFIGS:
+    _make(_name)
