@@ -1,0 +1,28 @@
+# The course's commands. The first use creates .venv and installs van_edu with its dependencies.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lab notebooks install clean
+
+demo: $(STAMP)  ## the main job: VAN vs ViT vs ResNet on the bundled Fashion-MNIST (report in runs/compare)
+	$(BIN)/van-edu compare
+
+test: $(STAMP)  ## all tests: unit tests, grader tests and the notebooks (nbval, test mode)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks
+
+install: $(STAMP)
+
+# torch is installed only when the environment has none, so a CPU (or Colab/conda) build is kept.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

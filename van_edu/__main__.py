@@ -1,0 +1,6 @@
+"""``python -m van_edu`` is the ``van-edu`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

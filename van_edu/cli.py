@@ -1,0 +1,165 @@
+"""The ``van-edu`` command (also ``python -m van_edu``).
+
+Sub-commands: ``models``, ``table``, ``train``, ``compare``. Bad input prints one line saying
+what was wrong and what was expected, and exits with status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import VanEduError
+
+
+def _cmd_models(args) -> int:
+    from .complexity import count_params
+    from .models import create_model, list_models, model_family
+
+    print(f"{'name':14s} {'family':7s} {'params (10 classes, 1 channel)':>32s}")
+    for name in list_models():
+        kw = {"image_size": 28} if model_family(name) == "vit" else {}
+        import torch
+        with torch.device("meta"):
+            n = count_params(create_model(name, num_classes=10, in_chans=1, **kw))
+        print(f"{name:14s} {model_family(name):7s} {n:>32,d}")
+    return 0
+
+
+def _cmd_table(args) -> int:
+    from .complexity import format_table, table2, variant_table
+
+    names = args.variants or None
+    rows = variant_table(names, resolution=args.resolution, macs=not args.no_macs)
+    table2_rows = table2()
+    if args.json:
+        print(json.dumps({"table5": rows, "table2": table2_rows}, indent=2))
+        return 0
+    print(f"VAN variants (Table 5): parameters with a 1000-class head, multiply-adds at {args.resolution}x{args.resolution}")
+    print(format_table(rows, [("name", "variant", "s"), ("params", "params", ",d"),
+                              ("paper_params_m", "paper (M)", ".1f"), ("gmacs", "GMACs", ".3f"),
+                              ("paper_gflops", "paper GFLOPs", ".1f"), ("paper_top1", "paper top-1 %", ".1f")]))
+    print("\nTable 2: parameters of a 21x21 convolution (biases ignored), counted from modules")
+    print(format_table(table2_rows, [("C", "C", "d"), ("standard", "standard", ",d"),
+                                     ("paper_standard", "paper", ",d"), ("mobilenet", "MobileNet", ",d"),
+                                     ("paper_mobilenet", "paper", ",d"), ("van", "VAN (K=21,d=3)", ",d"),
+                                     ("paper_van", "paper", ",d")]))
+    return 0
+
+
+def _samples(text: str):
+    """A count ("5000") or a fraction ("0.1") of a split."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count like 5000 or a fraction like 0.1, got {text!r}")
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def _add_train(sub) -> None:
+    from .compare import COMPARE_PRESETS
+    from .train import TRAIN_PRESETS
+
+    demo = COMPARE_PRESETS["cpu"]
+    p = sub.add_parser("train", help="train one model; writes results.json, history.json, checkpoint.pt")
+    p.add_argument("--model", default=demo.models[0], help=f"a name from `van-edu models` (default {demo.models[0]})")
+    p.add_argument("--dataset", default=demo.dataset,
+                   help=f"a known name, a Hub id or a local folder (default {demo.dataset}, bundled)")
+    p.add_argument("--preset", default="cpu", choices=sorted(TRAIN_PRESETS), help="training recipe (default cpu)")
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--batch-size", type=int, help="override the preset's global batch size")
+    p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--image-size", type=int, help="resize images to this side")
+    p.add_argument("--train-samples", type=_samples, help="a seeded subset of the training split (count or fraction)")
+    p.add_argument("--test-samples", type=_samples, help="a seeded subset of the test split (count or fraction)")
+    p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from dataclasses import replace
+
+    from .compare import _load_splits, train_one
+    from .train import TRAIN_PRESETS
+
+    from .models import model_family
+    model_family(args.model)  # an unknown name fails before the data is loaded
+    over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                              ("device", args.device)) if v is not None}
+    config = replace(TRAIN_PRESETS[args.preset], seed=args.seed, progress=not args.no_progress, **over)
+    train, test = _load_splits(args.dataset, args.train_samples, args.test_samples, args.image_size,
+                               seed=args.seed, device=None)
+    r = train_one(args.model, train, test, config, args.out, resume=args.resume, dataset=args.dataset)
+    print(f"{r['model']}: test accuracy {100 * r['test_accuracy']:.2f}% after {r['epochs']} epochs, "
+          f"{r['train_seconds']:.0f} s of training ({r['images_per_second']:.0f} images/s on {r['device']}); "
+          f"results in {args.out}/results.json")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    from .compare import COMPARE_PRESETS
+
+    p = sub.add_parser("compare", help="the main job: VAN vs ViT vs ResNet, same data and recipe; writes a report")
+    p.add_argument("--preset", default="cpu", choices=sorted(COMPARE_PRESETS),
+                   help="cpu: bundled Fashion-MNIST (default); cifar10: GPU")
+    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--train-samples", type=_samples, help="override the preset's training subset")
+    p.add_argument("--test-samples", type=_samples, help="override the preset's test subset")
+    p.add_argument("--models", nargs=3, metavar=("VAN", "VIT", "RESNET"), help="override the three models")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from dataclasses import replace
+
+    from .compare import COMPARE_PRESETS, compare
+
+    setup = COMPARE_PRESETS[args.preset]
+    over = {k: v for k, v in (("seeds", tuple(args.seeds or ())), ("models", tuple(args.models or ())),
+                              ("train_samples", args.train_samples), ("test_samples", args.test_samples))
+            if v}
+    compare(replace(setup, **over), args.out, device=args.device, epochs=args.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="van-edu", description="The Visual Attention Network course.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the models create_model() knows")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("table", help="VAN B0-B6 and Table 2, computed beside the paper's values")
+    p.add_argument("--variants", nargs="*", help="e.g. van_b0 van_b1 (default: B0-B6)")
+    p.add_argument("--resolution", type=int, default=224, help="input side for multiply-adds (default 224)")
+    p.add_argument("--no-macs", action="store_true", help="skip multiply-adds (faster)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=_cmd_table)
+
+    _add_train(sub)
+    _add_compare(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VanEduError as err:
+        print(f"van-edu {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"van-edu {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
