@@ -1,0 +1,62 @@
+"""The van-edu command: real jobs on tiny data, and bad input answered in one line (no traceback)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from van_edu.cli import main
+
+
+def run_cli(*args, env_offline=True):
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"} if env_offline else {}
+    import os
+    return subprocess.run([sys.executable, "-m", "van_edu", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def test_table_prints_the_computed_values_beside_the_papers(capsys):
+    assert main(["table", "--variants", "van_b0", "--no-macs"]) == 0
+    out = capsys.readouterr().out
+    assert "4,105,800" in out and "4.1" in out
+    assert "451,584" in out and "300,032" in out  # Table 2 at C=32 and C=512
+
+
+def test_unknown_model_exits_2_naming_the_choices_without_traceback():
+    r = run_cli("train", "--model", "van_b9")
+    assert r.returncode == 2
+    assert "unknown model 'van_b9'" in r.stderr and "van_mini" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_dataset_offline_names_the_bundled_choice(tmp_path):
+    r = run_cli("train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert "Unknown dataset" in r.stderr and "fashion_mnist" in r.stderr and "bundled" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_writes_results_and_a_corrupt_checkpoint_on_resume_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "resnet_mini", "--epochs", "1", "--train-samples", "256",
+            "--test-samples", "128", "--batch-size", "64", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    for key in ("model", "params", "macs", "dataset", "epochs", "test_accuracy", "train_seconds",
+                "images_per_second", "device", "seed"):
+        assert key in results, key
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["params"] > 100_000
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1
+
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(args + ["--resume"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
+
+
+def test_bad_numbers_are_argument_errors():
+    r = run_cli("train", "--train-samples", "lots")
+    assert r.returncode == 2 and "expected a count like 5000" in r.stderr and "Traceback" not in r.stderr
