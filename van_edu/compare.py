@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -82,6 +83,8 @@ def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_d
     torch.manual_seed(config.seed)  # the initial weights depend on the seed too
     model = build_model(model_name, train_data)
     result = fit(model, train_data, test_data, config, out_dir=out, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 measures and writes
+        return {"model": model_name, "test_accuracy": result.test_accuracy, "history": result.history}
     device = torch.device(result.device)
     results = {
         "model": model_name, "family": model_family(model_name), "params": count_params(model),

@@ -22,6 +22,7 @@ one per version of the folder's files (``datasets`` alone would reuse a stale co
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -390,15 +391,34 @@ def _load_cached_or_decode(source: _Source, split: str, size, samples, seed) -> 
     return data
 
 
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    """Whether the Hub answers at all (3 s), so an unreachable Hub fails at once instead of after
+    a minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub_constants
+
+    host = urlparse(hub_constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def _offline_from_env():
+def _offline_from_env(needs_hub: bool = False):
     """Honour HF_HUB_OFFLINE / HF_DATASETS_OFFLINE even when set after ``datasets`` was imported
-    (both libraries read them once, at import)."""
+    (both libraries read them once, at import); with ``needs_hub``, an unreachable Hub counts as
+    offline too (cached copies still load)."""
     import datasets.config
     import huggingface_hub.constants as hub_constants
 
     offline = any(os.environ.get(var, "").upper() in {"1", "ON", "YES", "TRUE"}
                   for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    offline = offline or (needs_hub and not _hub_reachable())
     saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
              hub_constants.HF_HUB_OFFLINE)
     if offline:
@@ -415,7 +435,7 @@ def _open_split(source: _Source, split: str):
     """The ``datasets.Dataset`` of one split; ``test`` falls back to ``validation``."""
     import datasets
 
-    with _offline_from_env() as offline:
+    with _offline_from_env(needs_hub=not source.local) as offline:
         builder = _builder(source, offline)
         available = list(builder.config.data_files or builder.info.splits or [])
         chosen = split if split in available else None
@@ -462,7 +482,7 @@ def _arrow_dir(source: _Source) -> str | None:
 def _not_found(source: _Source, error: Exception, offline: bool) -> VanEduError:
     """One message: what could not be loaded, why, and which choices exist."""
     reason = f"{type(error).__name__}: {error}"
-    hub = "the Hugging Face Hub" + (" (offline: HF_HUB_OFFLINE is set)" if offline else "")
+    hub = "the Hugging Face Hub" + (" (offline, or the Hub is unreachable)" if offline else "")
     choices = f"Known names: {_known_choices()}."
     if source.local:
         return VanEduError(f"Could not read the dataset folder {source.path}: {reason}. Expected parquet "
