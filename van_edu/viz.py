@@ -56,3 +56,104 @@ def plot_tradeoff(runs: list[dict], x_key: str, x_label: str, title: str, log_x:
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# --- Plots of the course notebooks 01-05 (appended) ------------------------------------------------
+def plot_maps(maps, titles, suptitle: str, cmap: str = "viridis", boxes=None, colorbar_label=None,
+              xlabel: str = "x (pixels)", ylabel: str = "y (pixels)", symmetric: bool = False):
+    """Several 2-D maps side by side (kernels, receptive fields, attention maps).
+
+    ``maps`` are 2-D arrays or tensors; ``boxes`` optionally gives, per map, a square side (or None)
+    drawn centred on the map, e.g. the 23 x 23 field an LKA should reach; ``symmetric`` centres
+    the colour scale on zero (for signed maps).
+    """
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    n = len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(min(6.0, 2.1 * n + 0.4), 2.5), dpi=90, squeeze=False)
+    for i, (ax, m, t) in enumerate(zip(axes[0], maps, titles)):
+        a = np.asarray(m.detach().cpu() if hasattr(m, "detach") else m, dtype=float)
+        lim = float(np.abs(a).max()) or 1.0
+        kw = {"vmin": -lim, "vmax": lim} if symmetric else {}
+        im = ax.imshow(a, cmap=cmap, interpolation="nearest", **kw)
+        if boxes is not None and boxes[i]:
+            side, (h, w) = boxes[i], a.shape
+            corner = (w // 2 - side // 2 - 0.5, h // 2 - side // 2 - 0.5)  # centred on pixel (h//2, w//2)
+            ax.add_patch(Rectangle(corner, side, side, fill=False, ec="red", lw=1))
+        ax.set_title(t, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.set_ylabel(ylabel if i == 0 else "", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(False)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb.ax.tick_params(labelsize=6)
+        if colorbar_label and i == n - 1:
+            cb.set_label(colorbar_label, fontsize=7)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_eq3(kernel_sizes=(7, 14, 21, 28, 35), max_dilation: int = 8):
+    """Eq. (3) per channel, without the 1x1 conv's C: ceil(K/d)^2 + (2d-1)^2 against d, one line
+    per K, the minimum of each line marked."""
+    from .lka import best_dilation, lka_params
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=90)
+    for k in kernel_sizes:
+        ds = list(range(1, min(max_dilation, k) + 1))
+        ys = [lka_params(k, d, 1) - 1 for d in ds]
+        line, = ax.plot(ds, ys, marker="o", ms=3, label=f"K={k}")
+        best = best_dilation(k)
+        ax.plot([best], [lka_params(k, best, 1) - 1], marker="*", ms=12, color=line.get_color())
+    ax.set_yscale("log")
+    ax.set(title="Eq. (3) per channel: depth-wise taps of the decomposition (* = minimum)",
+           xlabel="dilation d", ylabel="ceil(K/d)^2 + (2d-1)^2  (weights per channel)")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scaling(rows: list[dict], key: str = "seconds", ylabel: str = "time per forward pass (s)",
+                 title: str = "Cost against resolution", slopes: dict | None = None):
+    """Log-log plot of ``key`` against the number of pixels, one line per method (the rows of
+    ``complexity.measure_scaling``); ``slopes`` (method -> fitted exponent) go into the legend."""
+    by_method = defaultdict(list)
+    for r in rows:
+        if r.get(key) is not None:
+            by_method[r["method"]].append(r)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=90)
+    for method, group in by_method.items():
+        label = method if not slopes or method not in slopes else f"{method} (slope {slopes[method]:.2f})"
+        ax.plot([r["pixels"] for r in group], [r[key] for r in group], marker="o", ms=3, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(title=title, xlabel="pixels per map, H x W (log scale)", ylabel=ylabel)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bars(labels, series: dict, title: str, ylabel: str, xlabel: str = "", log: bool = False):
+    """Grouped bars: ``series`` maps a legend name to one value per label."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=90)
+    x = np.arange(len(labels))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
+    if log:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_maps", "plot_eq3", "plot_scaling", "plot_bars"]

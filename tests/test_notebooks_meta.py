@@ -1,0 +1,157 @@
+"""The course notebooks are committed clean and executed: checked without running them.
+
+What is checked for every ``notebooks/NN_*.ipynb``: kernelspec ``python3``; executed in order from
+a fresh kernel (execution counts 1..n); no error outputs; no widget state; under 3 MB; a first
+Markdown cell with a title, learning goals, prerequisites and the Colab badge stamped from
+``van_edu.notebook.COURSE_REPO``; a first code cell that installs van_edu on Colab from that same
+repository without reinstalling torch and calls ``setup()``; checked cells (``# NBVAL_CHECK_OUTPUT``)
+that have an output; and no silent redefinition of the package's classes and functions.
+(Running them is nbval's job: ``pytest --nbval-lax notebooks/``.)
+"""
+import ast
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from van_edu.notebook import COLAB_DEPS, COURSE_REPO, badge_markdown, colab_url, install_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MAX_BYTES = 3 * 1024 * 1024
+CHECK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _python(source: str) -> str:
+    """Cell source with IPython magics and shell escapes replaced by ``pass``, so ``ast`` reads it."""
+    out = []
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        out.append(line[: len(line) - len(stripped)] + "pass" if stripped.startswith(("%", "!")) else line)
+    return "\n".join(out)
+
+
+def _package_names() -> set[str]:
+    """Top-level classes and functions defined in van_edu (public names only)."""
+    names = set()
+    for path in (ROOT / "van_edu").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                names.add(node.name)
+    return names
+
+
+def test_the_course_notebooks_exist():
+    numbers = {p.name[:2] for p in NOTEBOOKS}
+    assert {"00", "01", "02", "03", "04", "05"} <= numbers, sorted(numbers)
+
+
+def test_colab_dependencies_are_pyproject_minus_torch():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    expected = {d.replace(" ", "") for d in deps if re.split(r"[<>=!~\[; ]", d)[0] != "torch"}
+    assert set(COLAB_DEPS) == expected
+    assert not any(d.startswith("torch") and d[5:6] in "<>=!~ " for d in COLAB_DEPS)
+
+
+def test_course_repo_is_one_github_url():
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", COURSE_REPO), COURSE_REPO
+    assert colab_url("00_x.ipynb").endswith("/notebooks/00_x.ipynb")
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
+def notebook(request):
+    return request.param, _load(request.param)
+
+
+def test_kernelspec_and_size(notebook):
+    path, nb = notebook
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size / 2**20:.1f} MB"
+
+
+def test_executed_in_order_from_a_fresh_kernel(notebook):
+    path, nb = notebook
+    counts = [c.get("execution_count") for c in _code_cells(nb)]
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: execution counts {counts}"
+
+
+def test_no_errors_and_no_widget_state(notebook):
+    path, nb = notebook
+    assert "widgets" not in nb["metadata"], f"{path.name} stores widget state"
+    for i, cell in enumerate(_code_cells(nb)):
+        assert "widgets" not in cell.get("metadata", {})
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error", f"{path.name}, code cell {i + 1}: {out.get('ename')}"
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {})
+
+
+def test_first_cell_has_title_goals_prerequisites_and_badge(notebook):
+    path, nb = notebook
+    head = nb["cells"][0]
+    text = _source(head)
+    assert head["cell_type"] == "markdown"
+    assert re.match(r"#\s+\S", text), f"{path.name}: the first cell must start with a '# title'"
+    assert re.search(r"learning goals", text, re.I), f"{path.name}: no learning goals"
+    assert re.search(r"prerequisites", text, re.I), f"{path.name}: no prerequisites"
+    assert badge_markdown(path.name) in text, (
+        f"{path.name}: badge not stamped from COURSE_REPO (run: python tools/notebooks.py stamp)")
+    badges = re.findall(r"colab\.research\.google\.com/github/[^)\s]+", json.dumps(nb))
+    assert all(b.startswith(colab_url(path.name).removeprefix("https://")) for b in badges), badges
+
+
+def test_first_code_cell_installs_on_colab_without_torch_and_calls_setup(notebook):
+    path, nb = notebook
+    src = _source(_code_cells(nb)[0])
+    lines = [line.strip() for line in src.splitlines()]
+    assert '"google.colab" in sys.modules' in src
+    for line in install_lines():
+        assert line in lines, f"{path.name}: install line not stamped from COURSE_REPO: {line}"
+    pips = [line for line in lines if line.startswith(("%pip", "!pip"))]
+    assert len(pips) == len(install_lines()), f"{path.name}: extra pip lines {pips}"
+    assert not any(re.search(r"\btorch(vision)?\b(?!info)", p) for p in pips), pips
+    assert "setup(" in src
+
+
+def test_every_repository_url_comes_from_course_repo(notebook):
+    path, nb = notebook
+    text = json.dumps([_source(c) for c in nb["cells"]])
+    owner_repo = COURSE_REPO.removeprefix("https://github.com/")
+    for url in re.findall(r"github\.com/([\w.-]+/[\w.-]+)", text):
+        assert url.removesuffix(".git") == owner_repo or not url.startswith(owner_repo.split("/")[0]), url
+
+
+def test_checked_cells_have_output(notebook):
+    path, nb = notebook
+    checked = [c for c in _code_cells(nb) if CHECK in _source(c)]
+    for cell in checked:
+        assert cell.get("outputs"), f"{path.name}: a {CHECK} cell has no output: {_source(cell)[:80]!r}"
+
+
+def test_package_code_is_not_redefined_without_a_check(notebook):
+    """A notebook may build a package class or function by hand to teach it, under the same name,
+    only if a later cell asserts equality (``assert_close`` or ``assert``) and names it."""
+    path, nb = notebook
+    package = _package_names()
+    cells = [_python(_source(c)) for c in _code_cells(nb)]
+    for i, src in enumerate(cells):
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in package:
+                later = cells[i:]
+                assert any(node.name in s and ("assert_close" in s or "assert " in s) for s in later), (
+                    f"{path.name} redefines van_edu's {node.name} without asserting it equals the package's")

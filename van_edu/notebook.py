@@ -1,0 +1,109 @@
+"""What every course notebook needs first: the repository's address, test mode and a set-up call.
+
+The repository URL lives here and nowhere else: the notebooks' "Open in Colab" badges and their
+Colab install lines are stamped from ``COURSE_REPO`` by ``tools/notebooks.py stamp``, and
+``tests/test_notebooks_meta.py`` checks that every notebook agrees with it.
+
+Test mode: ``VAN_EDU_QUICK=1`` in the environment sets ``QUICK``; notebooks then shrink sizes,
+resolutions and epochs (``pick(full, quick)``) but run the same code. The notebook tests
+(nbval) turn it on in the repository's ``conftest.py``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+
+__all__ = ["COURSE_REPO", "COURSE_BRANCH", "COLAB_DEPS", "QUICK", "QUICK_ENV", "pick", "setup",
+           "colab_url", "badge_markdown", "install_lines", "in_colab"]
+
+# PLACEHOLDER: the course's public repository. Change it here only, then run
+# `python tools/notebooks.py stamp` to rewrite every notebook's badge and install line.
+COURSE_REPO = "https://github.com/van-edu/van-course"
+COURSE_BRANCH = "main"
+
+# What Colab needs besides van_edu itself: the package's dependencies except torch (Colab's own
+# torch, built for its GPU, is kept: van_edu is installed with --no-deps). Colab already has most
+# of these, and pip leaves a package that satisfies the bound alone. Kept equal to pyproject.toml's
+# dependencies minus torch (tests/test_notebooks_meta.py checks it).
+COLAB_DEPS = ("numpy>=1.24", "einops>=0.7", "torchinfo>=1.8", "matplotlib>=3.7", "datasets>=2.16",
+              "huggingface_hub>=0.20", "tqdm>=4.64")
+
+QUICK_ENV = "VAN_EDU_QUICK"
+QUICK = os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def pick(full, quick):
+    """``quick`` in test mode (``VAN_EDU_QUICK=1``), ``full`` otherwise: one switch, same code."""
+    return quick if QUICK else full
+
+
+def in_colab() -> bool:
+    """Whether this runs inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def _repo_path(repo: str = COURSE_REPO) -> str:
+    """``owner/name`` of a GitHub URL."""
+    return repo.rstrip("/").removeprefix("https://github.com/").removesuffix(".git")
+
+
+def colab_url(notebook: str, repo: str = COURSE_REPO, branch: str = COURSE_BRANCH) -> str:
+    """The Colab address that opens ``notebooks/<notebook>`` from the course repository."""
+    return f"https://colab.research.google.com/github/{_repo_path(repo)}/blob/{branch}/notebooks/{notebook}"
+
+
+def badge_markdown(notebook: str, repo: str = COURSE_REPO) -> str:
+    """The "Open in Colab" badge, in Markdown, for the first cell of ``notebook``."""
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(notebook, repo)})")
+
+
+def install_lines(repo: str = COURSE_REPO, branch: str = COURSE_BRANCH) -> list[str]:
+    """The two ``%pip`` lines of the first code cell on Colab: van_edu without its dependencies
+    (so Colab's torch stays), then the other dependencies."""
+    deps = " ".join(f'"{d}"' for d in COLAB_DEPS)
+    return [f'%pip install -q --no-deps "van-edu @ git+{repo}@{branch}"',
+            f"%pip install -q {deps}"]
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _plot_defaults() -> None:
+    """Small figures (the notebooks are committed with their outputs and must stay small)."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update({"figure.figsize": (5.0, 3.5), "figure.dpi": 90, "savefig.dpi": 90,
+                         "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
+
+
+def setup(seed: int = 0, device: str = "auto", verbose: bool = True):
+    """Prepare a notebook: seed the random generators, set small plot defaults, pick the device.
+
+    Prints the versions, the device and whether test mode is on; returns the ``torch.device``
+    (CUDA, then Apple's MPS, then the CPU, unless ``device`` names one).
+    """
+    import torch
+
+    import van_edu
+    from van_edu.train import pick_device
+
+    _seed_everything(seed)
+    _plot_defaults()
+    chosen = pick_device(device)
+    if verbose:
+        where = "Google Colab" if in_colab() else platform.platform(terse=True)
+        gpu = f" ({torch.cuda.get_device_name(chosen)})" if chosen.type == "cuda" else ""
+        print(f"python {platform.python_version()}, torch {torch.__version__}, "
+              f"van_edu {van_edu.__version__} on {where}")
+        print(f"device: {chosen}{gpu}; CPU threads: {torch.get_num_threads()}")
+        print(f"test mode ({QUICK_ENV}=1): {'on: small sizes' if QUICK else 'off'}")
+    return chosen
