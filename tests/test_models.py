@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from van_edu.compare import COMPARE_PRESETS
 from van_edu.complexity import count_macs, count_params
 from van_edu.errors import VanEduError
 from van_edu.models import create_model, list_models, model_family
@@ -101,6 +102,8 @@ def test_drop_path_is_active_in_training_only():
 @pytest.mark.parametrize("name", [n for n in list_models() if n not in EXACT])
 @pytest.mark.parametrize("size, chans", [(28, 1), (32, 3)])
 def test_small_image_models_run_and_split_features_and_head(name, size, chans):
+    if name.endswith("imagenette"):
+        size = 160
     kw = {"image_size": size} if model_family(name) == "vit" else {}
     m = create_model(name, num_classes=10, in_chans=chans, **kw).eval()
     x = torch.randn(2, chans, size, size)
@@ -110,13 +113,14 @@ def test_small_image_models_run_and_split_features_and_head(name, size, chans):
     assert m(x).shape == (2, 10)
 
 
-@pytest.mark.parametrize("preset", ["mini", "cifar"])
+@pytest.mark.parametrize("preset", sorted(COMPARE_PRESETS))
 @pytest.mark.parametrize("chans", [1, 3])
-def test_baselines_match_van_parameters_within_15_percent(preset, chans):
-    van = count_params(create_model(f"van_{preset}", num_classes=10, in_chans=chans))
-    for family in ("vit", "resnet"):
-        n = count_params(create_model(f"{family}_{preset}", num_classes=10, in_chans=chans))
-        assert abs(n - van) / van <= 0.15, (family, n, van)
+def test_compared_models_match_parameters_within_15_percent(preset, chans):
+    van_name, *baselines = COMPARE_PRESETS[preset].models
+    van = count_params(create_model(van_name, num_classes=10, in_chans=chans))
+    for name in baselines:
+        n = count_params(create_model(name, num_classes=10, in_chans=chans))
+        assert abs(n - van) / van <= 0.15, (name, n, van)
 
 
 def test_unknown_model_name_lists_the_choices():

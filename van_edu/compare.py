@@ -48,6 +48,8 @@ COMPARE_PRESETS = {
     # GPU presets (Colab or a workstation): CIFAR-10 at 32 px; Imagenette at 160 px with the stride-4 VAN.
     "cifar10": CompareSetup(dataset="cifar10", models=("van_cifar", "vit_cifar", "resnet_cifar"),
                             train="gpu", seeds=(0, 1)),
+    "imagenette": CompareSetup(dataset="imagenette", models=("van_b0", "vit_imagenette", "resnet_imagenette"),
+                               train="gpu", seeds=(0,), image_size=160, overrides={"batch_size": 128}),
 }
 
 

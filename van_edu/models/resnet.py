@@ -21,6 +21,7 @@ __all__ = ["ResNetConfig", "ResNet", "BasicBlock"]
 class ResNetConfig:
     widths: tuple[int, ...] = (64, 128, 256, 512)
     depths: tuple[int, ...] = (2, 2, 2, 2)
+    stem: str = "small"   # "small": 3x3 stride 1 (28-32 px); "imagenet": 7x7 stride 2 + 3x3 max-pool (stride 4)
     in_chans: int = 3
     num_classes: int = 10
 
@@ -52,8 +53,16 @@ class ResNet(nn.Module):
     def __init__(self, config: ResNetConfig):
         super().__init__()
         self.config = c = config
-        self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True))
+        if c.stem not in ("small", "imagenet"):
+            raise VanEduError(f"unknown ResNet stem {c.stem!r}; choose 'small' or 'imagenet'")
+        if c.stem == "small":
+            self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 7, stride=2, padding=3, bias=False),
+                                      nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(3, stride=2, padding=1))
+        self.total_stride = 2 ** (len(c.depths) - 1) * (4 if c.stem == "imagenet" else 1)
         stages, in_dim = [], c.widths[0]
         for i, (dim, depth) in enumerate(zip(c.widths, c.depths)):
             blocks = [BasicBlock(in_dim if j == 0 else dim, dim, 2 if (i > 0 and j == 0) else 1)
@@ -75,11 +84,11 @@ class ResNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != c.in_chans:
             raise VanEduError(f"expected images [B, {c.in_chans}, H, W] for in_chans={c.in_chans}, "
                               f"got shape {list(x.shape)}")
-        need = 2 ** (len(c.depths) - 1)
+        need = self.total_stride
         if min(x.shape[-2:]) < need:
             raise VanEduError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this ResNet down-samples "
                               f"by {need}, so it needs at least {need}x{need} pixels")
-        return self.stages(self.stem(x))                   # [B, C_last, H/8, W/8]
+        return self.stages(self.stem(x))                   # [B, C_last, H/total_stride, W/total_stride]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))
@@ -93,6 +102,8 @@ RESNET_CONFIGS = {
     # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
     "resnet_mini": ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2)),
     "resnet_cifar": ResNetConfig(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)),  # ResNet-18 layout
+    # Imagenette at 160 px, beside the stride-4 van_b0: an ImageNet stem and ResNet-18 depths.
+    "resnet_imagenette": ResNetConfig(widths=(36, 72, 144, 288), depths=(2, 2, 2, 2), stem="imagenet"),
 }
 
 

@@ -126,6 +126,8 @@ VIT_CONFIGS = {
     # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
     "vit_mini": ViTConfig(image_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0),
     "vit_cifar": ViTConfig(image_size=32, patch_size=4, embed_dim=384, depth=9, num_heads=6, mlp_ratio=2.0),
+    # Imagenette at 160 px, beside van_b0: 16 px patches, 100 tokens.
+    "vit_imagenette": ViTConfig(image_size=160, patch_size=16, embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0),
 }
 
 
