@@ -344,19 +344,32 @@ def _time_call(fn, repeats: int, device: torch.device) -> float:
 
 
 def measure_scaling(modules: dict, sizes, channels: int, batch: int = 1, repeats: int = 5,
-                    device=None, count_flops_too: bool = True) -> list[dict]:
+                    device=None, count_flops_too: bool = True, threads: int | None = None) -> list[dict]:
     """Time, peak memory and FLOPs of the forward pass of each module at each resolution.
 
     ``modules`` maps a name to a module taking [batch, channels, s, s] for s in ``sizes``.
     Inference mode (no autograd). Each row: method, size, pixels (s*s), seconds (the fastest of
     ``repeats`` calls after a warm-up), peak_bytes and memory_kind (see ``peak_memory``), flops
     (``torch.utils.flop_counter``, 2 per multiply-add; None when ``count_flops_too=False``).
+    ``threads`` sets PyTorch's CPU threads while measuring (restored afterwards): on a machine
+    shared with other programs, one thread avoids timing the waits of a parallel region for a
+    thread that is not running.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     device = torch.device(device) if device is not None else torch.device("cpu")
     if repeats < 1:
         raise VanEduError(f"repeats must be at least 1, got {repeats}")
+    saved_threads = torch.get_num_threads()
+    if threads is not None and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        return _measure_rows(modules, sizes, channels, batch, repeats, device, count_flops_too)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _measure_rows(modules, sizes, channels, batch, repeats, device, count_flops_too) -> list[dict]:
+    from torch.utils.flop_counter import FlopCounterMode
+
     rows = []
     for name, module in modules.items():
         module = module.to(device).eval()
