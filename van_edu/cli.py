@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     _add_compare(sub)
+    from .grading.cli import add_grade_command
+    add_grade_command(sub)
     return parser
 
 

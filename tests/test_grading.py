@@ -1,0 +1,438 @@
+"""Exercises and the grader: sources -> copies in sync, checks that catch plausible wrong answers,
+and the grader on real notebooks (solutions full marks, stubs zero, every failure mode graded)."""
+import ast
+import copy
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from van_edu.cli import main
+from van_edu.errors import VanEduError
+from van_edu.grading import check
+from van_edu.grading.assign import (SOLUTION_STUB, generate, is_answer_cell, is_test_cell, out_of_sync,
+                                    tasks_of, validate_source)
+from van_edu.grading.grader import grade_folder
+
+EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
+SETS = sorted(p.stem for p in (EXERCISES / "source").glob("*.ipynb"))
+
+
+def read(folder, name):
+    return nbformat.read(EXERCISES / folder / f"{name}.ipynb", as_version=4)
+
+
+# --------------------------------------------------------------------------- sources and copies
+def test_committed_copies_are_in_sync_with_their_sources():
+    problems = out_of_sync()
+    assert not problems, "run `python -m van_edu.grading generate`: " + "; ".join(problems)
+
+
+def test_the_sets_hold_at_least_20_tasks_each_with_prompt_stub_solution_and_tests():
+    assert len(SETS) >= 6
+    names = []
+    for name in SETS:
+        src = read("source", name)
+        validate_source(src, name)
+        cells = src.cells
+        for i, cell in enumerate(cells):
+            if not is_test_cell(cell):
+                continue
+            gid = cell.metadata.nbgrader.grade_id
+            names.append(gid)
+            answer, prompt = cells[i - 1], cells[i - 2]
+            assert is_answer_cell(answer) and "### BEGIN SOLUTION" in answer.source, gid
+            assert prompt.cell_type == "markdown" and "point" in prompt.source, gid
+            visible, hidden = cell.source.split("### BEGIN HIDDEN TESTS")
+            assert f"check.{gid}(" in visible and f"check.{gid}(" in hidden and "hidden=True" in hidden, gid
+    assert len(names) >= 20 and len(set(names)) == len(names)
+    assert set(names) == set(check.CHECKS), "one check per task, named by the task's grade_id"
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_student_and_solution_copies(name):
+    src, student, solution = read("source", name), read("student", name), read("solutions", name)
+    assert len(src.cells) == len(student.cells) == len(solution.cells)
+    for nb in (student, solution):
+        assert nb.metadata.kernelspec.name == "python3"
+        assert nb.metadata.van_edu.exercise_set == name
+        for cell in nb.cells:
+            assert "### BEGIN" not in cell.source and "### END" not in cell.source
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None
+    assert "exercises/README.md" in student.cells[0].source  # how to run on Colab
+    for s_cell, st_cell, so_cell in zip(src.cells, student.cells, solution.cells):
+        if is_answer_cell(s_cell):
+            assert "\n".join(SOLUTION_STUB[-1:]) in st_cell.source
+            assert "NotImplementedError" not in so_cell.source
+        if is_test_cell(s_cell):
+            visible = s_cell.source.split("### BEGIN HIDDEN TESTS")[0].rstrip("\n")
+            assert st_cell.source == so_cell.source == visible
+            assert st_cell.metadata.nbgrader == s_cell.metadata.nbgrader  # nbgrader can still use them
+
+
+def test_a_stale_copy_is_detected_and_regenerated(tmp_path):
+    shutil.copytree(EXERCISES / "source", tmp_path / "source")
+    generate(out_dir=tmp_path)
+    assert out_of_sync(out_dir=tmp_path) == []
+    nb = nbformat.read(tmp_path / "source" / f"{SETS[0]}.ipynb", as_version=4)
+    nb.cells[0].source += "\nA new sentence."
+    nbformat.write(nb, tmp_path / "source" / f"{SETS[0]}.ipynb")
+    stale = out_of_sync(out_dir=tmp_path)
+    assert len(stale) == 2 and all(SETS[0] in p for p in stale)
+    generate(out_dir=tmp_path)
+    assert out_of_sync(out_dir=tmp_path) == []
+
+
+def test_a_broken_source_is_refused():
+    nb = copy.deepcopy(read("source", SETS[0]))
+    answer = next(c for c in nb.cells if is_answer_cell(c))
+    answer.source = answer.source.replace("### END SOLUTION", "")
+    with pytest.raises(VanEduError, match="unbalanced"):
+        validate_source(nb)
+
+
+# --------------------------------------------------------------------------- checks, in process
+@pytest.fixture(scope="module")
+def answers():
+    """The reference answers, as a learner's notebook defines them (solution copies, code cells)."""
+    found = {}
+    for name in SETS:
+        ns, defined = {"__name__": "learner"}, []
+        for cell in read("solutions", name).cells:
+            if cell.cell_type == "code" and not is_test_cell(cell) and "nbgrader" in cell.metadata:
+                exec(compile(cell.source, name, "exec"), ns)
+                if is_answer_cell(cell):
+                    defined += [node.name for node in ast.parse(cell.source).body
+                                if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+        found.update({k: ns[k] for k in defined})
+    return found
+
+
+def test_the_solutions_pass_the_visible_and_hidden_checks(answers):
+    names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
+             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block"}
+    for task, fn in check.CHECKS.items():
+        fn(answers[names.get(task, task)], hidden=True)
+
+
+def test_the_reference_itself_is_refused():
+    from van_edu.lka import best_dilation
+    with pytest.raises(check.CheckFailed, match="your implementation"):
+        check.best_dilation(best_dilation)
+
+
+def _wrong_answers(a):
+    """(task, wrong answer, run the hidden checks?, a phrase the failure must contain)."""
+    LKA, Attention, Block, drop_path = a["LKA"], a["Attention"], a["Block"], a["drop_path"]
+
+    class NoGate(LKA):
+        def forward(self, x):
+            return self.conv1(self.conv_spatial(self.conv0(x)))
+
+    class WrongDilation(LKA):
+        def __init__(self, dim, kernel_size=21, dilation=3):
+            super().__init__(dim, kernel_size, dilation)
+            self.conv_spatial = nn.Conv2d(dim, dim, 7, padding=6, dilation=2, groups=dim)
+
+    class NoShortcut(Attention):
+        def forward(self, x):
+            return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
+
+    class NoPadding(a["OverlapPatchEmbed"]):
+        def __init__(self, in_chans, embed_dim, kernel, stride):
+            super().__init__(in_chans, embed_dim, kernel, stride)
+            self.proj = nn.Conv2d(in_chans, embed_dim, kernel, stride=stride)
+
+    class NoNorm(a["OverlapPatchEmbed"]):
+        def forward(self, x):
+            return self.proj(x)
+
+    class NoLayerScale(Block):
+        def forward(self, x):
+            x = x + drop_path(self.attn(self.norm1(x)), self.drop_prob, self.training)
+            return x + drop_path(self.mlp(self.norm2(x)), self.drop_prob, self.training)
+
+    class ScaledShortcut(Block):
+        def forward(self, x):
+            ls1, ls2 = self.layer_scale_1[:, None, None], self.layer_scale_2[:, None, None]
+            x = ls1 * (x + self.attn(self.norm1(x)))
+            return ls2 * (x + self.mlp(self.norm2(x)))
+
+    class DropoutNotDropPath(Block):
+        def forward(self, x):
+            ls1, ls2 = self.layer_scale_1[:, None, None], self.layer_scale_2[:, None, None]
+            x = x + F.dropout(ls1 * self.attn(self.norm1(x)), self.drop_prob, self.training)
+            return x + F.dropout(ls2 * self.mlp(self.norm2(x)), self.drop_prob, self.training)
+
+    class ScaleStartsAtOne(Block):
+        def __init__(self, dim, mlp_ratio=4.0, drop_path=0.0, layer_scale_init=1e-2):
+            super().__init__(dim, mlp_ratio, drop_path, layer_scale_init=1.0)
+
+    def no_zero_grad(model, x, y, optimizer, amp_dtype=None, scaler=None):
+        model.train()
+        loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def no_autocast(model, x, y, optimizer, amp_dtype=None, scaler=None):
+        return a["train_step"](model, x, y, optimizer, None, scaler)
+
+    def tensor_loss(model, x, y, optimizer, amp_dtype=None, scaler=None):
+        a["train_step"](model, x, y, optimizer, amp_dtype, scaler)
+        return torch.tensor(0.0)
+
+    def ignores_scaler(model, x, y, optimizer, amp_dtype=None, scaler=None):
+        return a["train_step"](model, x, y, optimizer, amp_dtype, None)
+
+    def no_eval(model, x, y, batch_size=256):
+        with torch.no_grad():
+            return (model(x).argmax(1) == y).float().mean().item()
+
+    def drops_last_batch(model, x, y, batch_size=256):
+        model.eval()
+        correct, seen = 0, 0
+        with torch.no_grad():
+            for s in range(0, len(x) - batch_size + 1, batch_size):
+                correct += (model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum().item()
+                seen += batch_size
+        return correct / max(seen, 1)
+
+    def cam_without(step):
+        def grad_cam(model, x, target=None):
+            feats = model.forward_features(x)
+            logits = model.forward_head(feats)
+            t = logits.argmax(1) if target is None or step == "target" else torch.as_tensor(target).reshape(-1).expand(len(x))
+            grads, = torch.autograd.grad(logits[torch.arange(len(x)), t].sum(), feats)
+            w = grads if step == "mean" else grads.mean((2, 3), keepdim=True)
+            cam = (w * feats).sum(1)
+            cam = cam if step == "relu" else F.relu(cam)
+            return (cam if step == "norm" else cam / cam.amax((1, 2), keepdim=True).clamp_min(1e-12)).detach()
+        return grad_cam
+
+    def upsample(mode, corners=None):
+        def upsample_cam(cam, size):
+            size = (size, size) if isinstance(size, int) else size
+            return F.interpolate(cam[:, None], size=size, mode=mode, align_corners=corners)[:, 0]
+        return upsample_cam
+
+    def effective_kernel_flipped(w_dw, w_dwd, d):
+        return a["effective_kernel"](w_dw, w_dwd.flip(0, 1), d)
+
+    def rates_restart(total, depths):
+        return [[total * i / max(n - 1, 1) for i in range(n)] for n in depths]
+
+    def rates_over_n(total, depths):
+        n = sum(depths)
+        flat = [total * i / n for i in range(n)]
+        return [flat[sum(depths[:s]):sum(depths[:s + 1])] for s in range(len(depths))]
+
+    return [
+        ("same_padding", lambda k, d=1: k // 2, False, "include d"),
+        ("same_padding", lambda k, d=1: d * k // 2, False, "expected"),
+        ("decompose", lambda K, d: (2 * d - 1, K // d), False, "round K / d up"),
+        ("eq3_params", lambda K, d, C: C * (math.ceil(K / d) ** 2 + (2 * d - 1) ** 2), False, "1x1"),
+        ("best_dilation", lambda K: min(range(1, 6), key=lambda d: math.ceil(K / d) ** 2 + (2 * d - 1) ** 2),
+         True, "best_dilation("),
+        ("best_dilation", lambda K: min(range(1, K + 1), key=lambda d: math.ceil(K / d) ** 2), False, "expected 3"),
+        ("receptive_field", lambda layers: sum(d * (k - 1) for k, d in layers), False, "start from 1"),
+        ("receptive_field", lambda layers: sum(d * k for k, d in layers), False, "not k d"),
+        ("table2_row", lambda C: {"standard": 441 * C, "mobilenet": 441 * C + C * C, "van": C * (74 + C)},
+         False, "['standard']"),
+        ("depthwise_conv", lambda c, k, d=1: nn.Conv2d(c, c, k, padding=k // 2, dilation=d, groups=c), False,
+         "pad by d (k - 1) / 2"),
+        ("depthwise_conv", lambda c, k, d=1: nn.Conv2d(c, c, k, padding=d * (k - 1) // 2, dilation=d), False,
+         "groups = channels"),
+        ("effective_kernel", effective_kernel_flipped, False, "flipped"),
+        ("lka_module", NoGate, False, "multiply it by the input"),
+        ("lka_module", WrongDilation, False, "conv_spatial has dilation=(2, 2), expected dilation=(3, 3)"),
+        ("attention_module", NoShortcut, False, "shortcut"),
+        ("drop_path", lambda x, p, training: x * (torch.rand(len(x), *[1] * (x.dim() - 1)) > p) if training else x,
+         False, "rescaled"),
+        ("drop_path", lambda x, p, training: F.dropout(x, p, training), False, "whole sample"),
+        ("drop_path", lambda x, p, training: x * (torch.rand(len(x), *[1] * (x.dim() - 1)) < p) / (1 - p)
+         if training and p else x, False, "probability to DROP"),
+        ("overlap_patch_embed", NoPadding, False, "pad by kernel // 2"),
+        ("overlap_patch_embed", NoNorm, False, "BatchNorm"),
+        ("stage_sizes", lambda n, k=7, s=4, m=4: [n // s // 2 ** i for i in range(m)], False, "not H // s"),
+        ("drop_path_rates", rates_restart, False, "do not restart"),
+        ("drop_path_rates", rates_over_n, False, "exactly `total`"),
+        ("van_block", NoLayerScale, False, "layer scale"),
+        ("van_block", ScaledShortcut, False, "not the shortcut"),
+        ("van_block", DropoutNotDropPath, False, "as a whole per sample"),
+        ("van_block", ScaleStartsAtOne, False, "start at layer_scale_init"),
+        ("attention", lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v, False, "sqrt(D)"),
+        ("attention", lambda q, k, v: (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-2) @ v, False,
+         "over the keys"),
+        ("attention_macs", lambda h, w, c: 4 * h * w * c * c + 2 * h * w * c, False, "N^2 C"),
+        ("lka_macs", lambda h, w, c, kernel_size=21, dilation=3: c * (49 + 25) * h * w, False, "C^2 per position"),
+        ("count_parameters", lambda m, trainable_only=False: len(list(m.parameters())), False, "numel"),
+        ("warmup_cosine", lambda s, w, t: s / w if s < w else a["warmup_cosine"](s, w, t), False, "(step + 1)"),
+        ("param_groups", lambda m, wd: [{"params": [p for n, p in m.named_parameters() if not n.endswith("bias")],
+                                         "weight_decay": wd},
+                                        {"params": [p for n, p in m.named_parameters() if n.endswith("bias")],
+                                         "weight_decay": 0.0}], False, "no weight decay"),
+        ("train_step", no_zero_grad, False, "zero_grad"),
+        ("train_step", no_autocast, False, "torch.autocast"),
+        ("train_step", tensor_loss, False, "Python float"),
+        ("train_step", ignores_scaler, True, "scaler.step(optimizer)"),
+        ("accuracy", no_eval, False, "model.eval()"),
+        ("accuracy", drops_last_batch, False, "the last batch may be smaller"),
+        ("grad_cam", cam_without("relu"), False, "ReLU"),
+        ("grad_cam", cam_without("norm"), False, "maximum"),
+        ("grad_cam", cam_without("mean"), False, "MEAN"),
+        ("grad_cam", cam_without("target"), False, "target"),
+        ("upsample_cam", upsample("nearest"), False, "bilinear"),
+        ("upsample_cam", upsample("bilinear", True), False, "align_corners=False"),
+    ]
+
+
+def test_every_task_has_a_plausible_wrong_answer_that_is_caught(answers, capsys):
+    cases = _wrong_answers(answers)
+    assert {task for task, *_ in cases} == set(check.CHECKS)
+    missed = []
+    for task, wrong, hidden, phrase in cases:
+        try:
+            check.CHECKS[task](wrong, hidden=hidden)
+            missed.append(f"{task}: the wrong answer passed")
+        except check.CheckFailed as err:
+            if phrase not in str(err):
+                missed.append(f"{task}: {phrase!r} not in {str(err)!r}")
+        if f"FAIL {task}: " not in capsys.readouterr().out:
+            missed.append(f"{task}: no FAIL line printed")
+    assert not missed, "\n".join(missed)
+
+
+def test_a_stub_is_reported_as_not_answered(answers, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError, match="still raises NotImplementedError"):
+        check.eq3_params(stub)
+    assert "FAIL eq3_params: not answered yet" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the grader, on notebooks
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    """A class: alice hands in every solution copy, bob every untouched student copy, carol a file
+    that is not a notebook; graded once for the tests below."""
+    root = tmp_path_factory.mktemp("class")
+    for learner, folder in (("alice", "solutions"), ("bob", "student")):
+        (root / learner).mkdir()
+        for name in SETS:
+            shutil.copy(EXERCISES / folder / f"{name}.ipynb", root / learner / f"{name}.ipynb")
+    (root / "carol").mkdir()
+    (root / "carol" / f"{SETS[0]}.ipynb").write_text("{ this is not json")
+    rows, reports = grade_folder(root, root / "grades.csv")
+    return root, rows, {(Path(r.notebook).parent.name, Path(r.notebook).stem): r for r in reports}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_each_solution_copy_scores_full_marks(graded_class, name):
+    report = graded_class[2][("alice", name)]
+    assert report.score == report.max_score > 0, report.format()
+    assert report.errors() == []
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_each_student_copy_scores_zero_and_raises_only_not_implemented(graded_class, name):
+    report = graded_class[2][("bob", name)]
+    assert report.score == 0 and report.max_score > 0
+    assert report.errors() and {e[1] for e in report.errors()} == {"NotImplementedError"}, report.errors()
+    assert all(t.message.startswith("not answered yet") for t in report.tasks), report.format()
+
+
+def test_a_folder_gives_one_csv_row_per_learner(graded_class):
+    root, rows, _ = graded_class
+    table = list(csv.DictReader((root / "grades.csv").open()))
+    assert [r["learner"] for r in table] == ["alice", "bob", "carol"]
+    total = sum(t.points for n in SETS for t in tasks_of(read("source", n)))
+    assert all(float(r["max_score"]) == total for r in table)
+    assert float(table[0]["score"]) == total and float(table[1]["score"]) == 0 == float(table[2]["score"])
+    assert "no submission" in table[2]["notes"]
+    assert set(check.CHECKS) <= set(table[0])  # a column per task
+
+
+def test_an_unreadable_notebook_scores_zero_with_the_reason(graded_class):
+    report = graded_class[2][("carol", SETS[0])]
+    assert report.score == 0 and all("could not be read" in t.message for t in report.tasks)
+
+
+def _by_id(nb, gid):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+
+
+@pytest.fixture(scope="module")
+def failure_report(tmp_path_factory):
+    """Set 01 answered with every kind of learner error, graded by the command with --json."""
+    nb = read("solutions", "01_lka_arithmetic")
+    _by_id(nb, "same_padding_answer").source = "def same_padding(kernel, dilation=1):\n    return 1 // 0"
+    nb.cells.remove(_by_id(nb, "same_padding"))                                    # a deleted test cell
+    _by_id(nb, "decompose_answer").source = "def decompose(K, d)\n    return 2 * d - 1, -(-K // d)"
+    _by_id(nb, "decompose").source = "pass  # the learner 'fixed' the test"         # tampering does not help
+    _by_id(nb, "eq3_params_answer").source = "def eq3_params(K, d, C):\n    while True:\n        pass"
+    best = _by_id(nb, "best_dilation_answer")
+    best.source = best.source.replace("def best_dilation(", "def best_d(")           # a renamed function
+    _by_id(nb, "receptive_field_answer").source += "\nfor _ in range(3000):\n    print('x' * 100)"
+    table2 = _by_id(nb, "table2_row_answer")
+    table2.source = ('def table2_row(C):\n    return {"standard": 441 * C * C, "mobilenet": 441 * C + C * C, '
+                     '"van": C * (74 + C)}')
+    at = nb.cells.index(table2)
+    nb.cells.insert(at, nbformat.v4.new_code_cell("import os\nos._exit(1)"))         # kills the kernel
+    nb.cells.insert(at, nbformat.v4.new_code_cell(                                   # ignores the interrupt
+        "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass"))
+    nb.cells.append(nbformat.v4.new_code_cell("raise ValueError('a stray error at the end')"))
+    folder = tmp_path_factory.mktemp("failures")
+    path, out = folder / "01_lka_arithmetic.ipynb", folder / "report.json"
+    nbformat.write(nb, path)
+    assert main(["grade", str(path), "--json", str(out), "--timeout", "5"]) == 0
+    report = json.loads(out.read_text())
+    return report, {t["name"]: t for t in report["tasks"]}
+
+
+def test_the_json_report_has_the_promised_shape(failure_report):
+    report, _ = failure_report
+    assert {"score", "max_score", "tasks"} <= set(report)
+    assert report["max_score"] == 6 and report["score"] == 1
+    for t in report["tasks"]:
+        assert set(t) == {"name", "score", "max_score", "message"}
+
+
+@pytest.mark.parametrize("task, score, phrases", [
+    ("same_padding", 0, ["raised ZeroDivisionError", "no test cell"]),
+    ("decompose", 0, ["NameError", "SyntaxError"]),
+    ("eq3_params", 0, ["timed out after 5 s"]),
+    ("best_dilation", 0, ["name 'best_dilation' is not defined", "rename"]),
+    ("receptive_field", 0, ["printed more than 100,000 characters"]),
+    ("table2_row", 1, ["passed"]),  # after a hung kernel and a dead one, the rest is still graded
+])
+def test_every_failure_mode_is_graded_not_crashed(failure_report, task, score, phrases):
+    result = failure_report[1][task]
+    assert result["score"] == score, result
+    for phrase in phrases:
+        assert phrase in result["message"], result
+
+
+def test_the_command_grades_a_folder_into_a_csv(tmp_path, capsys):
+    # a renamed file: the exercise set is found from the notebook's metadata
+    shutil.copy(EXERCISES / "solutions" / f"{SETS[0]}.ipynb", tmp_path / "dave.ipynb")
+    assert main(["grade", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "dave: total 6/6" in out
+    rows = list(csv.DictReader((tmp_path / "grades.csv").open()))
+    assert len(rows) == 1 and rows[0]["learner"] == "dave" and float(rows[0]["score"]) == 6
+
+
+def test_the_command_refuses_a_missing_notebook_in_one_line(tmp_path, capsys):
+    assert main(["grade", str(tmp_path / "nowhere.ipynb")]) == 2
+    err = capsys.readouterr().err
+    assert "no such notebook" in err and "Traceback" not in err

@@ -1,0 +1,26 @@
+"""Exercises with autograded solutions: the checks learners run, and the grader teachers run.
+
+* ``van_edu.grading.check``: one check per task (``check.eq3_params(eq3_params)``), usable on
+  Colab and offline; it needs only torch and ``van_edu``.
+* ``van_edu.grading.assign``: nbgrader-style sources -> student and solution copies.
+* ``van_edu.grading.grader``: runs a submission in a fresh kernel and scores it (needs nbclient).
+
+Only ``check`` is imported eagerly; the grader's dependencies load when it is used.
+"""
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["check", "CheckFailed", "grade_notebook", "grade_folder", "generate"]
+
+_LAZY = {"check": ("check", None), "CheckFailed": ("_core", "CheckFailed"),
+         "grade_notebook": ("grader", "grade_notebook"), "grade_folder": ("grader", "grade_folder"),
+         "generate": ("assign", "generate")}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'van_edu.grading' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(f".{module}", __name__)
+    return mod if attr is None else getattr(mod, attr)

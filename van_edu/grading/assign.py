@@ -1,0 +1,223 @@
+"""From one source notebook per exercise set to the student and the solution copies.
+
+The sources use nbgrader's conventions, so a teacher can also feed them to nbgrader itself:
+
+* code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` is the answer; the student copy
+  gets ``# YOUR CODE HERE`` / ``raise NotImplementedError()`` in its place (same indentation);
+* code between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` is left out of both copies
+  and run only by the grader;
+* cell metadata ``nbgrader: {grade, grade_id, points, solution, locked, schema_version}``: a
+  test cell (``grade: true``) is one task, named by its ``grade_id``, worth ``points``.
+
+``python -m van_edu.grading generate`` writes ``exercises/student/`` and ``exercises/solutions/``
+(unexecuted, same file names); ``python -m van_edu.grading check`` fails when they are stale.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from ..errors import VanEduError
+
+__all__ = ["Task", "tasks_of", "student_copy", "solution_copy", "test_source", "generate", "out_of_sync",
+           "validate_source", "default_exercises_dir", "SOLUTION_STUB"]
+
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+SOLUTION_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+MARKDOWN_STUB = "YOUR ANSWER HERE"
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def default_exercises_dir() -> Path:
+    """``exercises/`` of the repository this package was installed from (an editable install)."""
+    return Path(__file__).resolve().parents[2] / "exercises"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One graded task: the ``grade_id`` of its test cell, its points and the test code (hidden included)."""
+
+    name: str
+    points: float
+    test_code: str
+    answer_ids: tuple[str, ...]
+
+
+def _meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def is_test_cell(cell) -> bool:
+    m = _meta(cell)
+    return cell.cell_type == "code" and bool(m.get("grade")) and not m.get("solution")
+
+
+def is_answer_cell(cell) -> bool:
+    return bool(_meta(cell).get("solution"))
+
+
+def _replace_blocks(source: str, begin: str, end: str, replacement) -> str:
+    """Replace each ``begin`` ... ``end`` block (marker lines included) by ``replacement(indent)`` lines."""
+    out, inside, indent = [], False, ""
+    for line in source.split("\n"):
+        stripped = line.strip()
+        if stripped == begin and not inside:
+            inside, indent = True, line[: len(line) - len(line.lstrip())]
+            out.extend(replacement(indent))
+        elif stripped == end and inside:
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise VanEduError(f"a {begin!r} has no matching {end!r}")
+    return "\n".join(out)
+
+
+def _drop_marker_lines(source: str, begin: str, end: str) -> str:
+    return "\n".join(line for line in source.split("\n") if line.strip() not in (begin, end))
+
+
+def test_source(cell_source: str) -> str:
+    """The test code the grader runs: visible and hidden tests, markers removed."""
+    return _drop_marker_lines(cell_source, BEGIN_HIDDEN, END_HIDDEN)
+
+
+def _clean(nb, exercise_set: str):
+    nb = copy.deepcopy(nb)
+    nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": {"name": "python"},
+                                      "van_edu": {"exercise_set": exercise_set}})
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    for i, cell in enumerate(nb.cells):
+        cell.metadata = nbformat.from_dict({k: v for k, v in cell.metadata.items() if k in ("nbgrader", "tags")})
+        cell.id = _meta(cell).get("grade_id") or f"cell-{i:02d}"  # stable ids: stable files
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        else:
+            cell.pop("outputs", None)
+            cell.pop("execution_count", None)
+    return nb
+
+
+def student_copy(nb, exercise_set: str):
+    """Answers replaced by stubs, hidden tests removed, no outputs."""
+    nb = _clean(nb, exercise_set)
+    for cell in nb.cells:
+        if is_answer_cell(cell) and cell.cell_type == "markdown":
+            cell.source = MARKDOWN_STUB
+            continue
+        if cell.cell_type != "code":
+            continue
+        cell.source = _replace_blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION,
+                                      lambda indent: [indent + s for s in SOLUTION_STUB])
+        cell.source = _replace_blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+    return nb
+
+
+def solution_copy(nb, exercise_set: str):
+    """Answers kept (markers removed), hidden tests removed, no outputs."""
+    nb = _clean(nb, exercise_set)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = _drop_marker_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION)
+            cell.source = _replace_blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+    return nb
+
+
+def tasks_of(nb) -> list[Task]:
+    """The graded tasks of a source notebook, in order; answer cells belong to the next test cell."""
+    tasks, pending = [], []
+    for cell in nb.cells:
+        m = _meta(cell)
+        if is_answer_cell(cell):
+            pending.append(m.get("grade_id", ""))
+        elif is_test_cell(cell):
+            tasks.append(Task(m["grade_id"], float(m.get("points", 0)), test_source(cell.source), tuple(pending)))
+            pending = []
+    return tasks
+
+
+def validate_source(nb, name: str = "source") -> None:
+    """Raise VanEduError when a source breaks the conventions above."""
+    ids, problems = set(), []
+    for i, cell in enumerate(nb.cells):
+        m = _meta(cell)
+        gid = m.get("grade_id")
+        if m:
+            if not gid or not re.fullmatch(r"[A-Za-z0-9_-]+", gid):
+                problems.append(f"cell {i}: nbgrader grade_id {gid!r} must be letters, digits, _ or -")
+            if gid in ids:
+                problems.append(f"cell {i}: duplicate grade_id {gid!r}")
+            ids.add(gid)
+        text = cell.source
+        has_solution = BEGIN_SOLUTION in text
+        if cell.cell_type == "code" and is_answer_cell(cell) != has_solution:
+            problems.append(f"cell {i} ({gid}): solution cells, and only they, hold {BEGIN_SOLUTION}")
+        if BEGIN_HIDDEN in text and not is_test_cell(cell):
+            problems.append(f"cell {i} ({gid}): hidden tests belong in a test cell (grade: true)")
+        if is_test_cell(cell) and not m.get("points"):
+            problems.append(f"cell {i} ({gid}): a test cell needs points")
+        for begin, end in ((BEGIN_SOLUTION, END_SOLUTION), (BEGIN_HIDDEN, END_HIDDEN)):
+            if text.count(begin) != text.count(end):
+                problems.append(f"cell {i} ({gid}): unbalanced {begin!r} / {end!r}")
+    if not tasks_of(nb):
+        problems.append("no test cells (nbgrader grade: true)")
+    if problems:
+        raise VanEduError(f"{name}: " + "; ".join(problems))
+
+
+def _dumps(nb) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def _targets(source_dir: Path, out_dir: Path):
+    sources = sorted(source_dir.glob("*.ipynb"))
+    if not sources:
+        raise VanEduError(f"no source notebooks in {source_dir}")
+    for path in sources:
+        nb = nbformat.read(path, as_version=4)
+        validate_source(nb, path.name)
+        yield path, out_dir / "student" / path.name, _dumps(student_copy(nb, path.stem))
+        yield path, out_dir / "solutions" / path.name, _dumps(solution_copy(nb, path.stem))
+
+
+def generate(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[Path]:
+    """Write the student and solution copies of every source; returns the paths written.
+
+    Copies whose source was removed are deleted, so the folders mirror ``source/``.
+    """
+    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
+    source_dir = Path(source_dir) if source_dir else out_dir / "source"
+    written = []
+    for _, target, text in _targets(source_dir, out_dir):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+        written.append(target)
+    for folder in ("student", "solutions"):
+        for stale in (out_dir / folder).glob("*.ipynb"):
+            if stale not in written:
+                stale.unlink()
+    return written
+
+
+def out_of_sync(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[str]:
+    """Generated copies that are missing, stale or orphaned (empty when all are in sync)."""
+    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
+    source_dir = Path(source_dir) if source_dir else out_dir / "source"
+    problems, expected = [], set()
+    for source, target, text in _targets(source_dir, out_dir):
+        expected.add(target)
+        if not target.exists():
+            problems.append(f"{target} is missing")
+        elif target.read_text(encoding="utf-8") != text:
+            problems.append(f"{target} differs from what {source.name} generates")
+    for folder in ("student", "solutions"):
+        for extra in sorted((out_dir / folder).glob("*.ipynb")):
+            if extra not in expected:
+                problems.append(f"{extra} has no source")
+    return problems

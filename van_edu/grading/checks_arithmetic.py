@@ -1,0 +1,135 @@
+"""Checks of exercise set 01 (the arithmetic of LKA): padding, decomposition, Eq. (3), d*, fields."""
+from __future__ import annotations
+
+import random
+
+from . import reference as ref
+from ._core import CheckFailed, call, expect_number, require_callable, task_check
+
+__all__ = ["same_padding", "decompose", "eq3_params", "best_dilation", "receptive_field", "table2_row"]
+
+
+def _random_kd(rng: random.Random, n: int):
+    out = []
+    for _ in range(n):
+        k = rng.randint(2, 40)
+        out.append((k, rng.randint(1, k)))
+    return out
+
+
+@task_check("same_padding")
+def same_padding(fn, hidden: bool = False):
+    """``fn(kernel, dilation)``: the padding that keeps the size of a stride-1 convolution."""
+    require_callable(fn, "same_padding")
+    cases = [(3, 1), (5, 1), (7, 3), (5, 2), (1, 1)]
+    if hidden:
+        rng = random.Random(11)
+        cases += [(rng.randrange(1, 30, 2), rng.randint(1, 6)) for _ in range(40)]
+    for k, d in cases:
+        want = ref.same_padding(k, d)
+        got = call(fn, k, d)
+        hint = ""
+        if got == k // 2 and d > 1:
+            hint = " (the dilation spreads the kernel over d (k - 1) + 1 pixels: include d)"
+        try:
+            expect_number(got, want, f"same_padding({k}, {d})")
+        except CheckFailed as err:
+            raise CheckFailed(f"{err}{hint}") from None
+    return f"{len(cases)} kernels and dilations keep the size"
+
+
+@task_check("decompose")
+def decompose(fn, hidden: bool = False):
+    """``fn(K, d)`` -> (DW-Conv kernel, DW-D-Conv kernel)."""
+    require_callable(fn, "decompose")
+    cases = [(21, 3), (7, 2), (14, 3), (28, 4)]  # Table 6 of the paper
+    if hidden:
+        cases += _random_kd(random.Random(12), 40)
+    for k, d in cases:
+        want = ref.decompose(k, d)
+        got = call(fn, k, d)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise CheckFailed(f"decompose({k}, {d}): expected a pair (dw_kernel, dwd_kernel) like {want}, got {got!r:.60}")
+        expect_number(got[0], want[0], f"decompose({k}, {d})[0], the DW-Conv kernel 2d - 1")
+        hint = " (round K / d up: the dilated kernel must cover all K pixels)" if got[1] == k // d else ""
+        try:
+            expect_number(got[1], want[1], f"decompose({k}, {d})[1], the DW-D-Conv kernel")
+        except CheckFailed as err:
+            raise CheckFailed(f"{err}{hint}") from None
+    return "Table 6's decompositions " + ("and 40 random (K, d)" if hidden else "(K=7, 14, 21, 28)")
+
+
+@task_check("eq3_params")
+def eq3_params(fn, hidden: bool = False):
+    """``fn(K, d, C)``: Eq. (3), the parameters of the decomposed kernel (biases ignored)."""
+    require_callable(fn, "eq3_params")
+    cases = [(21, 3, c) for c in (32, 64, 128, 256, 512)] + [(21, 1, 1), (7, 2, 16)]
+    if hidden:
+        rng = random.Random(13)
+        cases += [(k, d, rng.randint(1, 600)) for k, d in _random_kd(rng, 40)]
+    for k, d, c in cases:
+        got = call(fn, k, d, c)
+        want = ref.eq3_params(k, d, c)
+        hint = ""
+        if got == want - c * c:
+            hint = " (you left out the 1x1 convolution's C^2 weights)"
+        elif got == c * ((k / d) ** 2 + (2 * d - 1) ** 2 + c):
+            hint = " (round K / d up before squaring)"
+        try:
+            expect_number(got, want, f"eq3_params(K={k}, d={d}, C={c})")
+        except CheckFailed as err:
+            raise CheckFailed(f"{err}{hint}") from None
+    return "Table 2's VAN column and " + ("42 more cases" if hidden else "2 more cases")
+
+
+@task_check("best_dilation")
+def best_dilation(fn, hidden: bool = False):
+    """``fn(K)``: the d that minimises Eq. (3) (the smallest on ties)."""
+    require_callable(fn, "best_dilation")
+    cases = [21, 7, 14, 28]
+    if hidden:
+        cases = list(range(2, 65))
+    for k in cases:
+        got = call(fn, k)
+        want = ref.best_dilation(k)
+        expect_number(got, want, f"best_dilation({k})")
+    return "K = " + (", ".join(map(str, cases)) if not hidden else "2..64")
+
+
+@task_check("receptive_field")
+def receptive_field(fn, hidden: bool = False):
+    """``fn(layers)``: receptive field of stacked stride-1 convs given as (kernel, dilation) pairs."""
+    require_callable(fn, "receptive_field")
+    cases = [[(5, 1), (7, 3)], [(3, 1)], [(3, 1), (3, 1)], [(3, 2)]]
+    if hidden:
+        rng = random.Random(14)
+        cases += [[(rng.randrange(1, 12, 2), rng.randint(1, 5)) for _ in range(rng.randint(1, 5))]
+                  for _ in range(40)] + [[]]
+    for layers in cases:
+        got = call(fn, list(layers))
+        want = ref.stack_receptive_field(layers)
+        hint = ""
+        if got == want - 1:
+            hint = " (one output pixel sees 1 pixel before any layer: start from 1)"
+        elif got == sum(k * d for k, d in layers):
+            hint = " (a dilated kernel spans d (k - 1) + 1 pixels, not k d)"
+        try:
+            expect_number(got, want, f"receptive_field({layers})")
+        except CheckFailed as err:
+            raise CheckFailed(f"{err}{hint}") from None
+    return f"{len(cases)} stacks, including LKA's 5x5 + 7x7 dilation 3 = 23"
+
+
+@task_check("table2_row")
+def table2_row(fn, hidden: bool = False):
+    """``fn(C)`` -> {"standard", "mobilenet", "van"}: a row of Table 2 (K=21, d=3, no biases)."""
+    require_callable(fn, "table2_row")
+    channels = [32, 64, 128, 256, 512] + ([1, 3, 7, 100, 1000] if hidden else [])
+    for c in channels:
+        got = call(fn, c)
+        want = ref.table2_row(c)
+        if not isinstance(got, dict) or set(got) != set(want):
+            raise CheckFailed(f"table2_row({c}): expected a dict with keys {sorted(want)}, got {got!r:.80}")
+        for key in ("standard", "mobilenet", "van"):
+            expect_number(got[key], want[key], f"table2_row({c})[{key!r}]")
+    return "Table 2 of the paper, C = 32 ... 512"

@@ -1,0 +1,269 @@
+"""Checks of exercise set 03 (the VAN architecture): drop path, patch embedding, sizes, the block."""
+from __future__ import annotations
+
+import copy
+import random
+
+import torch
+from torch import nn
+
+from . import reference as ref
+from ._core import (CheckFailed, call, expect_tensor, fmt_shape, load_reference_state,
+                    require_callable, seeded, task_check)
+
+__all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
+
+
+def _randn(*shape, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@task_check("drop_path")
+def drop_path(fn, hidden: bool = False):
+    """``fn(x, p, training)``: drop whole samples with probability p, rescale the rest by 1/(1-p)."""
+    require_callable(fn, "drop_path")
+    x = _randn(4, 3, 5, 5, seed=1)
+    for p, training in ((0.5, False), (0.0, True)):
+        with seeded(5):
+            out = call(fn, x.clone(), p, training)
+        what = "in evaluation mode (training=False)" if not training else "with p=0"
+        expect_tensor(out, x, f"drop_path(x, p={p}, training={training}): {what} the input must come back unchanged")
+    cases = [((4000, 3, 2, 2), 0.25, torch.float32)]
+    if hidden:
+        cases += [((4000, 6), 0.6, torch.float64), ((3000, 2, 4), 0.1, torch.float32)]
+    for shape, p, dtype in cases:
+        x = _randn(*shape, seed=2, dtype=dtype)
+        before = x.clone()
+        with seeded(6):
+            out = call(fn, x, p, True)
+        label = f"drop_path(x {list(shape)}, p={p}, training=True)"
+        if not torch.equal(x, before):
+            raise CheckFailed(f"{label} changed its input in place; return a new tensor")
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
+            raise CheckFailed(f"{label}: expected a tensor of shape {list(shape)}, got {fmt_shape(out)}")
+        if out.dtype != dtype:
+            raise CheckFailed(f"{label}: expected dtype {dtype}, got {out.dtype} (build the mask with x.new_empty or like x)")
+        flat_x, flat_out = x.reshape(len(x), -1).double(), out.reshape(len(x), -1).detach().double()
+        dropped = (flat_out == 0).all(1)
+        kept = torch.isclose(flat_out, flat_x / (1 - p), rtol=1e-4, atol=1e-6).all(1)
+        bad = ~(dropped | kept)
+        if bad.any():
+            b = int(bad.nonzero()[0])
+            if torch.allclose(flat_out[b], flat_x[b]):
+                raise CheckFailed(f"{label}: sample {b} was kept but not rescaled; multiply kept samples "
+                                  f"by 1/(1-p) = {1 / (1 - p):.4g} so the expected value is unchanged")
+            if (flat_out[b] == 0).any():
+                raise CheckFailed(f"{label}: sample {b} is partly zeroed; drop path drops a whole sample "
+                                  f"(one random number per sample: a mask of shape [B, 1, 1, ...]), not single elements")
+            raise CheckFailed(f"{label}: sample {b} is neither zero nor x / (1 - p)")
+        rate = dropped.double().mean().item()
+        if abs(rate - p) > 0.05:
+            hint = " (p is the probability to DROP a sample, 1 - p to keep it)" if abs(rate - (1 - p)) < 0.05 else ""
+            raise CheckFailed(f"{label}: dropped {100 * rate:.1f}% of the samples, expected about {100 * p:.0f}%{hint}")
+    return "identity in evaluation, whole samples dropped at rate p and the rest rescaled in training"
+
+
+@task_check("overlap_patch_embed")
+def overlap_patch_embed(cls, hidden: bool = False):
+    """``cls(in_chans, embed_dim, kernel, stride)``: a strided conv (padding kernel // 2), then BatchNorm."""
+    require_callable(cls, "OverlapPatchEmbed")
+    cases = [(3, 8, 7, 4, 224), (8, 16, 3, 2, 15), (1, 4, 3, 1, 28)]
+    if hidden:
+        cases += [(2, 6, 5, 2, 33), (4, 8, 7, 4, 31), (3, 5, 3, 2, 8)]
+    for i, (cin, dim, k, s, side) in enumerate(cases):
+        label = f"OverlapPatchEmbed({cin}, {dim}, kernel={k}, stride={s})"
+        with seeded(7):
+            mine = call(cls, cin, dim, k, s, _name="OverlapPatchEmbed")
+            reference = ref.OverlapPatchEmbed(cin, dim, k, s)
+        x = _randn(2, cin, side, side, seed=60 + i)
+        want = reference(x)
+        got = call(mine, x, _name=label)
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            raise CheckFailed(f"{label} on input {fmt_shape(x)}: expected output shape {fmt_shape(want)} "
+                              f"(side ({side} + 2*{k // 2} - {k}) // {s} + 1 = {want.shape[-1]}), "
+                              f"got {fmt_shape(got)}; pad by kernel // 2 = {k // 2}")
+        load_reference_state(mine, reference, label)
+        with torch.no_grad():
+            for mode in ("train", "eval"):
+                mine.train(mode == "train")
+                reference.train(mode == "train")
+                expect_tensor(call(mine, x, _name=label), reference(x), f"{label} in {mode} mode on {fmt_shape(x)}",
+                              hints={"apply the BatchNorm (self.norm) after the convolution": reference.proj(x)})
+    return f"{len(cases)} embeddings give the reference's shapes and values"
+
+
+@task_check("stage_sizes")
+def stage_sizes(fn, hidden: bool = False):
+    """``fn(image_size, stem_kernel=7, stem_stride=4, num_stages=4)`` -> the side after each stage."""
+    require_callable(fn, "stage_sizes")
+    cases = [((224,), {}), ((32,), {}), ((28, 3, 1, 3), {}), ((225,), {})]
+    if hidden:
+        rng = random.Random(15)
+        for _ in range(40):
+            k, s = rng.choice([(7, 4), (3, 1), (3, 2), (5, 2)])
+            cases.append(((rng.randint(8, 400), k, s, rng.randint(1, 5)), {}))
+    for args, kw in cases:
+        got = call(fn, *args, **kw)
+        want = ref.stage_sizes(*args, **kw)
+        label = f"stage_sizes{tuple(args)}"
+        if not isinstance(got, (list, tuple)) or len(got) != len(want):
+            raise CheckFailed(f"{label}: expected a list of {len(want)} sides like {want}, got {got!r:.80}")
+        if [int(g) if isinstance(g, (int, float)) else g for g in got] != want:
+            hint = ""
+            naive, side = [], args[0]
+            stride = args[2] if len(args) > 2 else 4
+            for j in range(len(want)):
+                side //= stride if j == 0 else 2
+                naive.append(side)
+            if list(got) == naive:
+                hint = ("; the overlapping convs pad by kernel // 2: use floor((H + 2p - k) / s) + 1, "
+                        "not H // s")
+            raise CheckFailed(f"{label}: expected {want}, got {list(got)}{hint}")
+    return "224 -> [56, 28, 14, 7], 32 -> [8, 4, 2, 1]" + (" and 40 random inputs" if hidden else "")
+
+
+@task_check("drop_path_rates")
+def drop_path_rates(fn, hidden: bool = False):
+    """``fn(total, depths)`` -> per-stage lists of rates rising linearly from 0 to ``total`` over all blocks."""
+    require_callable(fn, "drop_path_rates")
+    cases = [(0.1, [3, 3, 5, 2]), (0.0, [2, 2]), (0.2, [1])]
+    if hidden:
+        rng = random.Random(16)
+        cases += [(round(rng.random() * 0.5, 3), [rng.randint(1, 6) for _ in range(rng.randint(1, 5))])
+                  for _ in range(30)]
+    for total, depths in cases:
+        got = call(fn, total, list(depths))
+        want = ref.drop_path_rates(total, depths)
+        label = f"drop_path_rates({total}, {depths})"
+        if not isinstance(got, (list, tuple)) or [len(g) if hasattr(g, "__len__") else -1 for g in got] != depths:
+            raise CheckFailed(f"{label}: expected one list per stage with {depths} rates, got {got!r:.80}")
+        flat_got = [float(r) for stage in got for r in stage]
+        flat_want = [r for stage in want for r in stage]
+        for j, (g, w) in enumerate(zip(flat_got, flat_want)):
+            if abs(g - w) > 1e-9:
+                n = len(flat_want)
+                hint = ""
+                if abs(flat_got[-1] - total * (n - 1) / n) < 1e-9 and n > 1:
+                    hint = " (the last block gets exactly `total`: block i of n gets total * i / (n - 1))"
+                elif any(abs(float(stage[0])) < 1e-12 for stage in got[1:]):
+                    hint = " (the rates rise over the whole network; they do not restart at 0 in every stage)"
+                raise CheckFailed(f"{label}: block {j} (counting over all stages) should get {w:.6g}, got {g:.6g}{hint}")
+    return f"{len(cases)} networks"
+
+
+def _randomize(block: nn.Module, seed: int) -> None:
+    """Layer scales and BatchNorm statistics far from their initial values, so that mistakes show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in ("layer_scale_1", "layer_scale_2"):
+            p = getattr(block, name)
+            p.copy_(0.5 + torch.rand(p.shape, generator=g))
+        for bn in (block.norm1, block.norm2):
+            bn.running_mean.copy_(0.3 * torch.randn(bn.running_mean.shape, generator=g))
+            bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=g))
+            bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=g))
+            bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=g))
+
+
+def _branches(reference, x):
+    ls1 = reference.layer_scale_1[:, None, None]
+    ls2 = reference.layer_scale_2[:, None, None]
+    a = reference.attn(reference.norm1(x))
+    return ls1, ls2, a
+
+
+def _block_hints(reference, x) -> dict:
+    ls1, ls2, a = _branches(reference, x)
+    no_ls1 = x + a
+    no_ls = no_ls1 + reference.mlp(reference.norm2(no_ls1))
+    x1 = x + ls1 * a
+    scaled_sum = ls1 * (x + a)
+    both_scaled = ls2 * (scaled_sum + reference.mlp(reference.norm2(scaled_sum)))
+    return {
+        "multiply each branch by its layer scale: x + ls1 * attn(norm1(x)), then x + ls2 * mlp(norm2(x))": no_ls,
+        "the layer scale multiplies the branch only, not the shortcut (x + ls * f(x), not ls * (x + f(x)))":
+            both_scaled,
+        "the MLP sub-layer takes the output of the attention sub-layer (x after the first residual)":
+            x1 + ls2 * reference.mlp(reference.norm2(x)),
+        "each sub-layer normalises its input first: attn(norm1(x)) and mlp(norm2(x))":
+            (lambda y: y + ls2 * reference.mlp(y))(x + ls1 * reference.attn(x)),
+    }
+
+
+@task_check("van_block")
+def van_block(cls, hidden: bool = False):
+    """``cls(dim, mlp_ratio=4.0, drop_path=0.0, layer_scale_init=1e-2)``: the VAN block."""
+    require_callable(cls, "Block")
+    dim, ratio, side = 8, 4.0, 8
+    inits = [1e-2] + ([0.5] if hidden else [])
+    for init in inits:
+        kw = {"mlp_ratio": ratio, "drop_path": 0.0}
+        if init != 1e-2:
+            kw["layer_scale_init"] = init
+        label = f"Block({dim}, " + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
+        with seeded(8):
+            mine = call(cls, dim, _name="Block", **kw)
+        for name in ("layer_scale_1", "layer_scale_2"):
+            p = getattr(mine, name, None)
+            if not isinstance(p, nn.Parameter):
+                raise CheckFailed(f"{label}: expected a learnable nn.Parameter {name} of shape [{dim}], "
+                                  f"got {type(p).__name__}")
+            if tuple(p.shape) != (dim,) or not torch.allclose(p.detach(), torch.full((dim,), init)):
+                raise CheckFailed(f"{label}: {name} should have shape [{dim}] and start at layer_scale_init "
+                                  f"= {init}; got shape {fmt_shape(p)} with values {p.detach().flatten()[:3].tolist()}")
+    with seeded(9):
+        mine = call(cls, dim, _name="Block", mlp_ratio=ratio, drop_path=0.0)
+        reference = ref.Block(dim, ratio, drop_path=0.0)
+    _randomize(reference, seed=9)
+    label = f"Block({dim}, mlp_ratio={ratio})"
+    load_reference_state(mine, reference, label)
+    x = _randn(4, dim, side, side, seed=70)
+    with torch.no_grad():
+        mine.eval()
+        reference.eval()
+        expect_tensor(call(mine, x, _name=label), reference(x), f"{label} in eval mode on {fmt_shape(x)}",
+                      hints=_block_hints(reference, x))
+        m2, r2 = copy.deepcopy(mine).train(), copy.deepcopy(reference).train()
+        expect_tensor(call(m2, x, _name=label), r2(x), f"{label} in training mode (BatchNorm on batch statistics)")
+    p = 0.5
+    with seeded(10):
+        dropping = call(cls, dim, _name="Block", mlp_ratio=ratio, drop_path=p)
+    label = f"Block({dim}, mlp_ratio={ratio}, drop_path={p})"
+    load_reference_state(dropping, reference, label)
+    xs = _randn(48, dim, side, side, seed=71)
+    with torch.no_grad():
+        dropping.eval()
+        reference.eval()
+        expect_tensor(call(dropping, xs, _name=label), reference(xs),
+                      f"{label} in eval mode: drop path must do nothing in evaluation")
+        dropping.train()
+        dropping.norm1.eval()  # BatchNorm on running statistics: every sample is then independent
+        dropping.norm2.eval()
+        with seeded(11):
+            out = call(dropping, xs, _name=label)
+        _check_drop_outcomes(out, xs, reference, p, label)
+    return "layer scales, residuals and drop path match the reference block"
+
+
+def _check_drop_outcomes(out, x, reference, p, label) -> None:
+    """Each sample must be one of the four outcomes of keeping or dropping the two branches."""
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        raise CheckFailed(f"{label} in training mode: expected shape {fmt_shape(x)}, got {fmt_shape(out)}")
+    ls1, ls2, a = _branches(reference, x)
+    keep = 1 - p
+    outcomes = []
+    for k1 in (True, False):
+        x1 = x + ls1 * a / keep if k1 else x
+        m = ls2 * reference.mlp(reference.norm2(x1))
+        for k2 in (True, False):
+            outcomes.append(x1 + m / keep if k2 else x1)
+    seen = set()
+    for b in range(len(x)):
+        match = [i for i, o in enumerate(outcomes) if torch.allclose(out[b], o[b], atol=1e-5, rtol=1e-4)]
+        if not match:
+            raise CheckFailed(f"{label} in training mode: sample {b} matches none of the outcomes of drop path; "
+                              "drop each branch (ls * f(x)) as a whole per sample and rescale kept ones by 1/(1-p)")
+        seen.add(match[0])
+    if seen == {0}:
+        raise CheckFailed(f"{label} in training mode never dropped a branch in {len(x)} samples: "
+                          "apply drop path to both branches when training")

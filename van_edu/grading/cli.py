@@ -1,0 +1,57 @@
+"""The ``van-edu grade`` sub-command, registered on the course's parser by ``add_grade_command``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import VanEduError
+
+
+def add_grade_command(sub) -> None:
+    from .limits import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT
+
+    p = sub.add_parser("grade", help="run a submitted exercise notebook (or a folder of them) and score it")
+    p.add_argument("path", metavar="NOTEBOOK", help="a submitted notebook, or a folder of submissions "
+                   "(FOLDER/<learner>/*.ipynb or FOLDER/<learner>.ipynb)")
+    p.add_argument("--json", metavar="OUT", help="also write the scores as JSON (a list of reports for a folder)")
+    p.add_argument("--csv", metavar="OUT", help="for a folder: the CSV with one row per learner "
+                   "(default FOLDER/grades.csv)")
+    p.add_argument("--source", metavar="DIR", help="the teacher's source notebooks (default exercises/source)")
+    p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT,
+                   help=f"seconds each cell may run (default {DEFAULT_TIMEOUT})")
+    p.add_argument("--output-limit", type=int, default=DEFAULT_OUTPUT_LIMIT,
+                   help=f"characters of output a cell may print (default {DEFAULT_OUTPUT_LIMIT:,})")
+    p.set_defaults(func=_cmd_grade)
+
+
+def _cmd_grade(args) -> int:
+    try:
+        from .grader import grade_folder, grade_notebook, write_json
+    except ImportError as err:
+        raise VanEduError(f"the grader needs nbclient and ipykernel ({err}); install the course with "
+                          "`pip install -e .[dev]`") from err
+    if args.timeout < 1 or args.output_limit < 1:
+        raise VanEduError("--timeout and --output-limit must be positive")
+    path = Path(args.path)
+    if path.is_dir():
+        csv_path = Path(args.csv) if args.csv else path / "grades.csv"
+
+        def progress(learner, report):
+            print(f"{learner}: {Path(report.notebook).name} {report.score:g}/{report.max_score:g}", flush=True)
+
+        rows, reports = grade_folder(path, csv_path, args.source, args.timeout, args.output_limit, progress)
+        for row in rows:
+            note = f"  ({row['notes']})" if row["notes"] else ""
+            print(f"{row['learner']}: total {row['score']:g}/{row['max_score']:g}{note}")
+        print(f"{len(rows)} learners; scores in {csv_path}")
+        if args.json:
+            write_json([r.to_json() for r in reports], args.json)
+        return 0
+    if args.csv:
+        raise VanEduError("--csv is for a folder of submissions; use --json for one notebook")
+    report = grade_notebook(path, args.source, args.timeout, args.output_limit)
+    print(report.format())
+    if args.json:
+        write_json(report.to_json(), args.json)
+    sys.stdout.flush()
+    return 0

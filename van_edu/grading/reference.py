@@ -1,0 +1,164 @@
+"""Reference answers of the exercises, against which the checks compare the learner's code.
+
+Where ``van_edu`` already holds the answer (Eq. (3), LKA, the VAN block, the schedule) it is used
+as is; the rest (attention, Grad-CAM, a training step, ...) is written here, once.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..complexity import count_params
+from ..lka import LKA, best_dilation, conv_params, decomposition, lka_params, mobilenet_params, \
+    stack_receptive_field
+from ..models.layers import linear_drop_path_rates
+from ..models.van import Attention, Block, Mlp, OverlapPatchEmbed
+from ..train import WarmupCosine, param_groups
+
+__all__ = [
+    "same_padding", "decompose", "eq3_params", "best_dilation", "stack_receptive_field", "table2_row",
+    "depthwise_conv", "effective_kernel", "LKA", "Attention", "drop_path", "OverlapPatchEmbed",
+    "stage_sizes", "drop_path_rates", "Block", "Mlp", "attention", "attention_macs", "lka_macs",
+    "count_parameters", "warmup_cosine", "param_groups", "train_step", "accuracy", "grad_cam",
+    "upsample_cam",
+]
+
+
+# --- set 1: the arithmetic of LKA --------------------------------------------------------------
+def same_padding(kernel: int, dilation: int = 1) -> int:
+    """Padding that keeps the size under a stride-1 convolution: d (k - 1) / 2."""
+    return dilation * (kernel - 1) // 2
+
+
+def decompose(kernel_size: int, dilation: int) -> tuple[int, int]:
+    """(DW-Conv kernel, DW-D-Conv kernel) = (2d - 1, ceil(K / d))."""
+    d = decomposition(kernel_size, dilation)
+    return d.dw_kernel, d.dwd_kernel
+
+
+def eq3_params(kernel_size: int, dilation: int, channels: int) -> int:
+    return lka_params(kernel_size, dilation, channels)
+
+
+def table2_row(channels: int, kernel_size: int = 21, dilation: int = 3) -> dict:
+    return {"standard": conv_params(kernel_size, channels),
+            "mobilenet": mobilenet_params(kernel_size, channels),
+            "van": lka_params(kernel_size, dilation, channels)}
+
+
+# --- set 2: the LKA module -------------------------------------------------------------------
+def depthwise_conv(channels: int, kernel: int, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, kernel, padding=same_padding(kernel, dilation),
+                     dilation=dilation, groups=channels)
+
+
+def effective_kernel(w_dw: torch.Tensor, w_dwd: torch.Tensor, dilation: int) -> torch.Tensor:
+    """The single kernel equal to DW-Conv (``w_dw``) then DW-D-Conv (``w_dwd``, dilated).
+
+    Two cross-correlations in a row are one cross-correlation with the full convolution of the
+    kernels; ``conv_transpose2d`` computes exactly that sum, dilation included.
+    """
+    out = F.conv_transpose2d(w_dw[None, None].double(), w_dwd[None, None].double(), dilation=dilation)
+    return out[0, 0].to(w_dw.dtype)
+
+
+# --- set 3: the VAN architecture ------------------------------------------------------------
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    if not training or p == 0.0:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+def stage_sizes(image_size: int, stem_kernel: int = 7, stem_stride: int = 4, num_stages: int = 4) -> list[int]:
+    """Side of the feature map after each stage's overlapping patch embedding."""
+    sizes, side = [], image_size
+    for s in range(num_stages):
+        k, st = (stem_kernel, stem_stride) if s == 0 else (3, 2)
+        side = (side + 2 * (k // 2) - k) // st + 1
+        sizes.append(side)
+    return sizes
+
+
+def drop_path_rates(total: float, depths) -> list[list[float]]:
+    return linear_drop_path_rates(total, list(depths))
+
+
+# --- set 4: cost ------------------------------------------------------------------------------
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])   # [..., Nq, Nk]
+    return scores.softmax(dim=-1) @ v                           # [..., Nq, Dv]
+
+
+def attention_macs(height: int, width: int, dim: int) -> int:
+    """Multiply-adds of global self-attention on N = height * width tokens: 4 N C^2 + 2 N^2 C."""
+    n = height * width
+    return 4 * n * dim * dim + 2 * n * n * dim
+
+
+def lka_macs(height: int, width: int, dim: int, kernel_size: int = 21, dilation: int = 3) -> int:
+    """Eq. (4): F(K, d) = P(K, d) * H * W."""
+    return lka_params(kernel_size, dilation, dim) * height * width
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return count_params(model, trainable_only)
+
+
+# --- set 5: training --------------------------------------------------------------------------
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    return WarmupCosine(warmup_steps, total_steps)(step)
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, amp_dtype=None, scaler=None) -> float:
+    model.train()
+    autocast = torch.autocast(device_type=x.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    with autocast:
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size])
+        correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
+    return correct / len(x)
+
+
+# --- set 6: Grad-CAM --------------------------------------------------------------------------
+def grad_cam(model: nn.Module, x: torch.Tensor, target=None, normalize: bool = True) -> torch.Tensor:
+    """Grad-CAM on the last feature map: ReLU(sum_c mean(dy/dA_c) A_c), each map divided by its max."""
+    features = model.forward_features(x)                 # [B, C, h, w]
+    logits = model.forward_head(features)                # [B, classes]
+    if target is None:
+        target = logits.argmax(1)
+    target = torch.as_tensor(target, device=logits.device).reshape(-1).expand(len(x))
+    score = logits[torch.arange(len(x)), target].sum()
+    grads, = torch.autograd.grad(score, features)
+    weights = grads.mean(dim=(2, 3), keepdim=True)       # [B, C, 1, 1]: one weight per channel
+    cam = F.relu((weights * features).sum(1))            # [B, h, w]
+    if normalize:
+        cam = cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return cam.detach()
+
+
+def upsample_cam(cam: torch.Tensor, size) -> torch.Tensor:
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
