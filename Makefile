@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lab notebooks install clean
+.PHONY: demo test lab notebooks exercises install clean
 
 demo: $(STAMP)  ## the main job: VAN vs ViT vs ResNet on the bundled Fashion-MNIST (report in runs/compare)
 	$(BIN)/van-edu compare
@@ -14,6 +14,9 @@ test: $(STAMP)  ## all tests: unit tests, grader tests and the notebooks (nbval,
 
 lab: $(STAMP)  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks
+
+exercises: $(STAMP)  ## regenerate exercises/student and exercises/solutions from exercises/source
+	$(BIN)/python -m van_edu.grading generate
 
 install: $(STAMP)
 

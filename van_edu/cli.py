@@ -1,6 +1,6 @@
 """The ``van-edu`` command (also ``python -m van_edu``).
 
-Sub-commands: ``models``, ``table``, ``train``, ``compare``. Bad input prints one line saying
+Sub-commands: ``models``, ``table``, ``train``, ``compare``, ``grade``. Bad input prints one line saying
 what was wrong and what was expected, and exits with status 2; no traceback.
 """
 from __future__ import annotations
