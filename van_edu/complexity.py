@@ -270,7 +270,10 @@ class LiveTensorMeter:
             self.current -= self._bytes.pop(key)
 
     def _track(self, t: torch.Tensor) -> None:
-        storage = t.untyped_storage()
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # tensors without a plain storage (sparse, ...)
+            return
         if storage.nbytes() == 0:
             return
         key = (storage.data_ptr(), str(t.device))
@@ -350,7 +353,8 @@ def measure_scaling(modules: dict, sizes, channels: int, batch: int = 1, repeats
     ``modules`` maps a name to a module taking [batch, channels, s, s] for s in ``sizes``.
     Inference mode (no autograd). Each row: method, size, pixels (s*s), seconds (the fastest of
     ``repeats`` calls after a warm-up), peak_bytes and memory_kind (see ``peak_memory``), flops
-    (``torch.utils.flop_counter``, 2 per multiply-add; None when ``count_flops_too=False``).
+    (``torch.utils.flop_counter``, 2 per multiply-add; None when ``count_flops_too=False``; the
+    counter may not see the arithmetic of fused kernels, e.g. the CPU's flash attention).
     ``threads`` sets PyTorch's CPU threads while measuring (restored afterwards): on a machine
     shared with other programs, one thread avoids timing the waits of a parallel region for a
     thread that is not running.
