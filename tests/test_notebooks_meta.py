@@ -11,7 +11,6 @@ that have an output; and no silent redefinition of the package's classes and fun
 import ast
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -63,6 +62,7 @@ def test_the_course_notebooks_exist():
 
 
 def test_colab_dependencies_are_pyproject_minus_torch():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     expected = {d.replace(" ", "") for d in deps if re.split(r"[<>=!~\[; ]", d)[0] != "torch"}
     assert set(COLAB_DEPS) == expected
