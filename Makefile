@@ -15,6 +15,10 @@ test: $(STAMP)  ## all tests: unit tests, grader tests and the notebooks (nbval,
 lab: $(STAMP)  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks
 
+notebooks: $(STAMP)  ## re-execute the course notebooks in full from fresh kernels (the committed outputs)
+	$(BIN)/python tools/notebooks.py stamp
+	$(BIN)/python tools/notebooks.py execute
+
 exercises: $(STAMP)  ## regenerate exercises/student and exercises/solutions from exercises/source
 	$(BIN)/python -m van_edu.grading generate
 
