@@ -42,6 +42,7 @@ class VANConfig:
     kernel_size: int = 21          # K of the LKA
     dilation: int = 3              # d of the LKA
     lka_variant: str = "lka"       # Table 3 ablations, see van_edu.lka.LKA_VARIANTS
+    lka_impl: str = "auto"         # how LKA computes its convs (same weights), see van_edu.lka.LKA
     drop_rate: float = 0.0         # dropout in the MLP
     drop_path_rate: float = 0.0    # stochastic depth, rising linearly over the blocks
     layer_scale_init: float = 1e-2
@@ -86,11 +87,12 @@ class Mlp(nn.Module):
 class Attention(nn.Module):
     """The attention sub-layer: proj_1, GELU, LKA (``spatial_gating_unit``), proj_2, plus its input."""
 
-    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3, variant: str = "lka"):
+    def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3, variant: str = "lka",
+                 lka_impl: str = "auto"):
         super().__init__()
         self.proj_1 = nn.Conv2d(dim, dim, 1)
         self.activation = nn.GELU()
-        self.spatial_gating_unit = LKA(dim, kernel_size, dilation, variant)
+        self.spatial_gating_unit = LKA(dim, kernel_size, dilation, variant, impl=lka_impl)
         self.proj_2 = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,10 +107,10 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, mlp_ratio: float, drop: float = 0.0, drop_path: float = 0.0,
                  kernel_size: int = 21, dilation: int = 3, variant: str = "lka",
-                 layer_scale_init: float = 1e-2):
+                 layer_scale_init: float = 1e-2, lka_impl: str = "auto"):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(dim)
-        self.attn = Attention(dim, kernel_size, dilation, variant)
+        self.attn = Attention(dim, kernel_size, dilation, variant, lka_impl)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.BatchNorm2d(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
@@ -156,7 +158,7 @@ class VAN(nn.Module):
             setattr(self, f"patch_embed{s}", OverlapPatchEmbed(in_dim, dim, kernel, stride))
             setattr(self, f"block{s}", nn.ModuleList(
                 Block(dim, ratio, c.drop_rate, rates[s - 1][j], c.kernel_size, c.dilation,
-                      c.lka_variant, c.layer_scale_init) for j in range(depth)))
+                      c.lka_variant, c.layer_scale_init, c.lka_impl) for j in range(depth)))
             setattr(self, f"norm{s}", nn.LayerNorm(dim, eps=1e-6))
             in_dim = dim
         self.num_features = in_dim
