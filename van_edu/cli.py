@@ -1,6 +1,6 @@
 """The ``van-edu`` command (also ``python -m van_edu``).
 
-Sub-commands: ``models``, ``table``, ``train``, ``compare``, ``grade``. Bad input prints one line saying
+Sub-commands: ``models``, ``table``, ``train``, ``compare``, ``bench``, ``grade``. Bad input prints one line saying
 what was wrong and what was expected, and exits with status 2; no traceback.
 """
 from __future__ import annotations
@@ -129,6 +129,32 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="speed figures: fast vs plain LKA, the demo's models, scaling")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and sizes (about a minute)")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per LKA shape (best is kept)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    import torch
+
+    from .bench import run_bench
+
+    if args.repeat < 1:
+        raise VanEduError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = run_bench(quick=args.quick, repeat=args.repeat)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="van-edu", description="The Visual Attention Network course.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -145,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     _add_compare(sub)
+    _add_bench(sub)
     from .grading.cli import add_grade_command
     add_grade_command(sub)
     return parser

@@ -189,7 +189,7 @@ def _depthwise(channels: int, kernel: int, dilation: int, padding: int | None) -
 #     by all sub-grids of all images: d^4 times less work than the dense matrix.
 #   * "conv": PyTorch's conv on a channels-last copy, where oneDNN's depth-wise kernels are several
 #     times faster than on the usual (NCHW) layout.
-# The 1x1 conv is one matrix product over all pixels. benchmarks/lka_speed.py measures it all.
+# The 1x1 conv is one matrix product over all pixels. `van-edu bench` (van_edu/bench.py) measures it all.
 
 LKA_IMPLS = ("auto", "fast", "plain")
 

@@ -1,26 +1,23 @@
-"""LKA on the CPU: plain (three nn.Conv2d) against the fast path (matrix products), same weights.
+"""``van-edu bench``: the speed figures of the course, measured side by side in one run.
 
-For each shape [B, C, H, W] of the course's models it times forward + backward of one LKA
-(``loss = (LKA(x) * g).sum()``, gradients for the input and all weights), checks that both give
-the same output and gradients, and prints a table with the machine it ran on. ``--train`` adds
-whole training steps of the small VAN (``lka_impl="plain"`` against ``"auto"``), in images/s.
-
-    python benchmarks/lka_speed.py                    # all shapes, the machine's threads
-    python benchmarks/lka_speed.py --quick            # the van_mini shapes only
-    python benchmarks/lka_speed.py --train --json out.json
-
-Times are the best of ``--repeat`` runs (plain and fast alternate, so both see the same load on a
-shared machine); the JSON also holds the medians.
+1. LKA on this machine: plain (three ``nn.Conv2d``, as the authors wrote it) against the fast path
+   (``impl="fast"``: matrix products, the same weights). For each shape [B, C, H, W] of the
+   course's models it times forward + backward of one LKA (``loss = (LKA(x) * g).sum()``, gradients
+   for the input and all weights), checks both give the same output and gradients, and reports
+   the ratio. Times are the best of ``repeat`` runs, plain and fast alternating so both see the
+   same load on a shared machine; the JSON also holds the medians.
+2. Whole training steps of van_mini, ``lka_impl="plain"`` against ``"auto"``, in images/s.
+3. Training and inference throughput of the demo's three models (van_mini, vit_mini, resnet_mini).
+4. Scaling: LKA vs global self-attention vs a dense 21x21 depth-wise conv, time and peak memory
+   against resolution, with the fitted log-log slopes against the number of pixels.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 import torch
@@ -73,7 +70,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def compare(batch: int, channels: int, side: int, repeat: int, kernel_size: int = 21,
+def lka_fast_vs_plain(batch: int, channels: int, side: int, repeat: int, kernel_size: int = 21,
             dilation: int = 3) -> dict:
     """Time and check plain against fast for one shape."""
     torch.manual_seed(0)
@@ -144,55 +141,70 @@ def train_speed(stem_stride: int, steps: int, batch: int = 128) -> dict:
     return result
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=7, help="timed runs per shape and impl")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--quick", action="store_true", help="only the van_mini shapes")
-    parser.add_argument("--train", action="store_true", help="also time van_mini training steps")
-    parser.add_argument("--train-steps", type=int, default=10)
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+def demo_throughput(batch: int = 128, steps: int = 5) -> list[dict]:
+    """Training and inference images/s of the demo's models on 28x28 grey images (synthetic)."""
+    from .compare import COMPARE_PRESETS
+    from .complexity import count_params, throughput
+    from .models import create_model, model_family
+
+    rows = []
+    for name in COMPARE_PRESETS["cpu"].models:
+        kw = {"image_size": 28} if model_family(name) == "vit" else {}
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10, in_chans=1, **kw)
+        rows.append({"model": name, "params": count_params(model), "batch": batch,
+                     "train_img_per_s": throughput(model, (1, 1, 28, 28), batch, train=True, steps=steps),
+                     "inference_img_per_s": throughput(model, (1, 1, 28, 28), batch, train=False, steps=steps)})
+    return rows
+
+
+def scaling(sizes=(16, 32, 48, 64), channels: int = 32, repeats: int = 3) -> dict:
+    """Forward time and peak memory of LKA, a dense 21x21 depth-wise conv and global
+    self-attention against resolution, and the fitted exponents against the number of pixels."""
+    from .complexity import fit_slope, measure_scaling, scaling_modules
+
+    modules = {k: v for k, v in scaling_modules(channels).items() if k != "self-attention (fused)"}
+    rows = measure_scaling(modules, sizes, channels, repeats=repeats, count_flops_too=False)
+    slopes = {}
+    for method in modules:
+        mine = [r for r in rows if r["method"] == method]
+        px = [r["pixels"] for r in mine]
+        slopes[method] = {"time": fit_slope(px, [r["seconds"] for r in mine]),
+                          "memory": fit_slope(px, [r["peak_bytes"] for r in mine])}
+    return {"rows": rows, "slopes": slopes, "channels": channels}
+
+
+def run_bench(quick: bool = False, repeat: int = 7, train_steps: int = 8, log=print) -> dict:
+    """All four measurements; prints as it goes and returns everything for JSON."""
     info = machine()
-    print(f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs), torch {info['torch']}, "
-          f"{info['torch_threads']} threads")
-    print("LKA K=21 d=3, forward + backward, float32, best of", args.repeat)
-    print("max|dy|, max|dgx|: fast - plain, output and input gradient; rel dgw: the same for the "
-          "weight gradients, relative to their largest value; f64 err: max |output - float64 output| "
-          "of plain / fast")
-    header = (f"{'shape [B, C, H, W]':<20} {'fast plan':<20} {'plain ms':>9} {'fast ms':>8} {'speed-up':>8} "
-              f"{'max|dy|':>8} {'max|dgx|':>8} {'rel dgw':>8}  {'f64 err plain/fast':>18}")
-    print(header)
+    log(f"Machine: {info['cpu']} ({info['logical_cpus']} logical CPUs), torch {info['torch']}, "
+        f"{info['torch_threads']} threads")
+    log(f"\n1. LKA K=21 d=3, forward + backward, float32, best of {repeat}; max|dy|, max|dgx|: fast - plain")
+    log(f"{'shape [B, C, H, W]':<20} {'fast plan':<20} {'plain ms':>9} {'fast ms':>8} {'ratio':>7} "
+        f"{'max|dy|':>8} {'max|dgx|':>8}")
     rows, group = [], None
-    shapes = [s for s in SHAPES if not args.quick or s[0].startswith("van_mini")]
-    for name, b, c, h in shapes:
+    for name, b, c, h in [s for s in SHAPES if not quick or s[0].startswith("van_mini, stem stride 2")]:
         if name != group:
-            print(f"-- {name}")
+            log(f"-- {name}")
             group = name
-        r = compare(b, c, h, args.repeat)
+        r = lka_fast_vs_plain(b, c, h, repeat)
         r["group"] = name
         rows.append(r)
-        print(f"{str([b, c, h, h]):<20} {r['plan']:<20} {r['plain_ms']:9.1f} {r['fast_ms']:8.1f} "
-              f"{r['speedup']:7.2f}x {r['max_abs_diff_output']:8.1e} {r['max_abs_diff_grad_input']:8.1e} "
-              f"{r['max_rel_diff_grad_weights']:8.1e}  {r['max_abs_error_vs_float64_plain']:8.1e} / "
-              f"{r['max_abs_error_vs_float64_fast']:7.1e}", flush=True)
+        log(f"{str([b, c, h, h]):<20} {r['plan']:<20} {r['plain_ms']:9.1f} {r['fast_ms']:8.1f} "
+            f"{r['speedup']:6.2f}x {r['max_abs_diff_output']:8.1e} {r['max_abs_diff_grad_input']:8.1e}")
     report = {"machine": info, "lka": rows}
-    if args.train:
-        report["train"] = []
-        print("\nvan_mini training step (AdamW, 28x28x1, batch 128), best of", args.train_steps)
-        for stride in (2, 1):
-            t = train_speed(stride, args.train_steps)
-            report["train"].append(t)
-            print(f"stem stride {stride}: plain {t['plain_img_per_s']:7.1f} img/s, auto "
-                  f"{t['auto_img_per_s']:7.1f} img/s, speed-up {t['speedup']:.2f}x "
-                  f"(first-step loss difference {t['first_loss_diff']:.1e})", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    log(f"\n2. van_mini training step (AdamW, 28x28x1, batch 128), best of {train_steps}")
+    report["train"] = [train_speed(2, train_steps)]
+    t = report["train"][0]
+    log(f"plain {t['plain_img_per_s']:.0f} img/s, auto {t['auto_img_per_s']:.0f} img/s: {t['speedup']:.2f}x")
+    log("\n3. The demo's models, 28x28x1, batch 128 (images/s)")
+    report["models"] = demo_throughput(steps=3 if quick else 5)
+    for r in report["models"]:
+        log(f"{r['model']:<12} {r['params']:>9,d} params  train {r['train_img_per_s']:7.0f}  "
+            f"inference {r['inference_img_per_s']:7.0f}")
+    log("\n4. Scaling with resolution (forward, batch 1, 32 channels)")
+    report["scaling"] = scaling(sizes=(16, 32, 48) if quick else (16, 32, 48, 64, 96))
+    for method, s in report["scaling"]["slopes"].items():
+        log(f"{method:<24} time ~ pixels^{s['time']:.2f}   peak memory ~ pixels^{s['memory']:.2f}")
+    return report
