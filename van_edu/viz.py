@@ -157,3 +157,109 @@ def plot_bars(labels, series: dict, title: str, ylabel: str, xlabel: str = "", l
 
 
 __all__ += ["plot_maps", "plot_eq3", "plot_scaling", "plot_bars"]
+
+
+# --- Plots of the course notebooks 06-09 (appended) ------------------------------------------------
+def _to_image(image):
+    """A [C, H, W] tensor (normalised to [-1, 1] or uint8) -> an [H, W] or [H, W, 3] array in [0, 1]."""
+    import numpy as np
+
+    a = image.detach().cpu().float() if hasattr(image, "detach") else np.asarray(image, dtype=float)
+    a = np.asarray(a, dtype=float)
+    if a.max() > 1.5:                          # uint8 values
+        a = a / 255.0
+    elif a.min() < 0:                          # normalised to [-1, 1]
+        a = (a + 1.0) / 2.0
+    a = a.clip(0, 1)
+    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+
+
+def plot_image_grid(images, titles, suptitle: str, columns: int = 8):
+    """Images ([N, C, H, W], uint8 or normalised) in a grid with a title each; no axes (pixels)."""
+    n = len(images)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(0.85 * columns, 0.95 * rows + 0.4), dpi=90, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        ax.imshow(_to_image(img), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=6)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: list[dict], title: str = "Training curves"):
+    """Loss and accuracy (%) against epoch from a ``fit`` history: train and test, two panels."""
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.8), dpi=90)
+    left.plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3, label="train (label-smoothed)")
+    right.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", ms=3, label="train (augmented)")
+    if history and history[0].get("test_loss") is not None:
+        left.plot(epochs, [h["test_loss"] for h in history], marker="s", ms=3, label="test")
+        right.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="s", ms=3, label="test")
+    left.set(title="loss", xlabel="epoch", ylabel="cross-entropy (nats)")
+    right.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (left, right):
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7)
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cam_overlays(images, rows: dict, suptitle: str, column_titles=None, alpha: float = 0.5):
+    """Each image in the first row, then one row per entry of ``rows`` (name -> maps [N, H, W] in
+    [0, 1]) drawn over the image in the 'jet' colour map: red = where the map is high."""
+    import numpy as np
+
+    n = len(images)
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(0.95 * n + 0.9, 1.0 * (1 + len(rows)) + 0.4),
+                             dpi=90, squeeze=False)
+    for j, img in enumerate(images):
+        base = _to_image(img)
+        grey = base if base.ndim == 2 else base.mean(-1)
+        axes[0, j].imshow(base, cmap="gray", vmin=0, vmax=1)
+        if column_titles is not None:
+            axes[0, j].set_title(column_titles[j], fontsize=6)
+        for i, maps in enumerate(rows.values(), start=1):
+            m = maps[j].detach().cpu().numpy() if hasattr(maps[j], "detach") else np.asarray(maps[j])
+            axes[i, j].imshow(grey, cmap="gray", vmin=0, vmax=1)
+            axes[i, j].imshow(m, cmap="jet", vmin=0, vmax=1, alpha=alpha)
+    for i, name in enumerate(["image", *rows]):
+        axes[i, 0].set_ylabel(name, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(names, accuracies, errors, paper, title: str):
+    """Measured accuracy (%) per variant with error bars beside the paper's values (a second axis:
+    the two scales differ)."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.2), dpi=90)
+    x = np.arange(len(names))
+    ax.errorbar(x - 0.1, accuracies, yerr=errors, fmt="o", capsize=3, color="tab:red", label="measured here")
+    ax.set_ylabel("test accuracy here (%)", color="tab:red")
+    twin = ax.twinx()
+    twin.plot(x + 0.1, [p if p is not None else np.nan for p in paper], "s", color="tab:blue",
+              label="paper, ImageNet top-1")
+    twin.set_ylabel("paper: ImageNet top-1 (%)", color="tab:blue")
+    twin.grid(False)
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+    ax.set(title=title, xlabel="LKA variant")
+    ax.title.set_fontsize(9)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_image_grid", "plot_history", "plot_cam_overlays", "plot_ablation"]

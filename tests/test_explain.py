@@ -1,0 +1,166 @@
+"""van_edu.explain: Grad-CAM, effective receptive fields and LKA attention maps, on models whose
+answer is known in advance; and the trained models bundled for notebooks 07 and 08 still load."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from van_edu.errors import VanEduError
+from van_edu.explain import (effective_receptive_field, erf_radius, grad_cam, lka_attention_maps,
+                             load_bundled_model, upsample_maps)
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "notebooks" / "assets" / "compare"
+BUNDLED_MODELS = ("van_mini", "vit_mini", "resnet_mini")
+
+
+class OneRegion(nn.Module):
+    """Two feature channels, each the image seen through a window: channel 0 the top-left 2x2
+    quadrant, channel 1 the bottom-right one (zeros elsewhere). Logit 1 is the mean of channel 0,
+    logit 0 the mean of channel 1: each logit depends only on one region of the image."""
+
+    def forward_features(self, x):
+        top_left = torch.zeros_like(x)
+        top_left[..., :2, :2] = 1
+        bottom_right = torch.zeros_like(x)
+        bottom_right[..., 2:, 2:] = 1
+        return torch.cat([x * top_left, x * bottom_right], dim=1)  # [B, 2, 4, 4]
+
+    def forward_head(self, f):
+        return f.mean((2, 3)).flip(1)                              # [B, 2]: logit 1 <- channel 0
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def test_grad_cam_peaks_where_the_logit_looks():
+    x = torch.rand(3, 1, 4, 4) + 0.1                               # positive features everywhere
+    cam = grad_cam(OneRegion(), x, target=1)
+    assert cam.shape == (3, 4, 4)
+    # the gradient is non-zero on the top-left quadrant only; there the map is A * mean grad > 0
+    assert (cam[:, :2, :2] > 0).all() and (cam[:, 2:, :] == 0).all() and (cam[:, :, 2:] == 0).all()
+    assert torch.allclose(cam.amax((1, 2)), torch.ones(3))
+    other = grad_cam(OneRegion(), x, target=0)
+    assert (other[:, 2:, 2:] > 0).all() and (other[:, :2, :] == 0).all()
+
+
+def test_grad_cam_explains_the_prediction_by_default_and_upsamples():
+    x = torch.rand(2, 1, 4, 4) + 0.1
+    x[0, 0, :2, :2] += 5                                           # image 0 predicts class 1
+    x[1, 0, 2:, 2:] += 5                                           # image 1 predicts class 0
+    cam = grad_cam(OneRegion(), x)
+    assert cam[0, 0, 0] > 0 and cam[0, 3, 3] == 0
+    assert cam[1, 3, 3] > 0 and cam[1, 0, 0] == 0
+    big = grad_cam(OneRegion(), x, size=8)
+    assert big.shape == (2, 8, 8)
+    torch.testing.assert_close(big, upsample_maps(cam, (8, 8)))
+
+
+def test_grad_cam_equals_the_graders_reference_on_a_van():
+    from van_edu.grading.reference import grad_cam as reference
+    from van_edu.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("van_mini", num_classes=10, in_chans=1).eval()
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(grad_cam(model, x), reference(model, x))
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 2)])
+def test_erf_of_one_conv_is_its_kernel_support(kernel, dilation):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, kernel, dilation=dilation, padding="same").double()
+    erf = effective_receptive_field(conv, torch.randn(4, 2, 15, 15, dtype=torch.float64))
+    support = erf > 0
+    span = dilation * (kernel - 1) + 1
+    expected = torch.zeros(15, 15, dtype=torch.bool)
+    lo = 7 - span // 2
+    expected[lo:lo + span:dilation, lo:lo + span:dilation] = True  # the taps, d apart
+    assert torch.equal(support, expected)
+    assert erf.max() == 1
+
+
+def test_erf_of_lka_spans_23_pixels_and_radius_measures_mass():
+    from van_edu.lka import LKA
+
+    torch.manual_seed(0)
+    erf = effective_receptive_field(LKA(2).double().eval(), torch.randn(2, 2, 31, 31, dtype=torch.float64))
+    rows, cols = torch.nonzero(erf > 0, as_tuple=True)
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (23, 23)
+    point = torch.zeros(9, 9)
+    point[4, 4] = 1
+    assert erf_radius(point) == 0
+    square = torch.zeros(9, 9)
+    square[2:7, 2:7] = 1                                           # 5x5: radius 2 holds all of it
+    assert erf_radius(square, mass=1.0, centre=(4, 4)) == 2
+    assert erf_radius(square, mass=0.3, centre=(4, 4)) == 1        # 3x3 = 9/25 = 36% of the mass
+
+
+def test_lka_attention_maps_record_every_block_and_equal_attention_map():
+    from van_edu.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("van_mini", num_classes=10, in_chans=1).eval()
+    x = torch.randn(2, 1, 28, 28)
+    maps = lka_attention_maps(model, x, reduce=None)
+    depths = model.config.depths
+    assert list(maps) == [f"block{s}.{j}" for s in range(1, len(depths) + 1) for j in range(depths[s - 1])]
+    # recompute the first block's attention from its input by hand
+    with torch.no_grad():
+        u = model.block1[0].attn.activation(model.block1[0].attn.proj_1(
+            model.block1[0].norm1(model.patch_embed1(x))))
+        torch.testing.assert_close(maps["block1.0"], model.block1[0].attn.spatial_gating_unit.attention_map(u))
+    reduced = lka_attention_maps(model, x)
+    torch.testing.assert_close(reduced["block2.1"], maps["block2.1"].abs().mean(1))
+    assert not any(m._forward_hooks for m in model.modules()), "hooks must be removed"
+    with pytest.raises(VanEduError):
+        lka_attention_maps(OneRegion(), torch.rand(1, 1, 4, 4))
+
+
+def test_load_bundled_model_refuses_a_wrong_file(tmp_path):
+    from van_edu.data import load_image_dataset
+    from van_edu.models import create_model
+
+    data = load_image_dataset("fashion_mnist", "train", samples=16)
+    with pytest.raises(VanEduError, match="no trained weights"):
+        load_bundled_model("van_mini", tmp_path, data)
+    torch.save(create_model("resnet_mini", num_classes=10, in_chans=1).state_dict(), tmp_path / "van_mini.pt")
+    with pytest.raises(VanEduError, match="does not fit"):
+        load_bundled_model("van_mini", tmp_path, data)
+    torch.save(create_model("van_mini", num_classes=10, in_chans=1).state_dict(), tmp_path / "van_mini.pt")
+    assert not load_bundled_model("van_mini", tmp_path, data).training
+
+
+# --- The trained models bundled for notebooks 07 and 08 ------------------------------------------
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_bundled_checkpoints_still_load_strictly(name):
+    """Fails when notebooks/assets/compare/<name>.pt exists but no longer fits
+    build_model(name, Fashion-MNIST train data) (e.g. after an architecture change)."""
+    path = ASSETS / f"{name}.pt"
+    if not path.exists():
+        pytest.skip(f"{path.relative_to(ROOT)} not bundled")
+    from van_edu.compare import build_model
+    from van_edu.data import load_image_dataset
+
+    data = load_image_dataset("fashion_mnist", "train", samples=16)
+    model = build_model(name, data)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_bundled_results_have_the_fields_the_notebooks_read():
+    path = ASSETS / "results.json"
+    if not path.exists():
+        pytest.skip("notebooks/assets/compare/results.json not bundled")
+    results = json.loads(path.read_text())
+    fields = {"model", "family", "params", "macs", "latency_ms", "test_accuracy", "train_seconds",
+              "images_per_second", "seed", "epochs", "train_samples", "test_samples"}
+    assert results["runs"] and all(fields <= run.keys() for run in results["runs"])
+    for name in {run["model"] for run in results["runs"]}:
+        history = ASSETS / f"history-{name}.json"
+        if history.exists():
+            rows = json.loads(history.read_text())
+            assert rows and {"epoch", "train_loss", "test_accuracy"} <= rows[0].keys()

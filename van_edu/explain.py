@@ -1,0 +1,165 @@
+"""Looking inside trained models: Grad-CAM, effective receptive fields, LKA attention maps.
+
+Every model of the course splits into ``forward_features(x)`` (the last feature map
+``[B, C, h, w]``) and ``forward_head(features)`` (mean pooling and a linear layer), so one
+Grad-CAM serves VAN, ViT and ResNet alike.
+
+* ``grad_cam``: Selvaraju et al. (2017) on the last feature map: each channel weighted by the mean
+  gradient of the chosen logit over the map, summed, ReLU; optionally upsampled to the image.
+* ``effective_receptive_field``: Luo et al. (2016): how strongly each input pixel moves the centre
+  unit of an output map, from the gradient of that unit, averaged over inputs. A receptive field
+  says which pixels *can* matter; the effective one says how much they *do*.
+* ``lka_attention_maps``: the attention map ``Conv1x1(DW-D-Conv(DW-Conv(u)))`` that each LKA
+  multiplies its input by, recorded with forward hooks on every ``spatial_gating_unit``.
+* ``load_bundled_model``: a trained model of the course's comparison, from a plain state dict.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import VanEduError
+from .lka import LKA
+
+__all__ = ["grad_cam", "upsample_maps", "effective_receptive_field", "erf_radius",
+           "lka_attention_maps", "load_bundled_model"]
+
+
+def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, normalize: bool = True,
+             size=None) -> torch.Tensor:
+    """Grad-CAM maps ``[B, h, w]`` on the model's last feature map (``[B, H, W]`` with ``size``).
+
+    ``target``: the class to explain, an int for all images or one per image; ``None`` explains
+    the predicted class. ``normalize`` divides each map by its own maximum (all-zero maps stay
+    zero). ``size`` (an int or ``(H, W)``) upsamples bilinearly, e.g. to the image's size.
+    The model's mode is left as it is: call it in evaluation mode.
+    """
+    if images.dim() != 4:
+        raise VanEduError(f"grad_cam expects images [B, C, H, W], got shape {list(images.shape)}")
+    with torch.no_grad():
+        features = model.forward_features(images)                 # [B, C, h, w]
+    features.requires_grad_(True)      # d logit / d features needs only the head's graph
+    with torch.enable_grad():
+        logits = model.forward_head(features)                     # [B, classes]
+        if target is None:
+            target = logits.argmax(1)
+        target = torch.as_tensor(target, device=logits.device).reshape(-1).expand(len(images))
+        score = logits[torch.arange(len(images), device=logits.device), target].sum()
+        grads, = torch.autograd.grad(score, features)             # [B, C, h, w]
+    weights = grads.mean(dim=(2, 3), keepdim=True)                # [B, C, 1, 1]: one per channel
+    cam = F.relu((weights * features.detach()).sum(1))            # [B, h, w]
+    if normalize:
+        cam = cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return upsample_maps(cam, size) if size is not None else cam
+
+
+def upsample_maps(maps: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsampling of ``[B, h, w]`` maps to ``[B, H, W]``; ``size`` an int or ``(H, W)``."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def effective_receptive_field(fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+                              position=None) -> torch.Tensor:
+    """How much each input pixel moves one output unit: ``[H, W]``, maximum 1.
+
+    ``fn`` maps ``[B, C, H, W]`` to a map ``[B, C', h, w]`` (a module, or a model's
+    ``forward_features``); ``inputs`` are the images (random or real) to average over. The unit
+    is the output at ``position`` (``(row, col)``; default the centre), summed over channels;
+    the result is ``|d unit / d input|`` averaged over images and input channels, divided by its
+    maximum. Modules should be in evaluation mode: then images do not interact (BatchNorm uses its
+    running statistics) and one backward pass gives every image's gradient.
+    """
+    if inputs.dim() != 4:
+        raise VanEduError(f"effective_receptive_field expects inputs [B, C, H, W], got {list(inputs.shape)}")
+    x = inputs.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(x)
+        if out.dim() != 4:
+            raise VanEduError(f"fn must return a map [B, C, h, w], got shape {list(out.shape)}")
+        row, col = position if position is not None else (out.shape[2] // 2, out.shape[3] // 2)
+        grad, = torch.autograd.grad(out[:, :, row, col].sum(), x)  # [B, C, H, W]
+    erf = grad.abs().mean(dim=(0, 1))                              # [H, W]
+    return erf / erf.max().clamp_min(1e-30)
+
+
+def erf_radius(erf: torch.Tensor, mass: float = 0.9, centre=None) -> int:
+    """The smallest r such that the square of side 2r+1 around ``centre`` (default: the pixel of
+    largest value) holds ``mass`` of the map's total: a one-number size of an effective field."""
+    if not 0.0 < mass <= 1.0:
+        raise VanEduError(f"mass must be in (0, 1], got {mass}")
+    h, w = erf.shape
+    if centre is None:
+        flat = int(erf.argmax())
+        centre = (flat // w, flat % w)
+    cy, cx = centre
+    rows = torch.arange(h, device=erf.device)[:, None]
+    cols = torch.arange(w, device=erf.device)[None, :]
+    distance = torch.maximum((rows - cy).abs(), (cols - cx).abs())  # Chebyshev distance, [H, W]
+    total = erf.sum()
+    for r in range(max(h, w)):
+        if erf[distance <= r].sum() >= mass * total - 1e-12 * total:
+            return r
+    return max(h, w) - 1
+
+
+def lka_attention_maps(model: nn.Module, images: torch.Tensor, reduce: str | None = "mean_abs"
+                       ) -> dict[str, torch.Tensor]:
+    """The attention map of every LKA in ``model`` for ``images``, by block name.
+
+    A forward hook on each ``LKA`` module (``...attn.spatial_gating_unit``) recomputes
+    ``attention_map(u)`` from the module's input ``u`` during one forward pass. ``reduce``:
+    ``"mean_abs"`` gives ``[B, h, w]`` (mean of |attention| over channels: where the block
+    amplifies or suppresses most), ``"mean"`` the signed channel mean, ``None`` the full
+    ``[B, C, h, w]``. Keys are the module names without ``.attn.spatial_gating_unit``.
+    """
+    if reduce not in (None, "mean", "mean_abs"):
+        raise VanEduError(f"reduce must be None, 'mean' or 'mean_abs', got {reduce!r}")
+    maps: dict[str, torch.Tensor] = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            attn = module.attention_map(inputs[0]).detach()       # [B, C, h, w]
+            if reduce == "mean_abs":
+                attn = attn.abs().mean(1)
+            elif reduce == "mean":
+                attn = attn.mean(1)
+            maps[name.removesuffix(".attn.spatial_gating_unit")] = attn
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, LKA)]
+    if not handles:
+        raise VanEduError(f"{type(model).__name__} has no LKA module (expected a VAN)")
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return maps
+
+
+def load_bundled_model(name: str, folder: str | Path, train_data, device=None) -> nn.Module:
+    """``build_model(name, train_data)`` with the weights of ``<folder>/<name>.pt`` (a plain state
+    dict), loaded strictly, in evaluation mode. Raises VanEduError when the file is missing or does
+    not fit the model (another architecture or data set)."""
+    from .compare import build_model
+
+    path = Path(folder) / f"{name}.pt"
+    if not path.is_file():
+        raise VanEduError(f"no trained weights at {path} (expected a state dict saved with torch.save)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]                                    # a fit() checkpoint also works
+    model = build_model(name, train_data)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise VanEduError(f"{path} does not fit {name} built for this data "
+                          f"({train_data.in_chans} channels, {train_data.num_classes} classes): {err}") from err
+    model.eval()
+    return model.to(device) if device is not None else model
