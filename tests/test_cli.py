@@ -60,3 +60,24 @@ def test_train_writes_results_and_a_corrupt_checkpoint_on_resume_is_refused(tmp_
 def test_bad_numbers_are_argument_errors():
     r = run_cli("train", "--train-samples", "lots")
     assert r.returncode == 2 and "expected a count like 5000" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compare_writes_the_report_and_exports_assets(tmp_path):
+    out, assets = tmp_path / "compare", tmp_path / "assets"
+    assert main(["compare", "--train-samples", "256", "--test-samples", "128", "--epochs", "1",
+                 "--out", str(out), "--export", str(assets)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    runs = results["runs"]
+    assert [r["family"] for r in runs] == ["van", "vit", "resnet"]
+    for r in runs:
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["macs"] > 0 and r["images_per_second"] > 0
+    report = (out / "report.md").read_text()
+    assert "van_mini" in report and "vit_mini" in report and "resnet_mini" in report
+    for png in ("learning_curves.png", "accuracy_vs_params.png", "accuracy_vs_throughput.png"):
+        assert (out / png).stat().st_size > 1000 and (assets / png).exists()
+    import torch
+    from van_edu.compare import build_model
+    from van_edu.data import load_image_dataset
+    data = load_image_dataset("fashion_mnist", "test", samples=8)
+    for r in runs:  # the exported weights load strictly into the model the notebooks build
+        build_model(r["model"], data).load_state_dict(torch.load(assets / f"{r['model']}.pt", weights_only=True))

@@ -113,6 +113,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--test-samples", type=_samples, help="override the preset's test subset")
     p.add_argument("--models", nargs=3, metavar=("VAN", "VIT", "RESNET"), help="override the three models")
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--export", metavar="DIR", help="also copy the report and seed 0's weights to DIR "
+                   "(the notebooks read notebooks/assets/compare)")
     p.set_defaults(func=_cmd_compare)
 
 
@@ -126,6 +128,9 @@ def _cmd_compare(args) -> int:
                               ("train_samples", args.train_samples), ("test_samples", args.test_samples))
             if v}
     compare(replace(setup, **over), args.out, device=args.device, epochs=args.epochs)
+    if args.export:
+        from .compare import export_assets
+        print(f"exported to {export_assets(args.out, args.export)}")
     return 0
 
 

@@ -227,3 +227,28 @@ def _report_text(summary: dict) -> str:
         "", f"Wall time of the whole comparison: {summary['wall_seconds'] / 60:.1f} min.", "",
     ]
     return "\n".join(lines)
+
+
+def export_assets(out_dir: str | Path = "runs/compare", dest: str | Path = "notebooks/assets/compare",
+                  seed: int = 0) -> Path:
+    """Copy a comparison's report and seed ``seed``'s trained weights where the notebooks read them.
+
+    Writes ``results.json``, ``report.md`` and the PNGs as they are, ``history-<model>.json`` and
+    ``<model>.pt`` (a plain state dict, a few MB: the checkpoint without the optimiser state).
+    """
+    import shutil
+
+    out, dest = Path(out_dir), Path(dest)
+    results_file = out / "results.json"
+    if not results_file.is_file():
+        raise VanEduError(f"{results_file} does not exist: run `van-edu compare --out {out}` first")
+    results = json.loads(results_file.read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ["results.json", "report.md"] + sorted(p.name for p in out.glob("*.png")):
+        shutil.copy(out / name, dest / name)
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        run_dir = out / f"{model}-seed{seed}"
+        ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+        torch.save(ckpt["model"], dest / f"{model}.pt")
+        shutil.copy(run_dir / "history.json", dest / f"history-{model}.json")
+    return dest
