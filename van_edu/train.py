@@ -87,9 +87,11 @@ class TrainConfig:
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    # The CPU demo: the bundled Fashion-MNIST, light augmentation, float32. Mini models train at
-    # tens to hundreds of images/s on a laptop CPU: use a subset (load_image_dataset(samples=...)).
-    "cpu": TrainConfig(epochs=3, batch_size=128, lr=2e-3, warmup_epochs=0.5, augment="cpu", amp="off"),
+    # The CPU demo: the bundled Fashion-MNIST, light augmentation, float32, channels-last (oneDNN's
+    # convs are ~20% faster so). Batch 64 at lr 4e-3 beat batch 128 at 2e-3 by 3.7 points after two
+    # short epochs (van_mini, 10k images; README, "The demo's recipe").
+    "cpu": TrainConfig(epochs=2, batch_size=64, lr=4e-3, warmup_epochs=0.5, augment="cpu", amp="off",
+                       channels_last=True),
     # Colab or a workstation GPU: longer, stronger augmentation, mixed precision, channels-last.
     "gpu": TrainConfig(epochs=30, batch_size=256, lr=2e-3, warmup_epochs=2.0, augment="gpu",
                        amp="auto", channels_last=True, eval_batch_size=1024),

@@ -21,7 +21,8 @@ __all__ = ["ResNetConfig", "ResNet", "BasicBlock"]
 class ResNetConfig:
     widths: tuple[int, ...] = (64, 128, 256, 512)
     depths: tuple[int, ...] = (2, 2, 2, 2)
-    stem: str = "small"   # "small": 3x3 stride 1 (28-32 px); "imagenet": 7x7 stride 2 + 3x3 max-pool (stride 4)
+    stem: str = "small"   # "small": one 3x3 conv (28-32 px); "imagenet": 7x7 stride 2 + 3x3 max-pool (stride 4)
+    stem_stride: int = 1  # stride of the "small" stem (2 matches van_mini's stem)
     in_chans: int = 3
     num_classes: int = 10
 
@@ -56,13 +57,13 @@ class ResNet(nn.Module):
         if c.stem not in ("small", "imagenet"):
             raise VanEduError(f"unknown ResNet stem {c.stem!r}; choose 'small' or 'imagenet'")
         if c.stem == "small":
-            self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 3, stride=c.stem_stride, padding=1,
+                                                bias=False), nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True))
         else:
             self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 7, stride=2, padding=3, bias=False),
                                       nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True),
                                       nn.MaxPool2d(3, stride=2, padding=1))
-        self.total_stride = 2 ** (len(c.depths) - 1) * (4 if c.stem == "imagenet" else 1)
+        self.total_stride = 2 ** (len(c.depths) - 1) * (4 if c.stem == "imagenet" else c.stem_stride)
         stages, in_dim = [], c.widths[0]
         for i, (dim, depth) in enumerate(zip(c.widths, c.depths)):
             blocks = [BasicBlock(in_dim if j == 0 else dim, dim, 2 if (i > 0 and j == 0) else 1)
@@ -100,7 +101,8 @@ class ResNet(nn.Module):
 
 RESNET_CONFIGS = {
     # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
-    "resnet_mini": ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2)),
+    # The demo's ResNet: the same stride-2 stem as van_mini, so both see 14, 7, 4 px maps.
+    "resnet_mini": ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2), stem_stride=2),
     "resnet_cifar": ResNetConfig(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)),  # ResNet-18 layout
     # Imagenette at 160 px, beside the stride-4 van_b0: an ImageNet stem and ResNet-18 depths.
     "resnet_imagenette": ResNetConfig(widths=(36, 72, 144, 288), depths=(2, 2, 2, 2), stem="imagenet"),
