@@ -131,7 +131,7 @@ def test_unknown_model_name_lists_the_choices():
 def test_bad_options_and_sizes_are_clear_errors():
     with pytest.raises(VanEduError, match="num_classes must be a positive"):
         create_model("van_b0", num_classes=0)
-    with pytest.raises(VanEduError, match="unknown VAN option.*stem_stride"):
+    with pytest.raises(VanEduError, match="unknown van option.*stem_stride"):
         create_model("van_b0", depth=3)
     m = create_model("van_b0")
     with pytest.raises(VanEduError, match=r"expected images \[B, 3, H, W\].*got shape \[2, 1, 64, 64\]"):

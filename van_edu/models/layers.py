@@ -36,3 +36,17 @@ def linear_drop_path_rates(total: float, depths) -> list[list[float]]:
         out.append(rates[start:start + d])
         start += d
     return out
+
+
+def init_linear_and_norm(m: nn.Module) -> bool:
+    """Linear: trunc-normal weights (std 0.02), zero bias; LayerNorm: 1 and 0. True if ``m`` was one."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+        return True
+    if isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+        return True
+    return False

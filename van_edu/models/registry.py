@@ -5,6 +5,7 @@ names. Factories take ``num_classes``, ``in_chans`` and keyword overrides of the
 """
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Callable
 
 from torch import nn
@@ -24,6 +25,27 @@ def register_model(family: str):
         return fn
 
     return wrap
+
+
+def register_presets(family: str, configs: dict, build, default_classes: int = 10) -> None:
+    """Register one factory per named config of a family.
+
+    ``factory(num_classes, in_chans, **overrides)`` replaces those fields of the named config
+    (looked up when called, so an edited preset takes effect) and calls ``build(config)``.
+    """
+    for name in configs:
+        def factory(num_classes: int = default_classes, in_chans: int = 3, _name: str = name, **overrides):
+            base = configs[_name]
+            try:
+                config = replace(base, num_classes=num_classes, in_chans=in_chans, **overrides)
+            except TypeError as err:
+                options = ", ".join(f.name for f in fields(base) if f.name not in ("num_classes", "in_chans"))
+                raise VanEduError(f"unknown {family} option in {sorted(overrides)}; options are: {options}") from err
+            return build(config)
+
+        factory.__name__ = name
+        factory.__doc__ = f"{family} preset {name}: {configs[name]}"
+        register_model(family)(factory)
 
 
 def list_models(family: str | None = None) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import VanEduError
-from .registry import register_model
+from .registry import register_presets
 
 __all__ = ["ResNetConfig", "ResNet", "BasicBlock"]
 
@@ -109,19 +109,4 @@ RESNET_CONFIGS = {
 }
 
 
-def _make(name: str):
-    def factory(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
-        try:
-            config = replace(RESNET_CONFIGS[name], num_classes=num_classes, in_chans=in_chans, **overrides)
-        except TypeError as err:
-            raise VanEduError(f"unknown ResNet option in {sorted(overrides)}; options are: "
-                              f"{', '.join(ResNetConfig.__dataclass_fields__)}") from err
-        return ResNet(config)
-
-    factory.__name__ = name
-    factory.__doc__ = f"ResNet preset {name}: {RESNET_CONFIGS[name]}"
-    return register_model("resnet")(factory)
-
-
-for _name in RESNET_CONFIGS:
-    _make(_name)
+register_presets('resnet', RESNET_CONFIGS, ResNet, default_classes=10)

@@ -24,8 +24,8 @@ from torch import nn
 
 from ..errors import VanEduError
 from ..lka import LKA
-from .layers import DropPath, linear_drop_path_rates
-from .registry import register_model
+from .layers import DropPath, init_linear_and_norm, linear_drop_path_rates
+from .registry import register_presets
 
 __all__ = ["VANConfig", "VAN", "OverlapPatchEmbed", "Attention", "Mlp", "DWConv", "Block"]
 
@@ -206,14 +206,9 @@ class VAN(nn.Module):
 
 def _init_weights(m: nn.Module) -> None:
     """The authors' initialisation: convs N(0, sqrt(2 / fan_out)), linears trunc-normal 0.02."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
+    if init_linear_and_norm(m):
+        return
+    if isinstance(m, nn.Conv2d):
         fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
         nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
         if m.bias is not None:
@@ -244,20 +239,4 @@ and three stages for the CPU demo (28 px -> 14, 7, 4), stride 1 for the CIFAR-10
 benchmarks/stem_choice.py measures the alternatives; the README has the figures."""
 
 
-def _make(name: str):
-    def factory(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
-        base = VAN_CONFIGS[name]
-        try:
-            config = replace(base, num_classes=num_classes, in_chans=in_chans, **overrides)
-        except TypeError as err:
-            fields = ", ".join(f for f in VANConfig.__dataclass_fields__ if f not in ("num_classes", "in_chans"))
-            raise VanEduError(f"unknown VAN option in {sorted(overrides)}; options are: {fields}") from err
-        return VAN(config)
-
-    factory.__name__ = name
-    factory.__doc__ = f"VAN variant {name}: {VAN_CONFIGS[name]}"
-    return register_model("van")(factory)
-
-
-for _name in VAN_CONFIGS:
-    _make(_name)
+register_presets('van', VAN_CONFIGS, VAN, default_classes=1000)

@@ -16,8 +16,8 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import VanEduError
-from .layers import DropPath, linear_drop_path_rates
-from .registry import register_model
+from .layers import DropPath, init_linear_and_norm, linear_drop_path_rates
+from .registry import register_presets
 
 __all__ = ["ViTConfig", "ViT", "SelfAttention", "TransformerBlock"]
 
@@ -90,7 +90,7 @@ class ViT(nn.Module):
         self.num_features = c.embed_dim
         self.head = nn.Linear(c.embed_dim, c.num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_linear_and_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -112,16 +112,6 @@ class ViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
 VIT_CONFIGS = {
     # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
     "vit_mini": ViTConfig(image_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0),
@@ -131,19 +121,4 @@ VIT_CONFIGS = {
 }
 
 
-def _make(name: str):
-    def factory(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
-        try:
-            config = replace(VIT_CONFIGS[name], num_classes=num_classes, in_chans=in_chans, **overrides)
-        except TypeError as err:
-            raise VanEduError(f"unknown ViT option in {sorted(overrides)}; options are: "
-                              f"{', '.join(ViTConfig.__dataclass_fields__)}") from err
-        return ViT(config)
-
-    factory.__name__ = name
-    factory.__doc__ = f"ViT preset {name}: {VIT_CONFIGS[name]}"
-    return register_model("vit")(factory)
-
-
-for _name in VIT_CONFIGS:
-    _make(_name)
+register_presets('vit', VIT_CONFIGS, ViT, default_classes=10)
