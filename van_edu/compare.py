@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .complexity import count_macs, count_params, throughput
+from .complexity import count_macs_meta, count_params, throughput
 from .data import load_image_dataset
 from .errors import VanEduError
-from .models import create_model, model_family
+from .models import ViT, create_model, model_family
 from .train import TRAIN_PRESETS, TrainConfig, fit
 
 __all__ = ["CompareSetup", "COMPARE_PRESETS", "build_model", "train_one", "compare", "write_report"]
@@ -70,9 +70,14 @@ def _load_splits(dataset: str, train_samples, test_samples, image_size, seed: in
 
 
 def _measure(model, data, device) -> dict:
-    """Multiply-adds per image and batch-1 inference latency on ``device``."""
+    """Multiply-adds per image and batch-1 inference latency on ``device``.
+
+    Multiply-adds are counted from shapes (torchinfo misses the ViT's token-wise linears)."""
     size = (1, data.in_chans, data.image_size, data.image_size)
-    macs = count_macs(model.to("cpu"), size)
+    macs = count_macs_meta(model.to("cpu"), size)  # convs and linears, counted from shapes
+    if isinstance(model, ViT):  # plus attention's two matrix products (QK^T, AV): 2 N^2 D per block
+        tokens = model.grid ** 2
+        macs += model.config.depth * 2 * tokens * tokens * model.config.embed_dim
     model.to(device)
     latency = 1000.0 / throughput(model, size, batch_size=1, steps=20, warmup=3, device=device)
     return {"macs": macs, "latency_ms": latency}
