@@ -80,19 +80,23 @@ def call(fn, *args, _name: str | None = None, **kwargs):
         raise CheckFailed(f"{name}({_fmt_args(args, kwargs)}) raised {type(err).__name__}: {err}") from None
 
 
-def expect_number(got, expected, what: str, integer: bool = True, rel: float = 1e-9) -> None:
-    """``got`` must be a number equal to ``expected`` (an int when ``integer``)."""
+def expect_number(got, expected, what: str, integer: bool = True, rel: float = 1e-9, hint: str = "") -> None:
+    """``got`` must be a number equal to ``expected`` (an int when ``integer``).
+
+    ``hint`` (a known mistake's explanation, e.g. " (round K / d up)") is added to the reason when
+    the check fails; the caller decides from ``got`` whether it applies.
+    """
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = got.item()
     if isinstance(got, bool) or not isinstance(got, (int, float)) and not hasattr(got, "__index__"):
-        raise CheckFailed(f"{what}: expected a number, got {type(got).__name__} {got!r:.60}")
+        raise CheckFailed(f"{what}: expected a number, got {type(got).__name__} {got!r:.60}{hint}")
     if integer:
         if isinstance(got, float) and not got.is_integer():
-            raise CheckFailed(f"{what}: expected the whole number {expected}, got {got}")
+            raise CheckFailed(f"{what}: expected the whole number {expected}, got {got}{hint}")
         if int(got) != expected:
-            raise CheckFailed(f"{what}: expected {expected}, got {int(got)}")
+            raise CheckFailed(f"{what}: expected {expected}, got {int(got)}{hint}")
     elif abs(float(got) - expected) > rel * max(1.0, abs(expected)):
-        raise CheckFailed(f"{what}: expected {expected:.6g}, got {float(got):.6g}")
+        raise CheckFailed(f"{what}: expected {expected:.6g}, got {float(got):.6g}{hint}")
 
 
 def expect_tensor(got, expected: torch.Tensor, what: str, atol: float = 1e-5, rtol: float = 1e-4,

@@ -62,10 +62,7 @@ def attention_macs(fn, hidden: bool = False):
             hint = " (include the four C x C projections, Q, K, V and the output: 4 N C^2)"
         elif got == 3 * n * c * c + 2 * n * n * c:
             hint = " (the output projection after A V costs another N C^2)"
-        try:
-            expect_number(got, want, f"attention_macs({h}, {w}, {c})")
-        except CheckFailed as err:
-            raise CheckFailed(f"{err}{hint}") from None
+        expect_number(got, want, f"attention_macs({h}, {w}, {c})", hint=hint)
     return "4 N C^2 + 2 N^2 C on " + ("34" if hidden else "4") + " feature-map sizes"
 
 
@@ -88,10 +85,7 @@ def lka_macs(fn, hidden: bool = False):
         hint = ""
         if got == want - c * c * h * w:
             hint = " (the 1x1 convolution costs C^2 per position)"
-        try:
-            expect_number(got, want, label)
-        except CheckFailed as err:
-            raise CheckFailed(f"{err}{hint}") from None
+        expect_number(got, want, label, hint=hint)
     return "Eq. (4) on " + str(len(cases)) + " sizes and kernels"
 
 
@@ -122,10 +116,7 @@ def count_parameters(fn, hidden: bool = False):
         got = call(fn, model)
         hint = f" (count elements, p.numel(), not tensors: that gives {len(list(model.parameters()))})" \
             if got == len(list(model.parameters())) else ""
-        try:
-            expect_number(got, want, f"count_parameters({name})")
-        except CheckFailed as err:
-            raise CheckFailed(f"{err}{hint}") from None
+        expect_number(got, want, f"count_parameters({name})", hint=hint)
         got = call(fn, model, trainable_only=True)
         expect_number(got, ref.count_parameters(model, trainable_only=True),
                       f"count_parameters({name}, trainable_only=True) (count only parameters with requires_grad)")

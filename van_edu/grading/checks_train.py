@@ -25,11 +25,8 @@ def warmup_cosine(fn, hidden: bool = False):
             if step < warm and isinstance(got, (int, float)) and abs(got - step / warm) < 1e-9:
                 hint = (f" (count the warm-up from step 0 as (step + 1) / warmup_steps, so the first "
                         f"step already trains and step {warm - 1} reaches the peak)")
-            try:
-                expect_number(got, want, f"warmup_cosine(step={step}, warmup_steps={warm}, total_steps={total})",
-                              integer=False)
-            except CheckFailed as err:
-                raise CheckFailed(f"{err}{hint}") from None
+            expect_number(got, want, f"warmup_cosine(step={step}, warmup_steps={warm}, total_steps={total})",
+                          integer=False, hint=hint)
     return "linear warm-up then half a cosine, " + ", ".join(f"{w}/{t}" for w, t in schedules)
 
 
