@@ -134,33 +134,39 @@ def test_load_bundled_model_refuses_a_wrong_file(tmp_path):
 
 
 # --- The trained models bundled for notebooks 07 and 08 ------------------------------------------
+# The repository ships them (made by `van-edu compare --seeds 0 1 2 --export notebooks/assets/compare`,
+# see notebooks/assets/compare/README.md), so a missing file is a failure, not a skip.
 @pytest.mark.parametrize("name", BUNDLED_MODELS)
-def test_bundled_checkpoints_still_load_strictly(name):
-    """Fails when notebooks/assets/compare/<name>.pt exists but no longer fits
-    build_model(name, Fashion-MNIST train data) (e.g. after an architecture change)."""
-    path = ASSETS / f"{name}.pt"
-    if not path.exists():
-        pytest.skip(f"{path.relative_to(ROOT)} not bundled")
+def test_bundled_checkpoints_load_strictly_and_reproduce_their_recorded_accuracy(name):
+    """Fails when notebooks/assets/compare/<name>.pt no longer fits build_model(name, Fashion-MNIST)
+    (e.g. after an architecture change), or when the weights are not the ones whose test accuracy
+    results.json records for seed 0 (evaluated again on the whole test split)."""
     from van_edu.compare import build_model
     from van_edu.data import load_image_dataset
+    from van_edu.train import evaluate
 
-    data = load_image_dataset("fashion_mnist", "train", samples=16)
-    model = build_model(name, data)
+    path = ASSETS / f"{name}.pt"
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing: notebooks 07 and 08 would train stand-ins"
+    model = build_model(name, load_image_dataset("fashion_mnist", "train", samples=16))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    with torch.no_grad():
-        assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    recorded = next(r for r in json.loads((ASSETS / "results.json").read_text())["runs"]
+                    if r["model"] == name and r["seed"] == 0)
+    measured = evaluate(model, load_image_dataset("fashion_mnist", "test"))["accuracy"]
+    assert abs(measured - recorded["test_accuracy"]) <= 0.001, (name, measured, recorded["test_accuracy"])
 
 
-def test_bundled_results_have_the_fields_the_notebooks_read():
-    path = ASSETS / "results.json"
-    if not path.exists():
-        pytest.skip("notebooks/assets/compare/results.json not bundled")
-    results = json.loads(path.read_text())
+def test_bundled_results_have_the_fields_the_notebooks_read_and_match_the_code():
+    from van_edu.compare import build_model
+    from van_edu.complexity import count_params
+    from van_edu.data import load_image_dataset
+
+    results = json.loads((ASSETS / "results.json").read_text())
     fields = {"model", "family", "params", "macs", "latency_ms", "test_accuracy", "train_seconds",
               "images_per_second", "seed", "epochs", "train_samples", "test_samples"}
     assert results["runs"] and all(fields <= run.keys() for run in results["runs"])
-    for name in {run["model"] for run in results["runs"]}:
-        history = ASSETS / f"history-{name}.json"
-        if history.exists():
-            rows = json.loads(history.read_text())
-            assert rows and {"epoch", "train_loss", "test_accuracy"} <= rows[0].keys()
+    assert {run["model"] for run in results["runs"]} == set(BUNDLED_MODELS)
+    data = load_image_dataset("fashion_mnist", "train", samples=16)
+    for name in BUNDLED_MODELS:
+        assert {r["params"] for r in results["runs"] if r["model"] == name} == {count_params(build_model(name, data))}
+        rows = json.loads((ASSETS / f"history-{name}.json").read_text())
+        assert rows and {"epoch", "train_loss", "test_accuracy"} <= rows[0].keys()
