@@ -470,3 +470,32 @@ def test_script_only_hub_repo_is_read_from_the_parquet_export(monkeypatch):
     with pytest.raises(VanEduError, match="imagenette"):               # offline: no second try
         D._builder(source, offline=True)
     assert len(calls) == 1
+
+
+def test_hub_reachable_honours_offline_variables_and_a_silent_host(monkeypatch):
+    """Notebooks skip their download cells on hub_reachable() == False: offline variables win
+    without touching the network, and a host that refuses the connection counts as unreachable."""
+    D._hub_answers.cache_clear()
+    assert D.hub_reachable() is False                     # HF_HUB_OFFLINE=1 from the fixture
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    attempts = []
+
+    def refuse(address, timeout=None):
+        attempts.append((address, timeout))
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert D.hub_reachable() is False
+    assert attempts and attempts[0][0][1] == 443 and attempts[0][1] == 3
+    D._hub_answers.cache_clear()
+
+    class Connection:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: Connection())
+    assert D.hub_reachable() is True
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert D.hub_reachable() is False
+    D._hub_answers.cache_clear()

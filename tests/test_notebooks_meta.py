@@ -5,7 +5,8 @@ a fresh kernel (execution counts 1..n); no error outputs; no widget state; under
 Markdown cell with a title, learning goals, prerequisites and the Colab badge stamped from
 ``van_edu.notebook.COURSE_REPO``; a first code cell that installs van_edu on Colab from that same
 repository without reinstalling torch and calls ``setup()``; checked cells (``# NBVAL_CHECK_OUTPUT``)
-that have an output; and no silent redefinition of the package's classes and functions.
+that have an output; a last cell with a summary, the exercises and a link to the next notebook;
+relative links that resolve; and no silent redefinition of the package's classes and functions.
 (Running them is nbval's job: ``pytest --nbval-lax notebooks/``.)
 """
 import ast
@@ -133,6 +134,30 @@ def test_checked_cells_have_output(notebook):
     checked = [c for c in _code_cells(nb) if CHECK in _source(c)]
     for cell in checked:
         assert cell.get("outputs"), f"{path.name}: a {CHECK} cell has no output: {_source(cell)[:80]!r}"
+
+
+def test_ends_with_a_summary_exercises_and_the_next_notebook(notebook):
+    """The last cell sums up, points to the exercises (00 excepted: it maps them all) and links the
+    next notebook in the sequence (the last one links back to 00)."""
+    path, nb = notebook
+    last = _source(nb["cells"][-1])
+    assert nb["cells"][-1]["cell_type"] == "markdown" and re.search(r"^## Summary", last, re.M), (
+        f"{path.name}: the last cell must be a '## Summary'")
+    if path != NOTEBOOKS[0]:
+        assert "exercises/README.md" in last, f"{path.name}: the summary does not point to the exercises"
+    following = NOTEBOOKS[(NOTEBOOKS.index(path) + 1) % len(NOTEBOOKS)]
+    assert f"]({following.name})" in last, f"{path.name}: the summary does not link {following.name}"
+
+
+def test_relative_links_point_at_files_that_exist(notebook):
+    path, nb = notebook
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        for target in re.findall(r"\]\(([^)\s]+)\)", _source(cell)):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue                                              # a URL or an anchor
+            assert (path.parent / target.split("#")[0]).exists(), f"{path.name}: broken link {target}"
 
 
 def test_package_code_is_not_redefined_without_a_check(notebook):

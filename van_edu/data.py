@@ -40,7 +40,7 @@ from torch import Tensor
 from .errors import VanEduError
 
 __all__ = ["normalize", "ImageData", "AugmentConfig", "AUGMENT_PRESETS", "augment", "batches",
-           "load_image_dataset", "DatasetSpec", "DATASETS", "BUNDLED_DIR"]
+           "load_image_dataset", "DatasetSpec", "DATASETS", "BUNDLED_DIR", "hub_reachable"]
 
 # ----------------------------------------------------------------------------------------------
 # Known datasets
@@ -391,10 +391,23 @@ def _load_cached_or_decode(source: _Source, split: str, size, samples, seed) -> 
     return data
 
 
+def _offline_env() -> bool:
+    """Whether HF_HUB_OFFLINE or HF_DATASETS_OFFLINE asks for no network."""
+    return any(os.environ.get(var, "").upper() in {"1", "ON", "YES", "TRUE"}
+               for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub can be used from here: False when ``HF_HUB_OFFLINE`` or
+    ``HF_DATASETS_OFFLINE`` is set, or when the Hub's host does not answer within 3 s. Notebooks
+    call it before a cell that downloads, so that offline the cell is skipped at once instead of
+    failing after a minute of retries. The network answer is remembered for the session."""
+    return not _offline_env() and _hub_answers()
+
+
 @functools.lru_cache(maxsize=1)
-def _hub_reachable() -> bool:
-    """Whether the Hub answers at all (3 s), so an unreachable Hub fails at once instead of after
-    a minute of retries."""
+def _hub_answers() -> bool:
+    """One 3-second TCP connection to the Hub's host (port 443)."""
     import socket
     from urllib.parse import urlparse
 
@@ -416,9 +429,7 @@ def _offline_from_env(needs_hub: bool = False):
     import datasets.config
     import huggingface_hub.constants as hub_constants
 
-    offline = any(os.environ.get(var, "").upper() in {"1", "ON", "YES", "TRUE"}
-                  for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    offline = offline or (needs_hub and not _hub_reachable())
+    offline = _offline_env() or (needs_hub and not _hub_answers())
     saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
              hub_constants.HF_HUB_OFFLINE)
     if offline:
