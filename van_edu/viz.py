@@ -71,7 +71,7 @@ def plot_maps(maps, titles, suptitle: str, cmap: str = "viridis", boxes=None, co
     from matplotlib.patches import Rectangle
 
     n = len(maps)
-    fig, axes = plt.subplots(1, n, figsize=(min(6.0, 2.1 * n + 0.4), 2.5), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(min(7.5, 2.1 * n + 0.4), 2.5), dpi=90, squeeze=False)
     for i, (ax, m, t) in enumerate(zip(axes[0], maps, titles)):
         a = np.asarray(m.detach().cpu() if hasattr(m, "detach") else m, dtype=float)
         lim = float(np.abs(a).max()) or 1.0
