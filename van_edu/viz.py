@@ -8,6 +8,7 @@ import matplotlib
 if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "nbagg", "widget"):
     matplotlib.use("Agg")  # files, not windows, outside notebooks
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 FAMILY_COLOURS = {"van": "tab:red", "vit": "tab:blue", "resnet": "tab:green"}
 
@@ -31,6 +32,7 @@ def plot_learning_curves(runs: list[dict], title: str = "Test accuracy during tr
         ax.plot([h["epoch"] for h in hist], [100 * h["test_accuracy"] for h in hist], marker="o",
                 color=_colour(run), alpha=0.8, label=label)
     ax.set(title=title, xlabel="epoch", ylabel="test accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole epochs only
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -1,0 +1,68 @@
+"""van_edu.viz: the plots show what they claim (values, error bars, boxes, whole epochs) and carry
+a title and labelled axes, the course's habit for every figure."""
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from van_edu import viz
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _runs():
+    history = [{"epoch": 1, "test_accuracy": 0.8}, {"epoch": 2, "test_accuracy": 0.9}]
+    return [{"model": "van_mini", "family": "van", "test_accuracy": a, "params": 600_000,
+             "images_per_second": 400, "history": history} for a in (0.90, 0.92)] + [
+            {"model": "resnet_mini", "family": "resnet", "test_accuracy": 0.89, "params": 700_000,
+             "images_per_second": 1000, "history": history}]
+
+
+def _labelled(ax):
+    return bool(ax.get_title() and ax.get_xlabel() and ax.get_ylabel())
+
+
+def test_learning_curves_plot_percent_against_whole_epochs():
+    fig = viz.plot_learning_curves(_runs(), "curves")
+    ax = fig.axes[0]
+    assert _labelled(ax)
+    lines = ax.get_lines()
+    assert [list(line.get_ydata()) for line in lines][0] == pytest.approx([80.0, 90.0])
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks      # no "epoch 1.2"
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["resnet_mini", "van_mini"]
+
+
+def test_tradeoff_plots_the_seed_mean_with_the_standard_deviation_as_error_bar():
+    fig = viz.plot_tradeoff(_runs(), "params", "parameters", "size")
+    ax = fig.axes[0]
+    assert _labelled(ax) and ax.get_xscale() == "log"
+    van = ax.containers[0]                                        # the first model's errorbar
+    (x,), (y,) = van.lines[0].get_data()
+    assert (x, y) == pytest.approx((600_000, 91.0))
+    segment = van.lines[2][0].get_segments()[0]                   # the vertical error bar
+    assert segment[:, 1] == pytest.approx([91.0 - np.sqrt(2.0), 91.0 + np.sqrt(2.0)])
+
+
+def test_maps_draw_each_box_centred_with_its_side():
+    fig = viz.plot_maps([np.zeros((41, 41)), np.ones((41, 41))], ["a", "b"], "maps", boxes=[None, 23])
+    first, second = [ax for ax in fig.axes if ax.get_title() in ("a", "b")]
+    assert not first.patches and len(second.patches) == 1
+    box = second.patches[0]
+    assert (box.get_width(), box.get_height()) == (23, 23)
+    assert box.get_x() + 23 / 2 == pytest.approx(20.0)            # centred on pixel 20 of 41
+    assert fig.get_suptitle() == "maps" and first.get_xlabel() and first.get_ylabel()
+
+
+def test_history_has_loss_and_accuracy_panels_with_train_and_test():
+    history = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.5 + 0.1 * e,
+                "test_loss": 0.9 / e, "test_accuracy": 0.6 + 0.1 * e} for e in (1, 2, 3)]
+    fig = viz.plot_history(history, "curves")
+    loss, accuracy = fig.axes
+    assert _labelled(loss) and _labelled(accuracy)
+    assert [len(ax.get_lines()) for ax in (loss, accuracy)] == [2, 2]
+    assert list(accuracy.get_lines()[1].get_ydata()) == pytest.approx([70.0, 80.0, 90.0])
+    assert list(loss.get_xticks()) == [1, 2, 3]
