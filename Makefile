@@ -4,13 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lab notebooks exercises install clean
+.PHONY: demo test test-fast lint lab notebooks exercises install clean
 
 demo: $(STAMP)  ## the main job: VAN vs ViT vs ResNet on the bundled Fashion-MNIST (report in runs/compare)
 	$(BIN)/van-edu compare
 
-test: $(STAMP)  ## all tests: unit tests, grader tests and the notebooks (nbval, test mode)
+test: lint  ## all tests: lint, unit tests, grader tests, the notebooks (nbval, test mode), the slow ones
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the edit loop: unit tests without the slow ones (no notebooks), under a minute
+	$(BIN)/python -m pytest tests -m "not slow"
+
+lint: $(STAMP)  ## ruff: pyflakes, import order, bugbear (rules in pyproject.toml)
+	$(BIN)/ruff check .
 
 lab: $(STAMP)  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks
