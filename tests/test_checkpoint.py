@@ -105,3 +105,80 @@ def test_pretrained_from_a_hub_layout_cache(tmp_path, monkeypatch, b0_file):
     model = pretrained("van_b0", cache_dir=tmp_path).eval()
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(model(x), src(x))
+
+
+def write_timm_saver_file(model, path):
+    """A file laid out as the authors' released ones are (timm's checkpoint saver): the weights
+    under 'state_dict' beside AdamW's state, the epoch, the architecture, a version, the metric
+    and the training arguments as an argparse.Namespace."""
+    import argparse
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    model(torch.randn(2, 3, 32, 32)).logsumexp(1).mean().backward()
+    optimizer.step()  # real exp_avg / exp_avg_sq tensors, as in the released files
+    model.zero_grad(set_to_none=True)
+    args = argparse.Namespace(model="van_b0", lr=1e-3, weight_decay=0.05, epochs=300, drop_path=0.1,
+                              mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], crop_pct=0.9, mixup=0.8, amp=True)
+    torch.save({"epoch": 299, "arch": "van_b0", "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "version": 2, "metric": 75.4, "args": args}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def timm_file(tmp_path_factory):
+    torch.manual_seed(2)
+    src = create_model("van_b0")
+    path = write_timm_saver_file(src, tmp_path_factory.mktemp("timm") / "van_tiny_754.pth.tar")
+    return src.eval(), path
+
+
+def test_a_file_in_the_authors_real_layout_loads_strictly_and_says_what_it_skipped(timm_file):
+    src, path = timm_file
+    with pytest.raises(Exception, match="Namespace"):  # what plain weights_only loading does with it
+        torch.load(path, weights_only=True)
+    dst = create_model("van_b0").eval()
+    report = load_official_checkpoint(dst, path)
+    assert report.loaded == len(dst.state_dict()) and not report.missing and not report.unexpected
+    assert report.ignored == ["epoch", "arch", "optimizer", "version", "metric", "args"]
+    assert "ignored" in str(report) and "optimizer" in str(report)
+    x = torch.randn(2, 3, 64, 64)
+    bare = create_model("van_b0").eval()
+    bare.load_state_dict(src.state_dict(), strict=True)
+    torch.testing.assert_close(dst(x), bare(x), rtol=0, atol=0)
+
+
+def test_any_other_object_in_a_file_is_still_refused(tmp_path, b0_file):
+    import datetime
+
+    src, _ = b0_file
+    path = tmp_path / "odd_object.pth.tar"
+    torch.save({"state_dict": src.state_dict(), "when": datetime.datetime(2022, 2, 20)}, path)
+    with pytest.raises(VanEduError, match="holds objects other than tensors.*trust=True"):
+        load_official_checkpoint(create_model("van_b0"), path)
+    assert load_official_checkpoint(create_model("van_b0"), path, trust=True).loaded == len(src.state_dict())
+
+
+def test_pretrained_finds_an_authors_layout_file_in_an_offline_hub_cache(tmp_path, timm_file):
+    """pretrained("van_b0") in a fresh process with HF_HUB_OFFLINE=1 and only a Hub-layout cache."""
+    import os
+    import subprocess
+    import sys
+
+    src, path = timm_file
+    repo, filename = OFFICIAL_CHECKPOINTS["van_b0"]
+    revision = "1" * 40
+    root = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(revision)
+    (root / "snapshots" / revision).mkdir(parents=True)
+    shutil.copy(path, root / "snapshots" / revision / filename)
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 64, 64)
+    torch.save({"x": x, "logits": src(x).detach()}, tmp_path / "expected.pt")
+    code = ("import torch; from van_edu.models import pretrained; "
+            f"e = torch.load({str(tmp_path / 'expected.pt')!r}); m = pretrained('van_b0').eval(); "
+            "torch.testing.assert_close(m(e['x']), e['logits']); print('same logits')")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "same logits" in done.stdout

@@ -1,12 +1,16 @@
 """Loading the authors' ImageNet checkpoints.
 
-The authors released ``.pth.tar`` files holding the weights under the key ``state_dict``, with
-the key names that ``van_edu.models.van`` reproduces. They were trained at 224x224 with
-mean = std = 0.5 per channel. ``load_official_checkpoint`` reads such a file into a VAN;
-``pretrained`` fetches one from the Hugging Face Hub (online only) and loads it.
+The authors released ``.pth.tar`` files written by timm's checkpoint saver: the weights under the
+key ``state_dict`` (with the key names that ``van_edu.models.van`` reproduces) beside the optimiser
+state, the epoch and the training arguments (an ``argparse.Namespace``). They were trained at
+224x224 with mean = std = 0.5 per channel. A checkpoint is untrusted data: it is read with
+``weights_only=True`` and only the Namespace is allow-listed. ``load_official_checkpoint`` reads such
+a file into a VAN and reports what it left aside; ``pretrained`` takes one from the Hugging Face Hub
+(or from a Hub cache, offline) and loads it.
 """
 from __future__ import annotations
 
+import argparse
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +42,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)     # model weights the file lacks
     unexpected: list[str] = field(default_factory=list)  # file entries the model has no place for
     head_reset: bool = False                             # head left freshly initialised (class count differs)
+    ignored: list[str] = field(default_factory=list)     # top-level file entries besides the weights
 
     def __str__(self) -> str:
         lines = [f"loaded {self.loaded} tensors"]
@@ -47,6 +52,8 @@ class LoadReport:
             lines.append(f"{len(self.missing)} model weights were not in the file: {_few(self.missing)}")
         if self.unexpected:
             lines.append(f"{len(self.unexpected)} file entries were not used: {_few(self.unexpected)}")
+        if self.ignored:
+            lines.append(f"ignored what the file holds besides the weights: {', '.join(self.ignored)}")
         return "; ".join(lines)
 
 
@@ -54,34 +61,66 @@ def _few(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
-def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """The weights in an official-format file (under ``state_dict``, ``model`` or at the top level).
+# What the authors' files hold besides tensors. timm's checkpoint saver wrote them as a dict with
+# epoch, arch, state_dict, optimizer (AdamW's exp_avg / exp_avg_sq: most of the file's size),
+# version, metric and args, the training script's argparse.Namespace of plain values. Only the
+# Namespace is not a tensor or a plain container, so it is the one class allow-listed.
+SAFE_CLASSES = (argparse.Namespace,)
 
-    Files are read with ``weights_only=True`` (no arbitrary code runs); ``trust=True`` allows
-    full unpickling for files you know, e.g. ones that also store training arguments.
+
+def _load_weights_only(path: Path):
+    """``torch.load(weights_only=True)`` with ``SAFE_CLASSES`` allowed, where this torch can."""
+    safe = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5 (a context manager)
+    if safe is None:
+        add = getattr(torch.serialization, "add_safe_globals", None)  # torch 2.4: process-wide
+        if add is not None:
+            add(list(SAFE_CLASSES))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with safe(list(SAFE_CLASSES)):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weights in an official-format file, and the names of the top-level entries left aside.
+
+    The weights are under ``state_dict`` (the authors' files), ``model`` or at the top level.
+    Files are read with ``weights_only=True``, so no code in them runs; of the classes a pickle may
+    name, only ``SAFE_CLASSES`` (the training arguments' ``argparse.Namespace``) are allowed.
+    ``trust=True`` unpickles everything, for files you know. The other top-level entries
+    (``optimizer``, ``args``, ``epoch``, ...) are not used; their names are returned.
     """
     path = Path(path)
     if not path.is_file():
         raise VanEduError(f"checkpoint file {str(path)!r} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        obj = torch.load(path, map_location="cpu", weights_only=False) if trust else _load_weights_only(path)
     except pickle.UnpicklingError as err:
         if not zipfile.is_zipfile(path):  # not a torch.save file at all
             raise VanEduError(f"could not read {path} as a PyTorch checkpoint: {err}") from err
-        raise VanEduError(f"{path} holds objects other than tensors; if you trust the file, "
+        old = "" if hasattr(torch.serialization, "add_safe_globals") else (
+            f" (torch {torch.__version__} cannot allow-list the training arguments that the authors' "
+            "files hold: torch >= 2.4 can)")
+        raise VanEduError(f"{path} holds objects other than tensors{old}; if you trust the file, "
                           f"pass trust=True ({str(err).splitlines()[0]})") from err
     except Exception as err:  # truncated or not a torch file at all
         raise VanEduError(f"could not read {path} as a PyTorch checkpoint: {err}") from err
+    ignored: list[str] = []
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
+                ignored = [str(k) for k in obj if k != key]
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise VanEduError(f"{path} is not a checkpoint of weights (expected a dict of tensors, "
                           "optionally under 'state_dict')")
     # Weights saved from DistributedDataParallel carry a 'module.' prefix.
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return {k.removeprefix("module."): v for k, v in obj.items()}, ignored
+
+
+def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The weights in an official-format file (``read_checkpoint`` without the ignored names)."""
+    return read_checkpoint(path, trust)[0]
 
 
 def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
@@ -93,9 +132,9 @@ def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = 
     shape that differs, raises ``VanEduError`` naming them when ``strict`` (the default); with
     ``strict=False`` the matching tensors are loaded and the report lists the rest.
     """
-    state = read_state_dict(path, trust)
+    state, ignored = read_checkpoint(path, trust)
     own = model.state_dict()
-    report = LoadReport()
+    report = LoadReport(ignored=ignored)
     if all(k in state and k in own for k in _HEAD_KEYS) and state["head.weight"].shape != own["head.weight"].shape:
         state = {k: v for k, v in state.items() if k not in _HEAD_KEYS}
         report.head_reset = True
