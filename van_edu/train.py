@@ -127,14 +127,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: decay for weight matrices and conv kernels, none for 1-D parameters.
 
     Decaying biases, norm scales or layer scales towards 0 only fights the normalisation; the
-    1-D rule catches all of them. Names a model lists in ``model.no_weight_decay()`` (e.g. a ViT's
-    position embedding) are also left undecayed.
+    1-D rule catches all of them.
     """
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+            (no_decay if param.ndim <= 1 else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
