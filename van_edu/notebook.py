@@ -84,8 +84,8 @@ def fetch_course_files(names, dest, repo_dir: str, base_url: str | None = None, 
     rest of the repository, they are fetched (a few MB). Nothing is ever fetched in test mode.
     ``base_url`` replaces the repository's raw address (``raw_url(repo_dir)``; a ``file://`` folder
     works too). Each file is written through ``van_edu.fileio.atomic_write``, so a failed download
-    leaves no half-written file. Returns whether all files are present; when not, prints one line saying
-    why, and the notebook goes on without them.
+    leaves no half-written file. Returns whether all files are present; when not, prints one line
+    saying why, and the notebook goes on without them.
     """
     import shutil
     import urllib.request
@@ -100,6 +100,7 @@ def fetch_course_files(names, dest, repo_dir: str, base_url: str | None = None, 
         return False
     base = (base_url or raw_url(repo_dir)).rstrip("/")
     dest.mkdir(parents=True, exist_ok=True)
+
     def download(url: str, tmp: Path) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             shutil.copyfileobj(response, out)
