@@ -19,7 +19,7 @@ What `fit` does, in order, for any classifier ``nn.Module`` mapping ``[B, C, H, 
    interrupted run never leaves half a file behind; prints one line and calls ``on_epoch_end``;
 6. returns a `FitResult`: the history and the trained model, in eval mode.
 
-A run resumed from a checkpoint reproduces the uninterrupted run; on the CPU bit for bit.
+On the CPU, a run resumed from its checkpoint reproduces the uninterrupted run bit for bit.
 
 Reproducibility. The data order and augmentation are a pure function of ``(seed, epoch)`` (see
 ``van_edu.data.batches``). Dropout and drop-path draw from torch's global generator, which ``fit``
