@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from test_train import BatchNormNet, LayerNormNet, ddp_config, make_data
+from tiny_training import BatchNormNet, LayerNormNet, ddp_config, make_data
 from van_edu.train import fit
 
 

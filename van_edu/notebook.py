@@ -15,6 +15,8 @@ import platform
 import random
 import sys
 
+from .fileio import atomic_write
+
 __all__ = ["COURSE_REPO", "COURSE_BRANCH", "COLAB_DEPS", "QUICK", "QUICK_ENV", "pick", "setup",
            "colab_url", "badge_markdown", "install_lines", "in_colab", "raw_url", "fetch_course_files"]
 
@@ -81,9 +83,9 @@ def fetch_course_files(names, dest, repo_dir: str, base_url: str | None = None, 
     In a clone they are there and nothing is fetched; on Colab, which opens a notebook without the
     rest of the repository, they are fetched (a few MB). Nothing is ever fetched in test mode.
     ``base_url`` replaces the repository's raw address (``raw_url(repo_dir)``; a ``file://`` folder
-    works too). Each file is written under a temporary name and renamed, so a failed download leaves
-    no half-written file. Returns whether all files are present; when not, prints one line saying
-    why, and the notebook goes on without them.
+    works too). Each file is written through ``van_edu.fileio.atomic_write``, so a failed download
+    leaves no half-written file. Returns whether all files are present; when not, prints one line
+    saying why, and the notebook goes on without them.
     """
     import shutil
     import urllib.request
@@ -98,14 +100,15 @@ def fetch_course_files(names, dest, repo_dir: str, base_url: str | None = None, 
         return False
     base = (base_url or raw_url(repo_dir)).rstrip("/")
     dest.mkdir(parents=True, exist_ok=True)
+
+    def download(url: str, tmp: Path) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out)
+
     for name in missing:
-        part = dest / f".{name}.part"
         try:
-            with urllib.request.urlopen(f"{base}/{name}", timeout=timeout) as response, open(part, "wb") as out:
-                shutil.copyfileobj(response, out)
-            part.replace(dest / name)
+            atomic_write(dest / name, lambda tmp: download(f"{base}/{name}", tmp))
         except OSError as err:                     # URLError, HTTPError and timeouts are OSErrors
-            part.unlink(missing_ok=True)
             print(f"could not fetch {name} from {base}: {err}")
             return False
     print(f"fetched {len(missing)} file(s) into {dest} from {base}")
@@ -138,7 +141,7 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True):
     import torch
 
     import van_edu
-    from van_edu.train import pick_device
+    from van_edu.runtime import pick_device
 
     _seed_everything(seed)
     _plot_defaults()

@@ -1,20 +1,25 @@
 """The training loop of the course: one plain function, `fit`, that a learner can read top to bottom.
 
-What it does, in order, for any classifier ``nn.Module`` mapping ``[B, C, H, W]`` float images to
+What `fit` does, in order, for any classifier ``nn.Module`` mapping ``[B, C, H, W]`` float images to
 ``[B, num_classes]`` logits:
 
-1. picks the device (CUDA, then Apple's MPS, then the CPU) and, under ``torchrun``, joins the
-   process group (NCCL on CUDA, gloo on the CPU);
-2. builds AdamW (no weight decay on biases, norm weights, layer scales: every 1-D parameter) and a
-   learning rate that warms up linearly and then follows half a cosine down to ~0, stepped per
-   iteration;
-3. trains with label smoothing, gradient clipping and, on a GPU, mixed precision (bf16 where the
-   card supports it, else fp16 with a gradient scaler), optionally channels-last and
-   ``torch.compile``;
-4. evaluates after every epoch, keeps a per-epoch history, and writes ``checkpoint.pt`` and
-   ``history.json`` atomically (a temporary file, then ``os.replace``) so that an interrupted run
-   never leaves half a file behind;
-5. resumes from that checkpoint and, on the CPU, reproduces the uninterrupted run bit for bit.
+1. checks the config, picks the device (CUDA, then Apple's MPS, then the CPU) and, under
+   ``torchrun``, joins the process group (NCCL on CUDA, gloo on the CPU);
+2. moves the model to the device (channels-last if asked) and builds AdamW (no weight decay on
+   biases, norm weights, layer scales: every 1-D parameter) with a learning rate that warms up
+   linearly and then follows half a cosine down to ~0, stepped per iteration;
+3. when resuming, reads ``out_dir/checkpoint.pt``, refuses one made with another config, on other
+   data or for another model before anything is written, and puts the model, optimiser, scheduler
+   and scaler states back;
+4. wraps the model in ``DistributedDataParallel`` when distributed, and in ``torch.compile`` if
+   asked;
+5. for every epoch: trains with label smoothing, gradient clipping and, on a GPU, mixed precision
+   (bf16 where the card supports it, else fp16 with a gradient scaler); evaluates on the test set;
+   appends a row to the history; writes ``checkpoint.pt`` and ``history.json`` atomically, so an
+   interrupted run never leaves half a file behind; prints one line and calls ``on_epoch_end``;
+6. returns a `FitResult`: the history and the trained model, in eval mode.
+
+On the CPU, a run resumed from its checkpoint reproduces the uninterrupted run bit for bit.
 
 Reproducibility. The data order and augmentation are a pure function of ``(seed, epoch)`` (see
 ``van_edu.data.batches``). Dropout and drop-path draw from torch's global generator, which ``fit``
@@ -23,45 +28,34 @@ never depends on what happened before it, so a resumed run needs no saved genera
 draw different masks, and changing the number of processes between runs is harmless. Weight
 initialisation happens before ``fit``: call ``torch.manual_seed`` before building the model.
 
-Distributed data parallel. Under ``torchrun`` (environment ``WORLD_SIZE`` > 1, ``RANK``,
-``LOCAL_RANK``) ``fit`` wraps the model in ``DistributedDataParallel``. ``batch_size`` stays the
-GLOBAL batch: each rank trains on its ``batch_size / world_size`` shard of the very batch a single
-process would see, DDP averages the gradients, and so the update equals the single-process one (up
-to rounding) for models without BatchNorm. BatchNorm normalises with the statistics of the batch it
-sees: on CUDA ``fit`` converts it to ``SyncBatchNorm``, which pools them over ranks. On the CPU that
-is impossible: torch (checked on 2.13) raises "SyncBatchNorm expected input tensor to be on GPU"
-for CPU tensors, so CPU/gloo runs keep per-rank statistics (a smaller effective BatchNorm batch) and
-rank 0's running averages; the result is close to, not equal to, the single-process one. Evaluation
-is sharded over ranks and the sums are all-reduced; only rank 0 writes files and shows the progress
-bar. ``fit`` destroys the process group at the end if it created it.
+Distributed data parallel. ``batch_size`` stays the GLOBAL batch: each rank trains on its share of
+the very batch a single process would see, so the update equals the single-process one (up to
+rounding) for models without BatchNorm; evaluation is sharded over ranks, and only rank 0 writes
+files and shows the progress bar.
+
+Where the rest lives: ``van_edu.runtime`` (device choice, autocast dtypes, synchronisation),
+``van_edu.distributed`` (the process group, DDP and BatchNorm over ranks, reductions) and
+``van_edu.checkpoints`` (what a checkpoint holds, atomic writes, the checks of an exact resume).
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm  # the text bar: tqdm.auto would store widget state in committed notebooks
 
+from . import checkpoints
+from .checkpoints import CHECKPOINT_NAME
 from .data import AUGMENT_PRESETS, ImageData, batches
+from .distributed import (DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed,
+                          teardown, wrap_ddp)
 from .errors import VanEduError
-
-CHECKPOINT_NAME = "checkpoint.pt"
-HISTORY_NAME = "history.json"
-CHECKPOINT_FORMAT = 1
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-# Fields of TrainConfig that change the trajectory of a run: a checkpoint resumes only under the same.
-RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
-               "grad_clip", "augment", "amp", "seed")
+from .runtime import AMP_MODES, autocast, resolve_amp, synchronize
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -128,75 +122,17 @@ def _check_config(config: TrainConfig, train_size: int) -> None:
         raise VanEduError("bad TrainConfig: " + "; ".join(problems))
 
 
-# ----------------------------------------------------------------------------- device and precision
-def pick_device(preference: str = "auto") -> torch.device:
-    """The device to train on: "auto" takes CUDA, then MPS, then the CPU; a named one must exist."""
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    try:
-        device = torch.device(preference)
-    except RuntimeError as err:
-        raise VanEduError(f"device={preference!r} is not a device name (expected 'auto', 'cuda', "
-                          "'cuda:N', 'mps' or 'cpu')") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VanEduError(f"device={preference!r} but no CUDA GPU is visible (expected 'auto' or 'cpu')")
-    if device.type == "mps" and not mps_ok:
-        raise VanEduError(f"device={preference!r} but MPS is not available (expected 'auto' or 'cpu')")
-    return device
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `mode` on `device`, or None for full float32.
-
-    "auto" means bf16 on a CUDA card that supports it (no gradient scaler needed: bf16 has the
-    range of float32), fp16 on older cards, and float32 elsewhere (CPU autocast is rarely faster).
-    """
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if mode == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise VanEduError("amp='bf16' but this GPU does not support bfloat16 "
-                              "(expected 'fp16', 'auto' or 'off')")
-        return torch.bfloat16
-    if mode == "fp16":
-        if device.type != "cuda":
-            raise VanEduError(f"amp='fp16' needs a CUDA GPU for its gradient scaler, but the device is "
-                              f"{device.type} (expected 'bf16' or 'off' there)")
-        return torch.float16
-    raise VanEduError(f"amp={mode!r} (expected one of {AMP_MODES})")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    """An autocast context for `dtype`, or a no-op one when training in float32."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so that the wall clock measures the work and not its queueing."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 # ----------------------------------------------------------------------------- optimiser and schedule
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: decay for weight matrices and conv kernels, none for 1-D parameters.
 
     Decaying biases, norm scales or layer scales towards 0 only fights the normalisation; the
-    1-D rule catches all of them. Names a model lists in ``model.no_weight_decay()`` (e.g. a ViT's
-    position embedding) are also left undecayed.
+    1-D rule catches all of them.
     """
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+            (no_decay if param.ndim <= 1 else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
@@ -228,99 +164,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-# ----------------------------------------------------------------------------- distributed
-@dataclass
-class _Dist:
-    """Where this process stands in a DDP run (rank 0 of 1 when alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    created: bool = False  # fit created the process group, so fit destroys it
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(preference: str) -> tuple[_Dist, torch.device]:
-    """Join the process group torchrun describes in the environment; pick this rank's device."""
-    device = pick_device(preference)
-    joined = dist.is_available() and dist.is_initialized()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not joined:
-        return _Dist(), device
-    if device.type == "mps":
-        raise VanEduError("DDP on MPS is not supported (expected device='cpu' or a CUDA GPU under torchrun)")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not joined:
-        _init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), created=not joined), device
-
-
-_groups_created = 0  # the same on every rank: all ranks call fit equally often
-
-
-def _init_process_group(backend: str) -> None:
-    """init_process_group from torchrun's environment, under a store prefix of its own.
-
-    torch names every default group "0" again after a destroy, and torchrun's store keeps the old
-    group's keys; a second `fit` in the same torchrun job could then read the first group's stale
-    addresses and hang (seen with gloo on torch 2.13). A fresh prefix per group avoids that.
-    """
-    global _groups_created
-    store, rank, world_size = next(dist.rendezvous("env://"))
-    store = dist.PrefixStore(f"van_edu.fit/{_groups_created}", store)
-    _groups_created += 1
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
-
-
-def _all_reduce(values: torch.Tensor, ctx: _Dist, op=None) -> torch.Tensor:
-    """Sum (or `op`) `values` over ranks; the identity when alone."""
-    if ctx.world_size > 1:
-        dist.all_reduce(values, op=op or dist.ReduceOp.SUM)
-    return values
-
-
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    """float64 for running sums, except on MPS, which has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def _reduce_sums(loss_sum: torch.Tensor, correct: torch.Tensor, count: int, ctx: _Dist) -> list[float]:
-    """[loss sum, correct, count] summed over ranks, as Python floats (one device sync)."""
-    totals = torch.stack([loss_sum, correct.to(loss_sum.dtype),
-                          torch.tensor(float(count), dtype=loss_sum.dtype).to(loss_sum.device)])
-    return _all_reduce(totals, ctx).tolist()
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """The seed of torch's global generator for one epoch on one rank (dropout, drop-path)."""
-    return (seed * 1_000_003 + epoch * 7_919 + rank) % (2**63)
-
-
 # ----------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def _eval_sums(model: nn.Module, data: ImageData, batch_size: int, device: torch.device,
-               amp_dtype=None, channels_last=False, ctx: _Dist | None = None) -> list[float]:
-    """[summed loss, correct, count] over `data`, each rank taking its shard, summed over ranks."""
-    ctx = ctx if ctx is not None else _Dist()
-    loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
-    correct, count = torch.zeros((), dtype=torch.int64, device=device), 0
-    batch_size = math.ceil(batch_size / ctx.world_size) * ctx.world_size
-    for x, y in batches(data, batch_size, shuffle=False, rank=ctx.rank, world_size=ctx.world_size):
-        if len(y) == 0:  # the last global batch can leave a rank with nothing
-            continue
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp_dtype):
-            logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        count += len(y)
-    return _reduce_sums(loss_sum, correct, count, ctx)
-
-
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
     """Accuracy (a fraction) and mean cross-entropy (no label smoothing) of `model` on `data`.
 
@@ -337,6 +181,27 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=No
     return _metrics(loss, correct, count)
 
 
+@torch.no_grad()
+def _eval_sums(model: nn.Module, data: ImageData, batch_size: int, device: torch.device,
+               amp_dtype=None, channels_last=False, ctx: DistContext | None = None) -> list[float]:
+    """[summed loss, correct, count] over `data`, each rank taking its shard, summed over ranks."""
+    ctx = ctx if ctx is not None else DistContext()
+    loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
+    correct, count = torch.zeros((), dtype=torch.int64, device=device), 0
+    batch_size = math.ceil(batch_size / ctx.world_size) * ctx.world_size
+    for x, y in batches(data, batch_size, shuffle=False, rank=ctx.rank, world_size=ctx.world_size):
+        if len(y) == 0:  # the last global batch can leave a rank with nothing
+            continue
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        count += len(y)
+    return reduce_sums(loss_sum, correct, count, ctx)
+
+
 def _metrics(loss_sum: float, correct: float, count: float) -> dict:
     """Mean loss and accuracy from sums; NaN for an empty set rather than a division error."""
     if count == 0:
@@ -344,201 +209,9 @@ def _metrics(loss_sum: float, correct: float, count: float) -> dict:
     return {"accuracy": correct / count, "loss": loss_sum / count}
 
 
-# ----------------------------------------------------------------------------- one run
-@dataclass
-class _Run:
-    """The objects one training run threads through its epochs."""
-
-    config: TrainConfig
-    ctx: _Dist
-    device: torch.device
-    raw: nn.Module           # the user's model: what is saved and returned
-    net: nn.Module           # what the loop calls: raw, maybe DDP-wrapped and compiled
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    amp_dtype: torch.dtype | None
-    train: ImageData
-    test: ImageData | None
-    steps_per_epoch: int
-    checked_logits: bool = field(default=False)
-
-
-def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
-    """Move the model to the device (and to channels-last memory layout if asked)."""
-    model = model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _wrap_model(raw: nn.Module, config: TrainConfig, ctx: _Dist, device: torch.device) -> nn.Module:
-    """SyncBatchNorm + DDP when distributed, then torch.compile if asked."""
-    net = raw
-    if ctx.world_size > 1:
-        if device.type == "cuda":  # CPU tensors make SyncBatchNorm raise (torch 2.13): see module doc
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        net = torch.compile(net)
-    return net
-
-
-def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """One optimiser update; returns (mean loss, number correct, learning rate used)."""
-    if run.config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(run.device, run.amp_dtype):
-        logits = run.net(x)
-    if not run.checked_logits:
-        _check_logits(logits, run.train.num_classes)
-        run.checked_logits = True
-    loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=run.config.label_smoothing)
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    if run.config.grad_clip is not None:
-        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
-        nn.utils.clip_grad_norm_(run.raw.parameters(), run.config.grad_clip)
-    lr = run.optimizer.param_groups[0]["lr"]
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.scheduler.step()
-    return loss.detach(), (logits.detach().argmax(1) == y).sum(), lr
-
-
-def _check_logits(logits: torch.Tensor, num_classes: int) -> None:
-    """Fail with a clear message when the model's head does not fit the data's classes."""
-    if logits.ndim != 2 or logits.shape[1] < num_classes:
-        raise VanEduError(f"the model returned logits of shape {tuple(logits.shape)}, but the data has "
-                          f"{num_classes} classes (expected [batch, {num_classes}]: build the model "
-                          f"with num_classes={num_classes})")
-
-
-def _train_epoch(run: _Run, epoch: int) -> dict:
-    """Train one epoch; the loss, accuracy, lr, seconds and images/s of the training part."""
-    config, ctx = run.config, run.ctx
-    run.net.train()
-    torch.manual_seed(_epoch_seed(config.seed, epoch, ctx.rank))
-    stream = batches(run.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
-                     augment=AUGMENT_PRESETS[config.augment], drop_last=True,
-                     rank=ctx.rank, world_size=ctx.world_size)
-    bar = tqdm(stream, total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=not (config.progress and ctx.main), leave=False, mininterval=0.5)
-    loss_sum = torch.zeros((), dtype=_sum_dtype(run.device), device=run.device)
-    correct, count = torch.zeros((), dtype=torch.int64, device=run.device), 0
-    _synchronize(run.device)
-    start, lr = time.perf_counter(), config.lr
-    for step, (x, y) in enumerate(bar):
-        loss, step_correct, lr = _train_step(run, x, y)
-        loss_sum += loss * len(y)  # on the device: no sync per step
-        correct += step_correct
-        count += len(y)
-        if not bar.disable and step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-    _synchronize(run.device)
-    seconds = torch.tensor([time.perf_counter() - start], dtype=loss_sum.dtype).to(run.device)
-    seconds = _all_reduce(seconds, ctx, dist.ReduceOp.MAX).item()  # the slowest rank sets the pace
-    loss_sum, correct, count = _reduce_sums(loss_sum, correct, count, ctx)
-    return {"train_loss": loss_sum / count, "train_accuracy": correct / count, "lr": lr,
-            "seconds": seconds, "images_per_second": count / seconds}
-
-
-def _eval_epoch(run: _Run) -> dict:
-    """Test loss and accuracy after an epoch, sharded over ranks (rank 0's BatchNorm averages)."""
-    if run.test is None:
-        return {"test_loss": None, "test_accuracy": None}
-    run.raw.eval()
-    if run.ctx.world_size > 1:
-        for buffer in run.raw.buffers():  # per-rank BatchNorm averages differ: use rank 0's, as saved
-            dist.broadcast(buffer, src=0)
-    sums = _eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
-                      run.config.channels_last, run.ctx)
-    metrics = _metrics(*sums)
-    return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file and rename it: readers see the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _data_signature(data: ImageData) -> dict:
-    """What a checkpoint remembers of the training set, to refuse resuming on other data."""
-    return {"size": len(data), "shape": list(data.images.shape[1:]), "num_classes": data.num_classes}
-
-
-def _save(run: _Run, out_dir: Path, epochs_done: int, history: list[dict]) -> None:
-    """checkpoint.pt (everything resume needs) and history.json, both atomically."""
-    payload = {
-        "format": CHECKPOINT_FORMAT, "epoch": epochs_done, "history": history,
-        "config": asdict(run.config), "data": _data_signature(run.train),
-        "model_class": type(run.raw).__qualname__, "model": run.raw.state_dict(),
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-    }
-    _atomic_write(out_dir / CHECKPOINT_NAME, lambda p: torch.save(payload, p))
-    _atomic_write(out_dir / HISTORY_NAME, lambda p: p.write_text(json.dumps(history, indent=2)))
-
-
-def _read_checkpoint(path: Path) -> dict:
-    """Load a checkpoint written by `fit` (tensors and plain values only), or explain why not."""
-    if not path.is_file():
-        raise VanEduError(f"resume=True but there is no checkpoint at {path} "
-                          "(expected one written by an earlier fit(..., out_dir=...))")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise VanEduError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); expected a "
-                          "complete file written by van_edu.train.fit") from err
-    expected = {"format", "epoch", "history", "config", "data", "model", "optimizer", "scheduler", "scaler"}
-    if (not isinstance(ckpt, dict) or not expected <= ckpt.keys() or ckpt["format"] != CHECKPOINT_FORMAT
-            or not all(isinstance(ckpt[k], dict) for k in ("config", "data", "model", "optimizer"))
-            or not isinstance(ckpt["history"], list)):
-        raise VanEduError(f"{path} is not a van_edu training checkpoint of format {CHECKPOINT_FORMAT} "
-                          f"(expected a dict with keys {sorted(expected)})")
-    return ckpt
-
-
-def _check_compatible(ckpt: dict, run: _Run, path: Path) -> None:
-    """Refuse a checkpoint of another config, data set or model, before anything is changed."""
-    saved, now = ckpt["config"], asdict(run.config)
-    diffs = [f"{k}={saved.get(k)!r} there, {now[k]!r} now" for k in RESUME_KEYS if saved.get(k) != now[k]]
-    if diffs:
-        raise VanEduError(f"checkpoint {path} was made with another config: {'; '.join(diffs)} "
-                          "(expected the same values, or a new out_dir / resume=False)")
-    if ckpt["data"] != _data_signature(run.train):
-        raise VanEduError(f"checkpoint {path} was made on other training data: {ckpt['data']} there, "
-                          f"{_data_signature(run.train)} now (expected the same data set)")
-    _check_state_dict(ckpt["model"], run.raw.state_dict(), f"checkpoint {path} "
-                      f"(model {ckpt.get('model_class')!r}; this one is {type(run.raw).__qualname__!r})")
-    sizes = [len(g["params"]) for g in ckpt["optimizer"]["param_groups"]]
-    if sizes != [len(g["params"]) for g in run.optimizer.param_groups]:
-        raise VanEduError(f"checkpoint {path}: its optimiser has parameter groups of sizes {sizes}, "
-                          "expected the grouping of this model")
-
-
-def _check_state_dict(saved: dict, expected: dict, what: str) -> None:
-    """Same keys and shapes, or a VanEduError listing the first differences."""
-    missing = [k for k in expected if k not in saved]
-    extra = [k for k in saved if k not in expected]
-    shapes = [f"{k}: {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in saved and getattr(saved[k], "shape", None) != v.shape]
-    if missing or extra or shapes:
-        raise VanEduError(f"{what} holds weights of another model: missing {missing[:5]}, "
-                          f"unexpected {extra[:5]}, other shapes {shapes[:5]} "
-                          "(expected the state dict of the model being trained)")
-
-
-def _restore(run: _Run, ckpt: dict) -> None:
-    """Put the saved model, optimiser, scheduler and scaler states back in place."""
-    run.raw.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    if run.scaler.is_enabled() and ckpt["scaler"]:
-        run.scaler.load_state_dict(ckpt["scaler"])
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for running sums, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 # ----------------------------------------------------------------------------- fit
@@ -576,12 +249,54 @@ def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
     """
     config = config if config is not None else TrainConfig()
     _check_config(config, len(train))
-    ctx, device = _setup_distributed(config.device)
+    ctx, device = setup_distributed(config.device)
     try:
-        return _fit(model, train, test, config, ctx, device, out_dir, resume, stop_after_epoch, on_epoch_end)
+        run = _build_run(model, train, test, config, ctx, device)
+        out = Path(out_dir) if out_dir is not None else None
+        history: list[dict] = []
+        if resume:  # every check comes before the first change
+            if out is None:
+                raise VanEduError("resume=True needs out_dir (expected the folder of an earlier run)")
+            ckpt = checkpoints.read(out / CHECKPOINT_NAME)
+            checkpoints.check_compatible(ckpt, run, out / CHECKPOINT_NAME)
+            checkpoints.restore(run, ckpt)
+            history = list(ckpt["history"])
+        elif out is not None and ctx.main:
+            out.mkdir(parents=True, exist_ok=True)
+        run.net = _wrap_model(run.raw, config, ctx, device)
+        last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+        for epoch in range(len(history), last):
+            row = {"epoch": epoch + 1, **_train_epoch(run, epoch), **_eval_epoch(run)}
+            history.append(row)
+            if out is not None and ctx.main:
+                checkpoints.save(run, out, epoch + 1, history)
+            if config.progress and ctx.main:
+                tqdm.write(_summary(row, config.epochs))
+            if on_epoch_end is not None and ctx.main:
+                on_epoch_end(dict(row))
+        return _result(run, history, out)
     finally:
-        if ctx.created:
-            dist.destroy_process_group()
+        teardown(ctx)
+
+
+# ----------------------------------------------------------------------------- one run
+@dataclass
+class _Run:
+    """The objects one training run threads through its epochs."""
+
+    config: TrainConfig
+    ctx: DistContext
+    device: torch.device
+    raw: nn.Module           # the user's model: what is saved and returned
+    net: nn.Module           # what the loop calls: raw, maybe DDP-wrapped and compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    train: ImageData
+    test: ImageData | None
+    steps_per_epoch: int
+    checked_logits: bool = field(default=False)
 
 
 def _build_run(model, train, test, config, ctx, device) -> _Run:
@@ -590,7 +305,9 @@ def _build_run(model, train, test, config, ctx, device) -> _Run:
         raise VanEduError(f"batch_size={config.batch_size} is the global batch and must split evenly "
                           f"over {ctx.world_size} processes (expected a multiple of {ctx.world_size})")
     amp_dtype = resolve_amp(config.amp, device)
-    raw = _prepare_model(model, config, device)
+    raw = model.to(device)
+    if config.channels_last:
+        raw = raw.to(memory_format=torch.channels_last)
     steps = len(train) // config.batch_size
     optimizer, scheduler = make_optimizer(raw, config, steps)
     use_scaler = amp_dtype == torch.float16
@@ -599,34 +316,92 @@ def _build_run(model, train, test, config, ctx, device) -> _Run:
                 train.to(device), test.to(device) if test is not None else None, steps)
 
 
-def _fit(model, train, test, config, ctx, device, out_dir, resume, stop_after_epoch, on_epoch_end):
-    """The body of `fit`, inside the process group's lifetime."""
-    run = _build_run(model, train, test, config, ctx, device)
-    out = Path(out_dir) if out_dir is not None else None
-    history: list[dict] = []
-    if resume:
-        if out is None:
-            raise VanEduError("resume=True needs out_dir (expected the folder of an earlier run)")
-        ckpt = _read_checkpoint(out / CHECKPOINT_NAME)
-        _check_compatible(ckpt, run, out / CHECKPOINT_NAME)
-        _restore(run, ckpt)
-        history = list(ckpt["history"])
-    elif out is not None and ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
-    run.net = _wrap_model(run.raw, config, ctx, device)
-    last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
-    for epoch in range(len(history), last):
-        row = {"epoch": epoch + 1, **_train_epoch(run, epoch), **_eval_epoch(run)}
-        history.append(row)
-        if out is not None and ctx.main:
-            _save(run, out, epoch + 1, history)
-        if config.progress and ctx.main:
-            tqdm.write(_summary(row, config.epochs))
-        if on_epoch_end is not None and ctx.main:
-            on_epoch_end(dict(row))
-    return _result(run, history, out)
+def _wrap_model(raw: nn.Module, config: TrainConfig, ctx: DistContext, device: torch.device) -> nn.Module:
+    """SyncBatchNorm + DDP when distributed (van_edu.distributed), then torch.compile if asked."""
+    net = wrap_ddp(raw, ctx, device)
+    if config.compile:
+        net = torch.compile(net)
+    return net
 
 
+# ----------------------------------------------------------------------------- one epoch, one step
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """Train one epoch; the loss, accuracy, lr, seconds and images/s of the training part."""
+    config, ctx = run.config, run.ctx
+    run.net.train()
+    torch.manual_seed(_epoch_seed(config.seed, epoch, ctx.rank))
+    stream = batches(run.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                     augment=AUGMENT_PRESETS[config.augment], drop_last=True,
+                     rank=ctx.rank, world_size=ctx.world_size)
+    bar = tqdm(stream, total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not (config.progress and ctx.main), leave=False, mininterval=0.5)
+    loss_sum = torch.zeros((), dtype=_sum_dtype(run.device), device=run.device)
+    correct, count = torch.zeros((), dtype=torch.int64, device=run.device), 0
+    synchronize(run.device)
+    start, lr = time.perf_counter(), config.lr
+    for step, (x, y) in enumerate(bar):
+        loss, step_correct, lr = _train_step(run, x, y)
+        loss_sum += loss * len(y)  # on the device: no sync per step
+        correct += step_correct
+        count += len(y)
+        if not bar.disable and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+    synchronize(run.device)
+    seconds = torch.tensor([time.perf_counter() - start], dtype=loss_sum.dtype).to(run.device)
+    seconds = all_reduce(seconds, ctx, op="max").item()  # the slowest rank sets the pace
+    loss_sum, correct, count = reduce_sums(loss_sum, correct, count, ctx)
+    return {"train_loss": loss_sum / count, "train_accuracy": correct / count, "lr": lr,
+            "seconds": seconds, "images_per_second": count / seconds}
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of torch's global generator for one epoch on one rank (dropout, drop-path)."""
+    return (seed * 1_000_003 + epoch * 7_919 + rank) % (2**63)
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One optimiser update; returns (mean loss, number correct, learning rate used)."""
+    if run.config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(run.device, run.amp_dtype):
+        logits = run.net(x)
+    if not run.checked_logits:
+        _check_logits(logits, run.train.num_classes)
+        run.checked_logits = True
+    loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=run.config.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.config.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
+        nn.utils.clip_grad_norm_(run.raw.parameters(), run.config.grad_clip)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum(), lr
+
+
+def _check_logits(logits: torch.Tensor, num_classes: int) -> None:
+    """Fail with a clear message when the model's head does not fit the data's classes."""
+    if logits.ndim != 2 or logits.shape[1] < num_classes:
+        raise VanEduError(f"the model returned logits of shape {tuple(logits.shape)}, but the data has "
+                          f"{num_classes} classes (expected [batch, {num_classes}]: build the model "
+                          f"with num_classes={num_classes})")
+
+
+def _eval_epoch(run: _Run) -> dict:
+    """Test loss and accuracy after an epoch, sharded over ranks (rank 0's BatchNorm averages)."""
+    if run.test is None:
+        return {"test_loss": None, "test_accuracy": None}
+    run.raw.eval()
+    broadcast_buffers(run.raw, run.ctx)  # per-rank BatchNorm averages differ: use rank 0's, as saved
+    sums = _eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
+                      run.config.channels_last, run.ctx)
+    metrics = _metrics(*sums)
+    return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
+
+
+# ----------------------------------------------------------------------------- reporting
 def _summary(row: dict, epochs: int) -> str:
     """One line per epoch for the learner watching the run."""
     line = (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import reference as ref
-from ._core import CheckFailed, call, expect_number, expect_tensor, require_callable, task_check
+from ._core import call, expect_number, expect_tensor, require_callable, task_check
 
 __all__ = ["attention", "attention_macs", "lka_macs", "count_parameters"]
 

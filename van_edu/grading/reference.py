@@ -1,28 +1,33 @@
-"""Reference answers of the exercises, against which the checks compare the learner's code.
+"""Reference answers of the exercises, one per task: what the checks compare learners' code with.
 
-Where ``van_edu`` already holds the answer (Eq. (3), LKA, the VAN block, the schedule) it is used
-as is; the rest (attention, Grad-CAM, a training step, ...) is written here, once.
+Where ``van_edu`` already holds the answer it is used as is (Eq. (3), LKA, the VAN block, the
+weight-decay groups, Grad-CAM and its upsampling), or through a thin wrapper where the task asks
+for another signature (drop path as a function, the schedule as a function of the step). What the
+package has no function for (a padding, attention on plain tensors, a training step, accuracy
+on tensors, ...) is written here.
 """
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..complexity import count_params
+from ..explain import grad_cam
+from ..explain import upsample_maps as upsample_cam
 from ..lka import LKA, best_dilation, conv_params, decomposition, lka_params, mobilenet_params, \
     stack_receptive_field
-from ..models.layers import linear_drop_path_rates
-from ..models.van import Attention, Block, Mlp, OverlapPatchEmbed
+from ..models.layers import DropPath, linear_drop_path_rates
+from ..models.van import Attention, Block, OverlapPatchEmbed
+from ..runtime import autocast
 from ..train import WarmupCosine, param_groups
 
 __all__ = [
     "same_padding", "decompose", "eq3_params", "best_dilation", "stack_receptive_field", "table2_row",
     "depthwise_conv", "effective_kernel", "LKA", "Attention", "drop_path", "OverlapPatchEmbed",
-    "stage_sizes", "drop_path_rates", "Block", "Mlp", "attention", "attention_macs", "lka_macs",
+    "stage_sizes", "drop_path_rates", "Block", "attention", "attention_macs", "lka_macs",
     "count_parameters", "warmup_cosine", "param_groups", "train_step", "accuracy", "grad_cam",
     "upsample_cam",
 ]
@@ -68,11 +73,8 @@ def effective_kernel(w_dw: torch.Tensor, w_dwd: torch.Tensor, dilation: int) -> 
 
 # --- set 3: the VAN architecture ------------------------------------------------------------
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    if not training or p == 0.0:
-        return x
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-    return x * mask / keep
+    """``van_edu.models.layers.DropPath`` as a function: the layer in training or evaluation mode."""
+    return DropPath(p).train(training)(x)
 
 
 def stage_sizes(image_size: int, stem_kernel: int = 7, stem_stride: int = 4, num_stages: int = 4) -> list[int]:
@@ -117,8 +119,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer, amp_dtype=None, scaler=None) -> float:
     model.train()
-    autocast = torch.autocast(device_type=x.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    with autocast:
+    with autocast(x.device, amp_dtype):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
@@ -143,22 +144,4 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 # --- set 6: Grad-CAM --------------------------------------------------------------------------
-def grad_cam(model: nn.Module, x: torch.Tensor, target=None, normalize: bool = True) -> torch.Tensor:
-    """Grad-CAM on the last feature map: ReLU(sum_c mean(dy/dA_c) A_c), each map divided by its max."""
-    features = model.forward_features(x)                 # [B, C, h, w]
-    logits = model.forward_head(features)                # [B, classes]
-    if target is None:
-        target = logits.argmax(1)
-    target = torch.as_tensor(target, device=logits.device).reshape(-1).expand(len(x))
-    score = logits[torch.arange(len(x)), target].sum()
-    grads, = torch.autograd.grad(score, features)
-    weights = grads.mean(dim=(2, 3), keepdim=True)       # [B, C, 1, 1]: one weight per channel
-    cam = F.relu((weights * features).sum(1))            # [B, h, w]
-    if normalize:
-        cam = cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-    return cam.detach()
-
-
-def upsample_cam(cam: torch.Tensor, size) -> torch.Tensor:
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    return F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+# grad_cam and upsample_cam are van_edu.explain's grad_cam and upsample_maps, imported above.

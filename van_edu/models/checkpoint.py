@@ -7,6 +7,10 @@ state, the epoch and the training arguments (an ``argparse.Namespace``). They we
 ``weights_only=True`` and only the Namespace is allow-listed. ``load_official_checkpoint`` reads such
 a file into a VAN and reports what it left aside; ``pretrained`` takes one from the Hugging Face Hub
 (or from a Hub cache, offline) and loads it.
+
+``state_dict_differences`` is the package's one comparison of a state dict against the one a
+model expects (missing keys, unexpected keys, other shapes); the loader here, training's exact
+resume (``van_edu.checkpoints``) and the grader's checks (``van_edu.grading``) all report from it.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from torch import nn
 
 from ..errors import VanEduError
 
-__all__ = ["LoadReport", "load_official_checkpoint", "pretrained", "OFFICIAL_CHECKPOINTS"]
+__all__ = ["LoadReport", "load_official_checkpoint", "pretrained", "OFFICIAL_CHECKPOINTS",
+           "state_dict_differences"]
 
 # Where the authors' files live on the Hub: (repository, file name).
 OFFICIAL_CHECKPOINTS = {
@@ -55,6 +60,27 @@ class LoadReport:
         if self.ignored:
             lines.append(f"ignored what the file holds besides the weights: {', '.join(self.ignored)}")
         return "; ".join(lines)
+
+
+def state_dict_differences(got: dict, expected: dict) -> tuple[list[str], list[str], dict]:
+    """How the state dict ``got`` differs from ``expected`` (e.g. a file's against a model's).
+
+    Returns ``(missing, unexpected, mismatched_shapes)``: the keys of ``expected`` that ``got``
+    lacks, in ``expected``'s order; the keys of ``got`` that ``expected`` lacks, in ``got``'s
+    order; and ``{key: (shape in got, shape in expected)}`` for the shared keys whose shapes differ,
+    in ``expected``'s order (shapes as tuples; ``None`` for a value that is not a tensor). All three
+    are empty when ``got`` fits.
+    """
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    mismatched = {k: (_shape(got[k]), _shape(v)) for k, v in expected.items()
+                  if k in got and _shape(got[k]) != _shape(v)}
+    return missing, unexpected, mismatched
+
+
+def _shape(value) -> tuple | None:
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else None
 
 
 def _few(keys: list[str], n: int = 5) -> str:
@@ -138,10 +164,9 @@ def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = 
     if all(k in state and k in own for k in _HEAD_KEYS) and state["head.weight"].shape != own["head.weight"].shape:
         state = {k: v for k, v in state.items() if k not in _HEAD_KEYS}
         report.head_reset = True
-    shape_errors = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                    for k, v in state.items() if k in own and v.shape != own[k].shape]
-    report.missing = [k for k in own if k not in state and not (report.head_reset and k in _HEAD_KEYS)]
-    report.unexpected = [k for k in state if k not in own]
+    missing, report.unexpected, shapes = state_dict_differences(state, own)
+    shape_errors = [f"{k}: file {shapes[k][0]} vs model {shapes[k][1]}" for k in state if k in shapes]
+    report.missing = [k for k in missing if not (report.head_reset and k in _HEAD_KEYS)]
     if strict and (shape_errors or report.missing or report.unexpected):
         problems = []
         if shape_errors:
@@ -153,7 +178,7 @@ def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = 
                             f"({_few(report.unexpected)})")
         raise VanEduError(f"{path} does not fit this model: " + "; ".join(problems)
                           + ". Is it the checkpoint of the same variant (e.g. van_b0 for van_tiny_754)?")
-    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    usable = {k: v for k, v in state.items() if k in own and k not in shapes}
     model.load_state_dict(usable, strict=False)
     report.loaded = len(usable)
     return report
