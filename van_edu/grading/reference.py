@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import lka
 from ..complexity import count_params
 from ..lka import LKA, best_dilation, conv_params, decomposition, lka_params, mobilenet_params, \
     stack_receptive_field
@@ -30,8 +31,8 @@ __all__ = [
 
 # --- set 1: the arithmetic of LKA --------------------------------------------------------------
 def same_padding(kernel: int, dilation: int = 1) -> int:
-    """Padding that keeps the size under a stride-1 convolution: d (k - 1) / 2."""
-    return dilation * (kernel - 1) // 2
+    """Padding that keeps the size under a stride-1 convolution: d (k - 1) / 2 (``lka.same_padding``)."""
+    return lka.same_padding(kernel, dilation)
 
 
 def decompose(kernel_size: int, dilation: int) -> tuple[int, int]:
