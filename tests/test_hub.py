@@ -73,7 +73,6 @@ def test_unknown_split_names_the_splits(cifar_like):
         D.load_image_dataset(str(folder), "validation")
 
 
-
 # ---------------------------------------------------------------------------------------------
 # the Hub
 

@@ -18,6 +18,7 @@ from .errors import VanEduError
 __all__ = ["AugmentConfig", "AUGMENT_PRESETS", "ERASE_VALUE", "augment", "as_config", "draw_params",
            "apply_params"]
 
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Which random augmentations to apply; all off by default."""

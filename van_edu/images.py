@@ -20,6 +20,7 @@ from .errors import VanEduError
 
 __all__ = ["normalize", "ImageData", "batches", "subset_index"]
 
+
 def normalize(images: Tensor) -> Tensor:
     """uint8 ``[B, C, H, W]`` -> float32 ``(x/255 - 0.5)/0.5`` in [-1, 1], as the VAN authors trained."""
     if images.dtype != torch.uint8:
@@ -148,4 +149,3 @@ def _iterate(data, batch_size, shuffle, generator, config, drop_last, rank, worl
         if params:
             images = apply_params(images, {k: v[part] for k, v in params.items()}, config)
         yield normalize(images), data.labels[index[part]]
-

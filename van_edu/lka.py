@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules import module as nn_module
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .errors import VanEduError
 from .lka_fast import fast_attention_map
@@ -250,12 +252,10 @@ class LKA(nn.Module):
 
     def _convs_observed(self) -> bool:
         """Hooks on the convs or on every module, or a Python dispatch mode, are active."""
-        from torch.nn.modules import module as nn_module
-        if getattr(nn_module, "_global_forward_hooks", None) or getattr(nn_module, "_global_forward_pre_hooks", None):
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
             return True
         if any(conv._forward_hooks or conv._forward_pre_hooks for conv in self.children()):
             return True
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
         return _get_current_dispatch_mode() is not None
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -80,4 +80,3 @@ class Source:
             raise VanEduError(f"{name_or_path!r} is a file; expected a folder (parquet files in the Hub's "
                               "layout, or class subfolders of images), a known name or a Hub id")
         return cls(name_or_path, name_or_path)
-
