@@ -6,12 +6,28 @@ import torch
 
 from van_edu.errors import VanEduError
 from van_edu.lka import (LKA, LKA_VARIANTS, best_dilation, conv_params, decomposition, lka_params,
-                         measure_receptive_field, mobilenet_params, receptive_field)
+                         measure_receptive_field, mobilenet_params, receptive_field, same_padding)
 
 
 def test_default_decomposition_is_5x5_then_7x7_dilation_3():
     d = decomposition(21, 3)
     assert (d.dw_kernel, d.dw_padding, d.dwd_kernel, d.dwd_padding, d.dilation) == (5, 2, 7, 9, 3)
+
+
+@pytest.mark.parametrize("k, d", [(1, 1), (3, 1), (5, 1), (7, 3), (5, 2), (4, 2), (21, 1)])
+def test_same_padding_keeps_the_size(k, d):
+    p = same_padding(k, d)
+    assert p == d * (k - 1) // 2
+    x = torch.randn(1, 1, 9, 10)
+    assert torch.nn.functional.conv2d(x, torch.ones(1, 1, k, k), padding=p, dilation=d).shape == x.shape
+
+
+@pytest.mark.parametrize("K, d", [(21, 3), (7, 2), (14, 3), (28, 4), (10, 3), (9, 1)])
+def test_decomposition_paddings_are_same_padding(K, d):
+    dec = decomposition(K, d)
+    assert dec.dw_padding == same_padding(dec.dw_kernel)
+    symmetric = d * (dec.dwd_kernel - 1) % 2 == 0          # else no symmetric padding keeps the size
+    assert dec.dwd_padding == (same_padding(dec.dwd_kernel, d) if symmetric else None)
 
 
 @pytest.mark.parametrize("K, d, dw, dwd", [(7, 2, 3, 4), (14, 3, 5, 5), (21, 3, 5, 7), (28, 4, 7, 7)])

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from van_edu.errors import VanEduError
-from van_edu.lka import LKA, LKA_IMPLS, LKA_VARIANTS, fast_plan
+from van_edu.lka import LKA, LKA_IMPLS, LKA_VARIANTS
+from van_edu.lka_fast import fast_plan
 from van_edu.models import create_model
 
 F32 = dict(atol=1e-5, rtol=1e-5)

@@ -22,7 +22,8 @@ import time
 
 import torch
 
-from van_edu.lka import LKA, fast_plan
+from van_edu.lka import LKA
+from van_edu.lka_fast import fast_plan
 
 # (group, batch, channels, side): the LKA inputs of the course's models.
 SHAPES = [

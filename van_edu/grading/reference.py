@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import lka
 from ..complexity import count_params
 from ..explain import grad_cam
 from ..explain import upsample_maps as upsample_cam
@@ -35,8 +36,8 @@ __all__ = [
 
 # --- set 1: the arithmetic of LKA --------------------------------------------------------------
 def same_padding(kernel: int, dilation: int = 1) -> int:
-    """Padding that keeps the size under a stride-1 convolution: d (k - 1) / 2."""
-    return dilation * (kernel - 1) // 2
+    """Padding that keeps the size under a stride-1 convolution: d (k - 1) / 2 (``lka.same_padding``)."""
+    return lka.same_padding(kernel, dilation)
 
 
 def decompose(kernel_size: int, dilation: int) -> tuple[int, int]:

@@ -1,0 +1,151 @@
+"""A split held as uint8 tensors (``ImageData``), normalised, and cut into seeded batches.
+
+The whole course trains on small images, so a split is decoded ONCE into one uint8 tensor
+``[N, C, H, W]`` and kept on the device; batches are then indexing, not a ``DataLoader`` with
+workers. This keeps CPU runs fast, makes a batch's content a pure function of ``(seed, epoch)``
+(so a resumed run equals an uninterrupted one) and lets every DDP rank cut its shard from the same
+global batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .augment import AugmentConfig, apply_params, as_config, draw_params
+from .errors import VanEduError
+
+__all__ = ["normalize", "ImageData", "batches", "subset_index"]
+
+
+def normalize(images: Tensor) -> Tensor:
+    """uint8 ``[B, C, H, W]`` -> float32 ``(x/255 - 0.5)/0.5`` in [-1, 1], as the VAN authors trained."""
+    if images.dtype != torch.uint8:
+        raise VanEduError(f"normalize expects uint8 images (0-255), got dtype {images.dtype}")
+    return images.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+@dataclass
+class ImageData:
+    """A split held as tensors: images uint8 ``[N, C, H, W]``, labels int64 ``[N]``, class names."""
+    images: Tensor
+    labels: Tensor
+    classes: list[str]
+    name: str = ""
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise VanEduError(f"ImageData.images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                              f"{list(self.images.shape)}")
+        if self.labels.dim() != 1 or len(self.labels) != len(self.images):
+            raise VanEduError(f"ImageData.labels must be [N] with N = {len(self.images)}, "
+                              f"got {list(self.labels.shape)}")
+        self.images = self.images.contiguous()
+        self.labels = self.labels.to(torch.int64)
+        self.classes = list(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return (f"ImageData(name={self.name!r}, n={len(self)}, images=uint8{list(self.images.shape)} "
+                f"on {self.images.device}, classes={self.num_classes})")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        """Height of the images (the course uses square images)."""
+        return self.images.shape[2]
+
+    def to(self, device) -> "ImageData":
+        """The same data on ``device`` (a new ImageData; tensors already there are not copied)."""
+        return ImageData(self.images.to(device), self.labels.to(device), self.classes, self.name)
+
+    def subset(self, n: int | float, seed: int = 0) -> "ImageData":
+        """A seeded random subset, kept in the original order: ``n`` a count or a fraction in (0, 1]."""
+        index = subset_index(len(self), n, seed).to(self.images.device)
+        return ImageData(self.images[index], self.labels[index], self.classes, self.name)
+
+
+def subset_index(total: int, n: int | float, seed: int) -> Tensor:
+    """Sorted indices of a seeded random subset of ``range(total)``; a count above ``total`` gives all."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)):
+        raise VanEduError(f"subset size must be a count (int) or a fraction (float), got {n!r}")
+    if isinstance(n, float):
+        if not 0.0 < n <= 1.0:
+            raise VanEduError(f"a subset fraction must be in (0, 1], got {n}")
+        count = max(1, round(n * total))
+    elif n < 1:
+        raise VanEduError(f"a subset count must be at least 1, got {n}")
+    else:
+        count = min(n, total)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=generator)[:count].sort().values
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, epoch), well mixed by SeedSequence."""
+    if seed < 0 or epoch < 0:
+        raise VanEduError(f"seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
+def _shard(size: int, rank: int, world_size: int) -> slice:
+    """Contiguous shard ``rank`` of ``size`` items cut into ``world_size`` near-equal parts."""
+    q, r = divmod(size, world_size)
+    start = rank * q + min(rank, r)
+    return slice(start, start + q + (1 if rank < r else 0))
+
+
+def batches(data: ImageData, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+            augment: AugmentConfig | str | None = None, drop_last: bool = False,
+            rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield ``(x, y)``: x float32 normalised ``[b, C, H, W]`` on data's device, y int64 ``[b]``.
+
+    Order and augmentation are a pure function of ``(seed, epoch)``. With ``world_size > 1`` each
+    global batch of ``batch_size`` is cut into ``world_size`` contiguous shards and rank ``r`` gets
+    shard ``r``; augmentation is drawn for the whole global batch, so the shards' union is the
+    single-process batch, and every rank yields the same number of batches. Shards differ in size
+    by at most one; when the last global batch is smaller than ``world_size`` some ranks get an
+    empty shard ``[0, C, H, W]`` (skip it in evaluation; train with ``drop_last=True``).
+    ``augment`` may also be a preset name.
+    """
+    if batch_size < 1:
+        raise VanEduError(f"batch_size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise VanEduError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    if batch_size % world_size:
+        raise VanEduError(f"batch_size ({batch_size}) must be divisible by world_size ({world_size}): "
+                          "it is the global batch, split evenly over the ranks")
+    generator = _epoch_generator(seed, epoch)                # validates seed/epoch now, not lazily
+    config = as_config(augment)
+    return _iterate(data, batch_size, shuffle, generator, config, drop_last, rank, world_size)
+
+
+def _iterate(data, batch_size, shuffle, generator, config, drop_last, rank, world_size):
+    """The batches of ``batches``, whose arguments are checked before the first one is asked for."""
+    n, device = len(data), data.images.device
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(device)
+    height, width = data.images.shape[2:]
+    for start in range(0, n, batch_size):
+        index = order[start:start + batch_size]               # the global batch
+        if drop_last and len(index) < batch_size:
+            break
+        params = draw_params(len(index), height, width, config, generator) if config else {}
+        part = _shard(len(index), rank, world_size)
+        images = data.images[index[part]]                    # [b, C, H, W] uint8
+        if params:
+            images = apply_params(images, {k: v[part] for k, v in params.items()}, config)
+        yield normalize(images), data.labels[index[part]]

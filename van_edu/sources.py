@@ -1,0 +1,82 @@
+"""Where a dataset comes from: known names -> Hub ids, the bundled folder, class names.
+
+``DATASETS`` names the datasets the course knows; ``Source.resolve`` turns a name, a Hub id or a
+local folder into the one place ``load_image_dataset`` reads from. The bundled Fashion-MNIST in
+``data/fashion_mnist/`` (the Hub's layout) is preferred to the Hub, so the course works offline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import VanEduError
+
+__all__ = ["BUNDLED_DIR", "FASHION_MNIST_CLASSES", "DatasetSpec", "DATASETS", "known_name", "Source",
+           "known_choices"]
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a named dataset lives and how to read it."""
+    hub_id: str                       # Hugging Face Hub repository
+    config: str | None = None         # Hub config name (None: the default one)
+    local: Path | None = None         # a bundled folder in the Hub's layout, tried first
+    image_size: int | None = None     # default resize (None: keep the stored size)
+    classes: tuple[str, ...] | None = None  # display names replacing the stored ClassLabel names
+    description: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec(
+        "zalando-datasets/fashion_mnist", local=BUNDLED_DIR, classes=FASHION_MNIST_CLASSES,
+        description="bundled, offline: 60k/10k 28x28 grey, 10 classes"),
+    "cifar10": DatasetSpec("uoft-cs/cifar10", description="Hub: 50k/10k 32x32 RGB, 10 classes"),
+    "imagenette": DatasetSpec("frgfm/imagenette", config="160px", image_size=160,
+                              description="Hub: 9.5k/3.9k RGB (shorter side 160), 10 classes"),
+}
+_HUB_ALIASES = {spec.hub_id: name for name, spec in DATASETS.items()}
+
+
+def known_name(name_or_path: str) -> str:
+    """The ``DATASETS`` name of a known dataset's Hub id (``"zalando-datasets/fashion_mnist"`` ->
+    ``"fashion_mnist"``); any other string unchanged."""
+    return _HUB_ALIASES.get(name_or_path, name_or_path)
+
+
+def known_choices() -> str:
+    """The known names with their descriptions, for error messages."""
+    return "; ".join(f"{name!r} ({spec.description})" for name, spec in DATASETS.items())
+
+
+@dataclass
+class Source:
+    """A resolved place to load from: a local folder or a Hub repository (+ config)."""
+    name: str                               # the name shown in ImageData.name
+    path: str                               # folder path or Hub id, as given to datasets
+    config: str | None = None
+    local: bool = False
+    note: str = ""                          # why this place was chosen, for error messages
+    fingerprint: str = ""                   # digest of a local folder's files (cache.files_digest)
+
+    @classmethod
+    def resolve(cls, name_or_path: str, spec: DatasetSpec | None) -> "Source":
+        """The place to read ``name_or_path`` from; ``spec`` is its ``DATASETS`` entry (None for a
+        folder or a Hub id the course does not know)."""
+        if spec is not None:
+            name = known_name(name_or_path)
+            if spec.local is not None and spec.local.is_dir():
+                return cls(name, str(spec.local), local=True)
+            note = (f"the bundled folder {spec.local} is missing, so the Hub was tried"
+                    if spec.local is not None else "")
+            return cls(name, spec.hub_id, spec.config, note=note)
+        path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            return cls(name_or_path, str(path.resolve()), local=True)
+        if path.exists():
+            raise VanEduError(f"{name_or_path!r} is a file; expected a folder (parquet files in the Hub's "
+                              "layout, or class subfolders of images), a known name or a Hub id")
+        return cls(name_or_path, name_or_path)
