@@ -41,14 +41,17 @@ POLYPHASE_MAX_PIXELS = 256
 
 
 def _padding(conv: nn.Conv2d) -> tuple[int, int]:
-    """(top, left): the zero padding a stride-1 conv puts before the image, read from the conv.
+    """(top, left): the zero padding a stride-1 conv puts before the image.
 
-    The LKA chooses its paddings (``van_edu.lka.same_padding``); this only reads them. PyTorch
-    resolves ``padding="same"`` when the conv is built (the odd pixel, if any, goes to the bottom
-    and the right) and keeps what it pads, for numbers and "same" alike, as [left, right, top, bottom].
+    The LKA chooses its paddings (``van_edu.lka.same_padding``); this only reads them back. For
+    ``padding="same"`` PyTorch pads ``same_padding(k, d)`` before the image and puts the odd
+    pixel, if any, after it.
     """
-    left, _, top, _ = conv._reversed_padding_repeated_twice
-    return top, left
+    if isinstance(conv.padding, str):
+        from .lka import same_padding  # here, not at the top: lka imports this module
+
+        return tuple(same_padding(k, d) for k, d in zip(conv.kernel_size, conv.dilation))
+    return tuple(conv.padding)
 
 
 def fast_plan(batch: int, height: int, width: int, convs) -> list[str]:
