@@ -135,3 +135,27 @@ def test_missing_bundled_folder_falls_back_to_the_hub(monkeypatch, tmp_path):
     monkeypatch.setitem(D.DATASETS, "fashion_mnist", spec)
     with pytest.raises(VanEduError, match=r"zalando-datasets/fashion_mnist.*offline.*bundled folder"):
         D.load_image_dataset("fashion_mnist")
+
+
+def test_imagenette_shows_the_names_people_know(monkeypatch, tmp_path, hf_cache):  # noqa: F811 (fixture)
+    """A folder laid out like frgfm/imagenette (160px config, train/validation, WordNet-id labels)
+    loads as "imagenette" with tench, English springer, ... in the stored order."""
+    import datasets
+    from data_fixtures import rgb_images, write_card, write_parquet
+    from PIL import Image
+
+    wnids = ["n03888605", "n01440764", "n02102040", "n02979186", "n03000684",
+             "n03028079", "n03394916", "n03417042", "n03425413", "n03445777"]  # not sorted on purpose
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=wnids)})
+    folder = tmp_path / "imagenette_like"
+    for split, seed in [("train", 0), ("validation", 1)]:
+        images = [Image.fromarray(a) for a in rgb_images(10, 24, seed)]
+        write_parquet(folder, "160px", split, {"image": images, "label": list(range(10))}, features)
+    write_card(folder, "160px", ["train", "validation"])
+    monkeypatch.setitem(D.DATASETS, "imagenette", dataclasses.replace(D.DATASETS["imagenette"], local=folder))
+    data = D.load_image_dataset("imagenette", "test", image_size=16)  # no test split: validation
+    assert data.classes == ["parachute", "tench", "English springer", "cassette player", "chain saw",
+                            "church", "French horn", "garbage truck", "gas pump", "golf ball"]
+    assert data.images.shape == (10, 3, 16, 16)
+    # the same folder read by its path, not as "imagenette", keeps the stored WordNet ids
+    assert D.load_image_dataset(str(folder), "train").classes == wnids

@@ -49,6 +49,8 @@ def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train"
     data = _load_cached_or_decode(source, split, size, samples, seed)
     if spec and spec.classes and len(spec.classes) == data.num_classes:
         data.classes = list(spec.classes)
+    elif spec and spec.class_names and all(c in spec.class_names for c in data.classes):
+        data.classes = [spec.class_names[c] for c in data.classes]     # WordNet ids -> words
     return data.to(device) if device is not None else data
 
 

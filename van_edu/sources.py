@@ -11,12 +11,19 @@ from pathlib import Path
 
 from .errors import VanEduError
 
-__all__ = ["BUNDLED_DIR", "FASHION_MNIST_CLASSES", "DatasetSpec", "DATASETS", "known_name", "Source",
+__all__ = ["BUNDLED_DIR", "FASHION_MNIST_CLASSES", "IMAGENETTE_CLASSES", "DatasetSpec", "DATASETS", "known_name", "Source",
            "known_choices"]
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+# Imagenette's labels are WordNet ids; these are the names people know them by.
+IMAGENETTE_CLASSES = {
+    "n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+    "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+    "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+    "n03888605": "parachute",
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class DatasetSpec:
     local: Path | None = None         # a bundled folder in the Hub's layout, tried first
     image_size: int | None = None     # default resize (None: keep the stored size)
     classes: tuple[str, ...] | None = None  # display names replacing the stored ClassLabel names
+    class_names: dict[str, str] | None = None  # stored name -> display name (e.g. WordNet id -> word)
     description: str = ""
 
 
@@ -35,7 +43,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "zalando-datasets/fashion_mnist", local=BUNDLED_DIR, classes=FASHION_MNIST_CLASSES,
         description="bundled, offline: 60k/10k 28x28 grey, 10 classes"),
     "cifar10": DatasetSpec("uoft-cs/cifar10", description="Hub: 50k/10k 32x32 RGB, 10 classes"),
-    "imagenette": DatasetSpec("frgfm/imagenette", config="160px", image_size=160,
+    "imagenette": DatasetSpec("frgfm/imagenette", config="160px", image_size=160, class_names=IMAGENETTE_CLASSES,
                               description="Hub: 9.5k/3.9k RGB (shorter side 160), 10 classes"),
 }
 _HUB_ALIASES = {spec.hub_id: name for name, spec in DATASETS.items()}
