@@ -144,12 +144,11 @@ def train_speed(stem_stride: int, steps: int, batch: int = 128) -> dict:
 
 def demo_throughput(batch: int = 128, steps: int = 5) -> list[dict]:
     """Training and inference images/s of the demo's models on 28x28 grey images (synthetic)."""
-    from .compare import COMPARE_PRESETS
     from .complexity import count_params, throughput
-    from .models import create_model, model_family
+    from .models import DEMO_MODELS, create_model, model_family
 
     rows = []
-    for name in COMPARE_PRESETS["cpu"].models:
+    for name in DEMO_MODELS:
         kw = {"image_size": 28} if model_family(name) == "vit" else {}
         torch.manual_seed(0)
         model = create_model(name, num_classes=10, in_chans=1, **kw)

@@ -3,6 +3,7 @@
 ``train_one`` is ``van-edu train``: one model, one seed, results.json + history.json.
 ``compare`` is ``van-edu compare``: every model of a preset, for each seed, on the same data,
 with the same training recipe, then ``report.md``, PNG plots and results.json.
+``load_splits`` loads the training and test splits both commands use.
 """
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ import torch
 from .complexity import count_macs_meta, count_params, throughput
 from .data import load_image_dataset
 from .errors import VanEduError
-from .models import ViT, create_model, model_family
+from .models import DEMO_MODELS, ViT, build_model, model_family
 from .train import TRAIN_PRESETS, TrainConfig, fit
 
-__all__ = ["CompareSetup", "COMPARE_PRESETS", "build_model", "train_one", "compare", "write_report"]
+__all__ = ["CompareSetup", "COMPARE_PRESETS", "load_splits", "train_one", "compare", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class CompareSetup:
     """One comparison: the data, the three models, the shared recipe and the seeds."""
 
     dataset: str = "fashion_mnist"
-    models: tuple[str, ...] = ("van_mini", "vit_mini", "resnet_mini")
+    models: tuple[str, ...] = DEMO_MODELS
     train: str = "cpu"                      # a key of van_edu.train.TRAIN_PRESETS
     overrides: dict = field(default_factory=dict)  # fields of TrainConfig that differ from the preset
     seeds: tuple[int, ...] = (0,)
@@ -53,15 +54,10 @@ COMPARE_PRESETS = {
 }
 
 
-def build_model(name: str, train_data, **overrides):
-    """A model sized for the data: its class count, channels and (for ViT) image size."""
-    kw = dict(overrides)
-    if model_family(name) == "vit":
-        kw.setdefault("image_size", train_data.image_size)
-    return create_model(name, num_classes=train_data.num_classes, in_chans=train_data.in_chans, **kw)
-
-
-def _load_splits(dataset: str, train_samples, test_samples, image_size, seed: int, device):
+def load_splits(dataset: str, train_samples=None, test_samples=None, image_size=None, seed: int = 0,
+                device=None):
+    """The training and test splits of ``dataset``, each a seeded subset (a count or a fraction,
+    None for all of it), resized to ``image_size`` when given: (train, test)."""
     train = load_image_dataset(dataset, "train", samples=train_samples, seed=seed,
                                image_size=image_size, device=device)
     test = load_image_dataset(dataset, "test", samples=test_samples, seed=seed,
@@ -129,8 +125,8 @@ def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: s
     more = {k: v for k, v in (("device", device), ("epochs", epochs)) if v is not None}
     runs = []
     start = time.perf_counter()
-    train_data, test_data = _load_splits(setup.dataset, setup.train_samples, setup.test_samples,
-                                         setup.image_size, seed=0, device=None)
+    train_data, test_data = load_splits(setup.dataset, setup.train_samples, setup.test_samples,
+                                        setup.image_size, seed=0, device=None)
     log(f"data: {setup.dataset}: {len(train_data)} training and {len(test_data)} test images, "
         f"{train_data.in_chans}x{train_data.image_size}x{train_data.image_size}")
     for seed in setup.seeds:
