@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from .complexity import count_macs_meta, count_params, throughput
+from .complexity import count_macs, count_params
 from .data import load_image_dataset
 from .errors import VanEduError
-from .models import DEMO_MODELS, ViT, build_model, model_family
+from .models import DEMO_MODELS, build_model, model_family
+from .runtime import machine_description
+from .scaling import throughput
 from .train import TRAIN_PRESETS, TrainConfig, fit
 
 __all__ = ["CompareSetup", "COMPARE_PRESETS", "load_splits", "train_one", "compare", "write_report"]
@@ -66,14 +67,10 @@ def load_splits(dataset: str, train_samples=None, test_samples=None, image_size=
 
 
 def _measure(model, data, device) -> dict:
-    """Multiply-adds per image and batch-1 inference latency on ``device``.
-
-    Multiply-adds are counted from shapes (torchinfo misses the ViT's token-wise linears)."""
+    """Multiply-adds per image (``count_macs``: every layer and the attention products) and batch-1
+    inference latency on ``device``."""
     size = (1, data.in_chans, data.image_size, data.image_size)
-    macs = count_macs_meta(model.to("cpu"), size)  # convs and linears, counted from shapes
-    if isinstance(model, ViT):  # plus attention's two matrix products (QK^T, AV): 2 N^2 D per block
-        tokens = model.grid ** 2
-        macs += model.config.depth * 2 * tokens * tokens * model.config.embed_dim
+    macs = count_macs(model, size)
     model.to(device)
     latency = 1000.0 / throughput(model, size, batch_size=1, steps=20, warmup=3, device=device)
     return {"macs": macs, "latency_ms": latency}
@@ -101,21 +98,6 @@ def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_d
     (out / "results.json").write_text(json.dumps(results, indent=2))
     results["history"] = result.history
     return results
-
-
-def machine_description(device: torch.device) -> str:
-    """Where the figures came from: the accelerator, or the CPU and its thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: str | None = None,

@@ -8,9 +8,10 @@ from . import van, vit, resnet  # noqa: F401  (importing registers the factories
 from .van import VAN, VANConfig
 from .vit import ViT, ViTConfig
 from .resnet import ResNet, ResNetConfig
+from .attention import GlobalSelfAttention
 from .bundled import load_bundled_model
 from .checkpoint import load_official_checkpoint, pretrained
 
 __all__ = ["create_model", "list_models", "model_family", "register_model", "build_model", "DEMO_MODELS",
-           "VAN", "VANConfig", "ViT", "ViTConfig", "ResNet", "ResNetConfig",
+           "VAN", "VANConfig", "ViT", "ViTConfig", "ResNet", "ResNetConfig", "GlobalSelfAttention",
            "load_bundled_model", "load_official_checkpoint", "pretrained"]
