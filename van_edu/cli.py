@@ -129,7 +129,7 @@ def _cmd_compare(args) -> int:
             if v}
     compare(replace(setup, **over), args.out, device=args.device, epochs=args.epochs)
     if args.export:
-        from .compare import export_assets
+        from .report import export_assets
         print(f"exported to {export_assets(args.out, args.export)}")
     return 0
 

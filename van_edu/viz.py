@@ -10,6 +10,8 @@ if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .stats import mean_std  # noqa: E402
+
 FAMILY_COLOURS = {"van": "tab:red", "vit": "tab:blue", "resnet": "tab:green"}
 
 __all__ = ["plot_learning_curves", "plot_tradeoff", "FAMILY_COLOURS"]
@@ -46,10 +48,8 @@ def plot_tradeoff(runs: list[dict], x_key: str, x_label: str, title: str, log_x:
         by_model[run["model"]].append(run)
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
     for model, group in by_model.items():
-        accs = [100 * r["test_accuracy"] for r in group]
+        mean, std = mean_std(100 * r["test_accuracy"] for r in group)
         xs = [r[x_key] for r in group]
-        mean = sum(accs) / len(accs)
-        std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
         ax.errorbar(sum(xs) / len(xs), mean, yerr=std, fmt="o", capsize=4, color=_colour(group[0]), label=model)
     if log_x:
         ax.set_xscale("log")
