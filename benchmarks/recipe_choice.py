@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import torch
 
-from van_edu.compare import build_model
 from van_edu.data import load_image_dataset
+from van_edu.models import build_model
 from van_edu.train import TRAIN_PRESETS, fit
 
 VARIANTS = {  # name: (TrainConfig overrides, model overrides)

@@ -13,7 +13,7 @@ import json
 import tempfile
 from dataclasses import replace
 
-from van_edu.compare import machine_description, train_one
+from van_edu.compare import train_one
 from van_edu.data import load_image_dataset
 from van_edu.models import van
 from van_edu.train import TRAIN_PRESETS

@@ -1,19 +1,11 @@
 """van_edu.explain: Grad-CAM, effective receptive fields and LKA attention maps, on models whose
-answer is known in advance; and the trained models bundled for notebooks 07 and 08 still load."""
-import json
-from pathlib import Path
-
+answer is known in advance. (The bundled trained models they look at: tests/test_bundled.py.)"""
 import pytest
 import torch
 from torch import nn
 
 from van_edu.errors import VanEduError
-from van_edu.explain import (effective_receptive_field, erf_radius, grad_cam, lka_attention_maps,
-                             load_bundled_model, upsample_maps)
-
-ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "notebooks" / "assets" / "compare"
-BUNDLED_MODELS = ("van_mini", "vit_mini", "resnet_mini")
+from van_edu.explain import effective_receptive_field, erf_radius, grad_cam, lka_attention_maps, upsample_maps
 
 
 class OneRegion(nn.Module):
@@ -117,56 +109,3 @@ def test_lka_attention_maps_record_every_block_and_equal_attention_map():
     assert not any(m._forward_hooks for m in model.modules()), "hooks must be removed"
     with pytest.raises(VanEduError):
         lka_attention_maps(OneRegion(), torch.rand(1, 1, 4, 4))
-
-
-def test_load_bundled_model_refuses_a_wrong_file(tmp_path):
-    from van_edu.data import load_image_dataset
-    from van_edu.models import create_model
-
-    data = load_image_dataset("fashion_mnist", "train", samples=16)
-    with pytest.raises(VanEduError, match="no trained weights"):
-        load_bundled_model("van_mini", tmp_path, data)
-    torch.save(create_model("resnet_mini", num_classes=10, in_chans=1).state_dict(), tmp_path / "van_mini.pt")
-    with pytest.raises(VanEduError, match="does not fit"):
-        load_bundled_model("van_mini", tmp_path, data)
-    torch.save(create_model("van_mini", num_classes=10, in_chans=1).state_dict(), tmp_path / "van_mini.pt")
-    assert not load_bundled_model("van_mini", tmp_path, data).training
-
-
-# --- The trained models bundled for notebooks 07 and 08 ------------------------------------------
-# The repository ships them (made by `van-edu compare --seeds 0 1 2 --export notebooks/assets/compare`,
-# see notebooks/assets/compare/README.md), so a missing file is a failure, not a skip.
-@pytest.mark.parametrize("name", BUNDLED_MODELS)
-def test_bundled_checkpoints_load_strictly_and_reproduce_their_recorded_accuracy(name):
-    """Fails when notebooks/assets/compare/<name>.pt no longer fits build_model(name, Fashion-MNIST)
-    (e.g. after an architecture change), or when the weights are not the ones whose test accuracy
-    results.json records for seed 0 (evaluated again on the whole test split)."""
-    from van_edu.compare import build_model
-    from van_edu.data import load_image_dataset
-    from van_edu.train import evaluate
-
-    path = ASSETS / f"{name}.pt"
-    assert path.is_file(), f"{path.relative_to(ROOT)} is missing: notebooks 07 and 08 would train stand-ins"
-    model = build_model(name, load_image_dataset("fashion_mnist", "train", samples=16))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    recorded = next(r for r in json.loads((ASSETS / "results.json").read_text())["runs"]
-                    if r["model"] == name and r["seed"] == 0)
-    measured = evaluate(model, load_image_dataset("fashion_mnist", "test"))["accuracy"]
-    assert abs(measured - recorded["test_accuracy"]) <= 0.001, (name, measured, recorded["test_accuracy"])
-
-
-def test_bundled_results_have_the_fields_the_notebooks_read_and_match_the_code():
-    from van_edu.compare import build_model
-    from van_edu.complexity import count_params
-    from van_edu.data import load_image_dataset
-
-    results = json.loads((ASSETS / "results.json").read_text())
-    fields = {"model", "family", "params", "macs", "latency_ms", "test_accuracy", "train_seconds",
-              "images_per_second", "seed", "epochs", "train_samples", "test_samples"}
-    assert results["runs"] and all(fields <= run.keys() for run in results["runs"])
-    assert {run["model"] for run in results["runs"]} == set(BUNDLED_MODELS)
-    data = load_image_dataset("fashion_mnist", "train", samples=16)
-    for name in BUNDLED_MODELS:
-        assert {r["params"] for r in results["runs"] if r["model"] == name} == {count_params(build_model(name, data))}
-        rows = json.loads((ASSETS / f"history-{name}.json").read_text())
-        assert rows and {"epoch", "train_loss", "test_accuracy"} <= rows[0].keys()

@@ -173,31 +173,3 @@ def test_package_code_is_not_redefined_without_a_check(notebook):
                 assert any(node.name in s and ("assert_close" in s or "assert " in s) for s in later), (
                     f"{path.name} redefines van_edu's {node.name} without asserting it equals the package's")
 
-
-# --- The measuring helpers the notebooks rely on (fast) -------------------------------------------
-def test_live_tensor_meter_counts_peak_and_frees():
-    import torch
-
-    from van_edu.complexity import LiveTensorMeter
-
-    with LiveTensorMeter() as meter:
-        a = torch.ones(1000, 1000)      # 4 MB
-        b = a * 2                       # 8 MB live
-        del a
-        c = b + 1                       # 8 MB again
-        view = c[:10]                   # a view: no new storage
-    assert meter.peak == 8_000_000 and meter.current == 8_000_000
-    del b, c, view
-    assert meter.current == 0
-
-
-def test_fit_slope_and_meta_counts():
-    import torch
-
-    from van_edu.complexity import count_macs_meta, fit_slope
-    from van_edu.models import create_model
-
-    assert abs(fit_slope([1, 2, 4, 8], [3, 12, 48, 192]) - 2.0) < 1e-12
-    with torch.device("meta"):
-        b0 = create_model("van_b0")
-    assert abs(count_macs_meta(b0, 224) - 0.877e9) / 0.877e9 < 0.01   # REFERENCE.md: B0 ~ 0.88 G

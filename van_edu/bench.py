@@ -14,16 +14,13 @@
 from __future__ import annotations
 
 import copy
-import json
-import os
-import platform
 import statistics
-import time
 
 import torch
 
-from van_edu.lka import LKA
-from van_edu.lka_fast import fast_plan
+from .lka import LKA
+from .lka_fast import fast_plan
+from .runtime import best_time, machine
 
 # (group, batch, channels, side): the LKA inputs of the course's models.
 SHAPES = [
@@ -44,18 +41,6 @@ SHAPES = [
 ]
 
 
-def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
 def _step(module: LKA, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
     """Forward and backward; returns the output and the gradients (input first)."""
     x = x.detach().requires_grad_()
@@ -63,12 +48,6 @@ def _step(module: LKA, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
     y = module(x)
     (y * g).sum().backward()
     return [y.detach(), x.grad] + [p.grad for p in module.parameters()]
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def lka_fast_vs_plain(batch: int, channels: int, side: int, repeat: int, kernel_size: int = 21,
@@ -94,7 +73,7 @@ def lka_fast_vs_plain(batch: int, channels: int, side: int, repeat: int, kernel_
     times = {"plain": [], "fast": []}
     for _ in range(repeat):
         for name, m in (("plain", plain), ("fast", fast)):
-            times[name].append(_timed(lambda: _step(m, x, g)))
+            times[name].append(best_time(lambda: _step(m, x, g), repeats=1, warmup=0))  # one call
     best = {k: min(v) * 1e3 for k, v in times.items()}
     return {"batch": batch, "channels": channels, "side": side,
             "plan": "+".join(fast_plan(batch, side, side, fast.depthwise_convs())),
@@ -110,7 +89,7 @@ def lka_fast_vs_plain(batch: int, channels: int, side: int, repeat: int, kernel_
 def train_speed(stem_stride: int, steps: int, batch: int = 128) -> dict:
     """Images/s of whole training steps (AdamW) of van_mini on 28x28 grey images, plain vs auto
     (best step; the JSON also holds the median)."""
-    from van_edu.models import create_model
+    from .models import create_model
 
     result = {"model": f"van_mini(num_classes=10, in_chans=1, stem_stride={stem_stride})", "batch": batch}
     torch.manual_seed(0)
@@ -134,7 +113,7 @@ def train_speed(stem_stride: int, steps: int, batch: int = 128) -> dict:
     times = {"plain": [], "auto": []}
     for _ in range(steps):
         for impl in models:
-            times[impl].append(_timed(lambda: step(impl)))
+            times[impl].append(best_time(lambda: step(impl), repeats=1, warmup=0))
     for impl, ts in times.items():
         result[f"{impl}_img_per_s"] = batch / min(ts)
         result[f"{impl}_img_per_s_median"] = batch / statistics.median(ts)
@@ -142,15 +121,14 @@ def train_speed(stem_stride: int, steps: int, batch: int = 128) -> dict:
     return result
 
 
-
 def demo_throughput(batch: int = 128, steps: int = 5) -> list[dict]:
     """Training and inference images/s of the demo's models on 28x28 grey images (synthetic)."""
-    from .compare import COMPARE_PRESETS
-    from .complexity import count_params, throughput
-    from .models import create_model, model_family
+    from .complexity import count_params
+    from .models import DEMO_MODELS, create_model, model_family
+    from .scaling import throughput
 
     rows = []
-    for name in COMPARE_PRESETS["cpu"].models:
+    for name in DEMO_MODELS:
         kw = {"image_size": 28} if model_family(name) == "vit" else {}
         torch.manual_seed(0)
         model = create_model(name, num_classes=10, in_chans=1, **kw)
@@ -163,7 +141,7 @@ def demo_throughput(batch: int = 128, steps: int = 5) -> list[dict]:
 def scaling(sizes=(16, 32, 48, 64), channels: int = 32, repeats: int = 3) -> dict:
     """Forward time and peak memory of LKA, a dense 21x21 depth-wise conv and global
     self-attention against resolution, and the fitted exponents against the number of pixels."""
-    from .complexity import fit_slope, measure_scaling, scaling_modules
+    from .scaling import fit_slope, measure_scaling, scaling_modules
 
     modules = {k: v for k, v in scaling_modules(channels).items() if k != "self-attention (fused)"}
     rows = measure_scaling(modules, sizes, channels, repeats=repeats, count_flops_too=False)

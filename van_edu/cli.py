@@ -83,16 +83,16 @@ def _add_train(sub) -> None:
 def _cmd_train(args) -> int:
     from dataclasses import replace
 
-    from .compare import _load_splits, train_one
+    from .compare import load_splits, train_one
+    from .models import model_family
     from .train import TRAIN_PRESETS
 
-    from .models import model_family
     model_family(args.model)  # an unknown name fails before the data is loaded
     over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                               ("device", args.device)) if v is not None}
     config = replace(TRAIN_PRESETS[args.preset], seed=args.seed, progress=not args.no_progress, **over)
-    train, test = _load_splits(args.dataset, args.train_samples, args.test_samples, args.image_size,
-                               seed=args.seed, device=None)
+    train, test = load_splits(args.dataset, args.train_samples, args.test_samples, args.image_size,
+                              seed=args.seed, device=None)
     r = train_one(args.model, train, test, config, args.out, resume=args.resume, dataset=args.dataset)
     print(f"{r['model']}: test accuracy {100 * r['test_accuracy']:.2f}% after {r['epochs']} epochs, "
           f"{r['train_seconds']:.0f} s of training ({r['images_per_second']:.0f} images/s on {r['device']}); "
@@ -129,7 +129,7 @@ def _cmd_compare(args) -> int:
             if v}
     compare(replace(setup, **over), args.out, device=args.device, epochs=args.epochs)
     if args.export:
-        from .compare import export_assets
+        from .report import export_assets
         print(f"exported to {export_assets(args.out, args.export)}")
     return 0
 

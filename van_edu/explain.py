@@ -11,11 +11,11 @@ Grad-CAM serves VAN, ViT and ResNet alike.
   says which pixels *can* matter; the effective one says how much they *do*.
 * ``lka_attention_maps``: the attention map ``Conv1x1(DW-D-Conv(DW-Conv(u)))`` that each LKA
   multiplies its input by, recorded with forward hooks on every ``spatial_gating_unit``.
-* ``load_bundled_model``: a trained model of the course's comparison, from a plain state dict.
+
+Notebook 08 applies them to the comparison's trained models (``van_edu.models.load_bundled_model``).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -25,8 +25,7 @@ from torch import nn
 from .errors import VanEduError
 from .lka import LKA
 
-__all__ = ["grad_cam", "upsample_maps", "effective_receptive_field", "erf_radius",
-           "lka_attention_maps", "load_bundled_model"]
+__all__ = ["grad_cam", "upsample_maps", "effective_receptive_field", "erf_radius", "lka_attention_maps"]
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, normalize: bool = True,
@@ -142,24 +141,3 @@ def lka_attention_maps(model: nn.Module, images: torch.Tensor, reduce: str | Non
             h.remove()
     return maps
 
-
-def load_bundled_model(name: str, folder: str | Path, train_data, device=None) -> nn.Module:
-    """``build_model(name, train_data)`` with the weights of ``<folder>/<name>.pt`` (a plain state
-    dict), loaded strictly, in evaluation mode. Raises VanEduError when the file is missing or does
-    not fit the model (another architecture or data set)."""
-    from .compare import build_model
-
-    path = Path(folder) / f"{name}.pt"
-    if not path.is_file():
-        raise VanEduError(f"no trained weights at {path} (expected a state dict saved with torch.save)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]                                    # a fit() checkpoint also works
-    model = build_model(name, train_data)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise VanEduError(f"{path} does not fit {name} built for this data "
-                          f"({train_data.in_chans} channels, {train_data.num_classes} classes): {err}") from err
-    model.eval()
-    return model.to(device) if device is not None else model

@@ -10,9 +10,12 @@ if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .stats import mean_std  # noqa: E402
+
 FAMILY_COLOURS = {"van": "tab:red", "vit": "tab:blue", "resnet": "tab:green"}
 
-__all__ = ["plot_learning_curves", "plot_tradeoff", "FAMILY_COLOURS"]
+__all__ = ["FAMILY_COLOURS", "plot_learning_curves", "plot_tradeoff", "plot_maps", "plot_eq3", "plot_scaling",
+           "plot_bars", "plot_image_grid", "plot_history", "plot_cam_overlays", "plot_ablation"]
 
 
 def _colour(run: dict) -> str:
@@ -46,10 +49,8 @@ def plot_tradeoff(runs: list[dict], x_key: str, x_label: str, title: str, log_x:
         by_model[run["model"]].append(run)
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
     for model, group in by_model.items():
-        accs = [100 * r["test_accuracy"] for r in group]
+        mean, std = mean_std(100 * r["test_accuracy"] for r in group)
         xs = [r[x_key] for r in group]
-        mean = sum(accs) / len(accs)
-        std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
         ax.errorbar(sum(xs) / len(xs), mean, yerr=std, fmt="o", capsize=4, color=_colour(group[0]), label=model)
     if log_x:
         ax.set_xscale("log")
@@ -60,7 +61,7 @@ def plot_tradeoff(runs: list[dict], x_key: str, x_label: str, title: str, log_x:
     return fig
 
 
-# --- Plots of the course notebooks 01-05 (appended) ------------------------------------------------
+# --- The ideas and their costs (notebooks 01-05) ------------------------------------------------
 def plot_maps(maps, titles, suptitle: str, cmap: str = "viridis", boxes=None, colorbar_label=None,
               xlabel: str = "x (pixels)", ylabel: str = "y (pixels)", symmetric: bool = False):
     """Several 2-D maps side by side (kernels, receptive fields, attention maps).
@@ -121,7 +122,7 @@ def plot_eq3(kernel_sizes=(7, 14, 21, 28, 35), max_dilation: int = 8):
 def plot_scaling(rows: list[dict], key: str = "seconds", ylabel: str = "time per forward pass (s)",
                  title: str = "Cost against resolution", slopes: dict | None = None):
     """Log-log plot of ``key`` against the number of pixels, one line per method (the rows of
-    ``complexity.measure_scaling``); ``slopes`` (method -> fitted exponent) go into the legend."""
+    ``scaling.measure_scaling``); ``slopes`` (method -> fitted exponent) go into the legend."""
     by_method = defaultdict(list)
     for r in rows:
         if r.get(key) is not None:
@@ -158,10 +159,7 @@ def plot_bars(labels, series: dict, title: str, ylabel: str, xlabel: str = "", l
     return fig
 
 
-__all__ += ["plot_maps", "plot_eq3", "plot_scaling", "plot_bars"]
-
-
-# --- Plots of the course notebooks 06-09 (appended) ------------------------------------------------
+# --- Training and looking inside (notebooks 06-09) ----------------------------------------------
 def _to_image(image):
     """A [C, H, W] tensor (normalised to [-1, 1] or uint8) -> an [H, W] or [H, W, 3] array in [0, 1]."""
     import numpy as np
@@ -263,5 +261,3 @@ def plot_ablation(names, accuracies, errors, paper, title: str):
     fig.tight_layout()
     return fig
 
-
-__all__ += ["plot_image_grid", "plot_history", "plot_cam_overlays", "plot_ablation"]

@@ -1,4 +1,5 @@
-"""Small layers shared by the architectures."""
+"""Small pieces shared by the architectures: drop path and its rates, the initialisation of linear
+layers and norms, and the pooling classifier head every model ends with."""
 from __future__ import annotations
 
 import torch
@@ -50,3 +51,20 @@ def init_linear_and_norm(m: nn.Module) -> bool:
         nn.init.zeros_(m.bias)
         return True
     return False
+
+
+class MeanPoolHead:
+    """The classifier end of every course model, mixed into the network's class.
+
+    The network defines ``forward_features(x) -> [B, C, h, w]`` and a ``head`` (a linear layer, or
+    ``nn.Identity`` for no classes); this adds ``forward_head`` (the mean over all positions, then
+    ``head``) and ``forward``. The head stays the network's own ``head`` attribute, so the
+    state-dict keys are ``head.weight`` and ``head.bias``, as in the authors' checkpoints.
+    """
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))                                    # [B, C]: mean over all positions
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -2,6 +2,8 @@
 
 ``create_model("van_b0", num_classes=10)`` builds a model by name; ``list_models()`` lists the
 names. Factories take ``num_classes``, ``in_chans`` and keyword overrides of their config.
+``build_model(name, data)`` sizes a model for a data set (its classes, channels and image size),
+and ``DEMO_MODELS`` names the three models of the course's CPU comparison.
 """
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ from typing import Callable
 from torch import nn
 
 from ..errors import VanEduError
+
+# The CPU demo's comparison (``van-edu compare``, ``van-edu bench``): one model per family, of
+# about the same size, all with stride-2 stems for 28 px images.
+DEMO_MODELS = ("van_mini", "vit_mini", "resnet_mini")
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
@@ -78,3 +84,13 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **overri
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise VanEduError(f"{arg} must be a positive whole number, got {value!r}")
     return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
+
+
+def build_model(name: str, data, **overrides) -> nn.Module:
+    """``create_model(name)`` sized for ``data``: its ``num_classes`` and ``in_chans``, and for a ViT
+    (whose position embedding fixes the input size) its ``image_size``. ``data`` is anything with
+    those attributes, e.g. the ``ImageData`` of ``van_edu.data.load_image_dataset``."""
+    kw = dict(overrides)
+    if model_family(name) == "vit":
+        kw.setdefault("image_size", data.image_size)
+    return create_model(name, num_classes=data.num_classes, in_chans=data.in_chans, **kw)

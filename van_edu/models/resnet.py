@@ -6,12 +6,13 @@ the width and halve the size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import VanEduError
+from .layers import MeanPoolHead
 from .registry import register_presets
 
 __all__ = ["ResNetConfig", "ResNet", "BasicBlock"]
@@ -48,7 +49,7 @@ class BasicBlock(nn.Module):
         return self.act(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(MeanPoolHead, nn.Module):
     """ResNet; ``forward_features`` gives [B, C, h, w], ``forward_head`` pools and classifies."""
 
     def __init__(self, config: ResNetConfig):
@@ -90,13 +91,6 @@ class ResNet(nn.Module):
             raise VanEduError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this ResNet down-samples "
                               f"by {need}, so it needs at least {need}x{need} pixels")
         return self.stages(self.stem(x))                   # [B, C_last, H/total_stride, W/total_stride]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 RESNET_CONFIGS = {

@@ -17,14 +17,14 @@ One stage::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from ..errors import VanEduError
 from ..lka import LKA
-from .layers import DropPath, init_linear_and_norm, linear_drop_path_rates
+from .layers import DropPath, MeanPoolHead, init_linear_and_norm, linear_drop_path_rates
 from .registry import register_presets
 
 __all__ = ["VANConfig", "VAN", "OverlapPatchEmbed", "Attention", "Mlp", "DWConv", "Block"]
@@ -136,7 +136,7 @@ class OverlapPatchEmbed(nn.Module):
         return self.norm(self.proj(x))           # [B, C_in, H, W] -> [B, C, H/stride, W/stride]
 
 
-class VAN(nn.Module):
+class VAN(MeanPoolHead, nn.Module):
     """The network: ``len(depths)`` stages of patch embedding, blocks and a channel LayerNorm,
     then global average pooling and a linear head.
 
@@ -190,13 +190,6 @@ class VAN(nn.Module):
             x = self.forward_stage(x, s)
         return x                                             # [B, C_last, H', W']
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))                               # [B, C_last]: mean over all positions
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def reset_classifier(self, num_classes: int) -> None:
         """A new head for ``num_classes`` classes (initialised as the authors do)."""
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -225,18 +218,14 @@ VAN_CONFIGS = {
     "van_b4": VANConfig(embed_dims=_WIDE, depths=(3, 6, 40, 3)),
     "van_b5": VANConfig(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)),
     "van_b6": VANConfig(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)),
-    # Small-image variants (ours, not the authors'): see SMALL_IMAGE_NOTES.
+    # Small-image variants (ours, not the authors'). With the stride-4 stem a 32 px image is 8, 4, 2
+    # and 1 px in the four stages, so almost every tap of the 23x23 LKA reads padding: a 3x3 stem,
+    # stride 2 and three stages for the CPU demo (28 px -> 14, 7, 4), stride 1 for CIFAR-10.
+    # benchmarks/stem_choice.py measures the alternatives; the README has the figures.
     "van_mini": VANConfig(embed_dims=(32, 64, 128), depths=(2, 2, 2), mlp_ratios=(4, 4, 4),
                           stem_kernel=3, stem_stride=2),
     "van_cifar": VANConfig(embed_dims=(64, 128, 256, 512), depths=(2, 2, 4, 2),
                            stem_kernel=3, stem_stride=1),
 }
-
-SMALL_IMAGE_NOTES = """\
-With the authors' stride-4 stem a 32x32 image is 8x8, 4x4, 2x2 and 1x1 in the four stages, so
-almost every tap of the 23x23 LKA reads padding. The small-image variants use a 3x3 stem: stride 2
-and three stages for the CPU demo (28 px -> 14, 7, 4), stride 1 for the CIFAR-10 GPU preset.
-benchmarks/stem_choice.py measures the alternatives; the README has the figures."""
-
 
 register_presets('van', VAN_CONFIGS, VAN, default_classes=1000)

@@ -8,7 +8,7 @@ pooling head, Grad-CAM and receptive-field code serve all three families.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import VanEduError
-from .layers import DropPath, init_linear_and_norm, linear_drop_path_rates
+from .layers import DropPath, MeanPoolHead, init_linear_and_norm, linear_drop_path_rates
 from .registry import register_presets
 
 __all__ = ["ViTConfig", "ViT", "SelfAttention", "TransformerBlock"]
@@ -72,7 +72,7 @@ class TransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class ViT(nn.Module):
+class ViT(MeanPoolHead, nn.Module):
     """Vision Transformer; ``forward_features`` gives [B, D, h, w], ``forward_head`` pools and classifies."""
 
     def __init__(self, config: ViTConfig):
@@ -103,13 +103,6 @@ class ViT(nn.Module):
             x = blk(x)
         x = self.norm(x)
         return rearrange(x, "b (h w) d -> b d h w", h=self.grid)  # back to a map for the shared head
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))                                    # [B, D]: mean over tokens
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 VIT_CONFIGS = {

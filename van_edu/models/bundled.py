@@ -1,0 +1,33 @@
+"""The course's trained models: ``build_model``'s architecture with the weights of a plain state
+dict, such as the demo comparison's in ``notebooks/assets/compare`` (read by notebooks 07 and 08)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import VanEduError
+from .registry import build_model
+
+__all__ = ["load_bundled_model"]
+
+
+def load_bundled_model(name: str, folder: str | Path, data, device=None) -> nn.Module:
+    """``build_model(name, data)`` with the weights of ``<folder>/<name>.pt`` (a plain state dict,
+    or a ``fit()`` checkpoint), loaded strictly, in evaluation mode. Raises VanEduError when the
+    file is missing or does not fit the model (another architecture or data set)."""
+    path = Path(folder) / f"{name}.pt"
+    if not path.is_file():
+        raise VanEduError(f"no trained weights at {path} (expected a state dict saved with torch.save)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]                                    # a fit() checkpoint also works
+    model = build_model(name, data)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise VanEduError(f"{path} does not fit {name} built for this data "
+                          f"({data.in_chans} channels, {data.num_classes} classes): {err}") from err
+    model.eval()
+    return model.to(device) if device is not None else model

@@ -1,0 +1,122 @@
+"""The report of a comparison: the summary table, report.md, its plots and results.json, and the
+copy of a run's results and trained weights that notebooks 07 and 08 read.
+
+``van_edu.compare`` runs the models and hands its summary (the setup, one record per run, the wall
+time) to ``write_report``; ``summarise`` turns the runs into one row per model (mean and standard
+deviation over seeds); ``export_assets`` copies a finished comparison into the notebooks' assets.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .errors import VanEduError
+from .stats import mean_std
+
+__all__ = ["summarise", "write_report", "export_assets"]
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per model: mean and std over seeds of accuracy, and the mean costs."""
+    rows = []
+    for name in dict.fromkeys(r["model"] for r in runs):
+        group = [r for r in runs if r["model"] == name]
+        acc, acc_std = mean_std([100 * r["test_accuracy"] for r in group])
+        rows.append({
+            "model": name, "family": group[0]["family"], "params": group[0]["params"],
+            "mmacs": group[0]["macs"] / 1e6, "accuracy": acc, "accuracy_std": acc_std, "seeds": len(group),
+            "images_per_second": mean_std([r["images_per_second"] for r in group])[0],
+            "train_seconds": mean_std([r["train_seconds"] for r in group])[0],
+            "latency_ms": mean_std([r["latency_ms"] for r in group])[0],
+        })
+    return rows
+
+
+def write_report(summary: dict, out_dir: str | Path) -> Path:
+    """report.md, learning_curves.png, accuracy_vs_params.png, accuracy_vs_throughput.png, results.json."""
+    from .viz import plot_learning_curves, plot_tradeoff   # matplotlib only once a report is written
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = summary["runs"]
+    plots = {
+        "learning_curves.png": plot_learning_curves(runs, "Test accuracy during training"),
+        "accuracy_vs_params.png": plot_tradeoff(runs, "params", "parameters (count, log scale)",
+                                                "Accuracy against model size"),
+        "accuracy_vs_throughput.png": plot_tradeoff(runs, "images_per_second",
+                                                    "training throughput (images/s, log scale)",
+                                                    "Accuracy against training speed"),
+    }
+    for name, fig in plots.items():
+        fig.savefig(out / name)
+        fig.clf()
+    stored = {**summary, "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]}
+    (out / "results.json").write_text(json.dumps(stored, indent=2))
+    (out / "report.md").write_text(_report_text(summary))
+    return out / "report.md"
+
+
+def _param_spread(rows: list[dict]) -> str:
+    params = [r["params"] for r in rows]
+    spread = 100 * (max(params) - min(params)) / min(params)
+    return f"the largest model has {spread:.0f}% more parameters than the smallest"
+
+
+def _report_text(summary: dict) -> str:
+    runs = summary["runs"]
+    first = runs[0]
+    rows = summarise(runs)
+    lines = [
+        "# VAN vs ViT vs ResNet", "",
+        f"Dataset `{first['dataset']}`: {first['train_samples']} training images, {first['test_samples']} "
+        f"test images. Every model: {first['epochs']} epochs of the same recipe "
+        f"(`{json.dumps({k: first['config'][k] for k in ('batch_size', 'lr', 'weight_decay', 'warmup_epochs', 'label_smoothing', 'augment')})}`), "
+        f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}).", "",
+        "| model | params | MMACs / image | test accuracy (%) | training images/s | training time (s) | latency, batch 1 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc = f"{r['accuracy']:.2f} ± {r['accuracy_std']:.2f} (n={r['seeds']})" if r["seeds"] > 1 else f"{r['accuracy']:.2f} (n=1)"
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {acc} | "
+                     f"{r['images_per_second']:.0f} | {r['train_seconds']:.0f} | {r['latency_ms']:.1f} |")
+    lines += [
+        "", "![learning curves](learning_curves.png)", "",
+        "![accuracy against parameters](accuracy_vs_params.png) ![accuracy against throughput](accuracy_vs_throughput.png)", "",
+        "## What these numbers do and do not show", "",
+        f"- Same data, same epochs, same optimiser and schedule, same augmentation; {_param_spread(rows)}. "
+        "Differences come from the architectures under this budget, not from the recipe.",
+        "- One short budget on small images. A recipe tuned per model, longer training or larger images "
+        "can reorder the models; the paper's ImageNet results are not tested here.",
+        "- ± is the standard deviation over seeds; with n=1 the spread between seeds was not measured "
+        "(`van-edu compare --seeds 0 1 2` measures it).",
+        "- Throughput and latency are of this machine, this PyTorch build and these kernels: "
+        "depth-wise convolutions are comparatively slow on CPUs.",
+        "", f"Wall time of the whole comparison: {summary['wall_seconds'] / 60:.1f} min.", "",
+    ]
+    return "\n".join(lines)
+
+
+def export_assets(out_dir: str | Path = "runs/compare", dest: str | Path = "notebooks/assets/compare",
+                  seed: int = 0) -> Path:
+    """Copy a comparison's report and seed ``seed``'s trained weights where the notebooks read them.
+
+    Writes ``results.json``, ``report.md`` and the PNGs as they are, ``history-<model>.json`` and
+    ``<model>.pt`` (a plain state dict, a few MB: the checkpoint without the optimiser state).
+    """
+    out, dest = Path(out_dir), Path(dest)
+    results_file = out / "results.json"
+    if not results_file.is_file():
+        raise VanEduError(f"{results_file} does not exist: run `van-edu compare --out {out}` first")
+    results = json.loads(results_file.read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ["results.json", "report.md"] + sorted(p.name for p in out.glob("*.png")):
+        shutil.copy(out / name, dest / name)
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        run_dir = out / f"{model}-seed{seed}"
+        ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+        torch.save(ckpt["model"], dest / f"{model}.pt")
+        shutil.copy(run_dir / "history.json", dest / f"history-{model}.json")
+    return dest
