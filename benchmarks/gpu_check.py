@@ -192,15 +192,15 @@ def lka_speed(device, sizes, log) -> list[dict]:
         x = torch.randn(b, c, side, side, device=device)
         g = torch.randn_like(x)
 
-        def step(m):
+        def step(m, x=x, g=g):
             xi = x.detach().requires_grad_()
             (m(xi) * g).sum().backward()
             return xi.grad
 
         with _NoTF32():
             same = _rel(fast(x), plain(x))
-        t_plain = best_time(lambda: step(plain), sizes["repeats"], device)
-        t_fast = best_time(lambda: step(fast), sizes["repeats"], device)
+        t_plain = best_time(lambda m=plain: step(m), sizes["repeats"], device)
+        t_fast = best_time(lambda m=fast: step(m), sizes["repeats"], device)
         rows.append({"shape": [b, c, side, side], "plain_ms": 1e3 * t_plain, "fast_ms": 1e3 * t_fast,
                      "plain_over_fast": t_plain / t_fast, "relative_difference": same})
         log(f"  LKA {b}x{c}x{side}x{side}: plain {1e3 * t_plain:.2f} ms, fast {1e3 * t_fast:.2f} ms "

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
 from tiny_training import BatchNormNet, LayerNormNet, ddp_config, make_data
+
 from van_edu.train import fit
 
 

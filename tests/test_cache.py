@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from data_fixtures import (CIFAR_NAMES, cifar_like, hf_cache, offline, rgb_images,  # noqa: F401 (fixtures)
-                           tensor_cache, write_parquet)
+from data_fixtures import CIFAR_NAMES, cifar_like, hf_cache, offline, rgb_images, tensor_cache, write_parquet  # noqa: F401 (fixtures)
 
 from van_edu import cache, hub
 from van_edu import data as D

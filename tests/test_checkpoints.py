@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+# the shared tiny models and data; `data` and `one_thread` are pytest fixtures
+from tiny_training import BatchNormNet, LayerNormNet, data, make_data, one_thread, quick_config, without_timing  # noqa: F401
+
 from van_edu.checkpoints import CHECKPOINT_NAME
 from van_edu.errors import VanEduError
 from van_edu.train import fit
-
-# the shared tiny models and data; `data` and `one_thread` are pytest fixtures
-from tiny_training import (BatchNormNet, LayerNormNet, data, make_data, one_thread,  # noqa: F401
-                           quick_config, without_timing)
 
 
 def snapshot(folder: Path) -> dict:

@@ -3,8 +3,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from van_edu.cli import main
 
 
@@ -76,8 +74,9 @@ def test_compare_writes_the_report_and_exports_assets(tmp_path):
     for png in ("learning_curves.png", "accuracy_vs_params.png", "accuracy_vs_throughput.png"):
         assert (out / png).stat().st_size > 1000 and (assets / png).exists()
     import torch
-    from van_edu.models import build_model
+
     from van_edu.data import load_image_dataset
+    from van_edu.models import build_model
     data = load_image_dataset("fashion_mnist", "test", samples=8)
     for r in runs:  # the exported weights load strictly into the model the notebooks build
         build_model(r["model"], data).load_state_dict(torch.load(assets / f"{r['model']}.pt", weights_only=True))

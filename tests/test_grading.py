@@ -17,8 +17,15 @@ from torch import nn
 from van_edu.cli import main
 from van_edu.errors import VanEduError
 from van_edu.grading import check
-from van_edu.grading.assign import (SOLUTION_STUB, generate, is_answer_cell, is_test_cell, out_of_sync,
-                                    tasks_of, validate_source)
+from van_edu.grading.assign import (
+    SOLUTION_STUB,
+    generate,
+    is_answer_cell,
+    is_test_cell,
+    out_of_sync,
+    tasks_of,
+    validate_source,
+)
 from van_edu.grading.grader import grade_folder
 
 EXERCISES = Path(__file__).resolve().parents[1] / "exercises"

@@ -7,13 +7,20 @@ import socket
 
 import numpy as np
 import pytest
-from data_fixtures import (cifar_like, hf_cache, image_folder, offline, rgb_images,  # noqa: F401 (fixtures)
-                           tensor_cache, write_card, write_parquet)
+from data_fixtures import (  # noqa: F401 (fixtures)
+    cifar_like,
+    hf_cache,
+    image_folder,
+    offline,
+    rgb_images,
+    tensor_cache,
+    write_card,
+    write_parquet,
+)
 
 from van_edu import data as D
 from van_edu import hub, sources
 from van_edu.errors import VanEduError
-
 
 # ---------------------------------------------------------------------------------------------
 # decoding: image modes and sizes

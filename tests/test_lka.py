@@ -5,8 +5,18 @@ import pytest
 import torch
 
 from van_edu.errors import VanEduError
-from van_edu.lka import (LKA, LKA_VARIANTS, best_dilation, conv_params, decomposition, lka_params,
-                         measure_receptive_field, mobilenet_params, receptive_field, same_padding)
+from van_edu.lka import (
+    LKA,
+    LKA_VARIANTS,
+    best_dilation,
+    conv_params,
+    decomposition,
+    lka_params,
+    measure_receptive_field,
+    mobilenet_params,
+    receptive_field,
+    same_padding,
+)
 
 
 def test_default_decomposition_is_5x5_then_7x7_dilation_3():

@@ -43,7 +43,7 @@ def _assert_same(ref, out, **tol):
     names = ["output", "grad input"] + [f"grad param {i}" for i in range(len(ref) - 2)]
     for i, (name, a, b) in enumerate(zip(names, ref, out)):
         t = tol if i < 2 else {k: 10 * v for k, v in tol.items()}
-        torch.testing.assert_close(b.float(), a.float(), msg=lambda m: f"{name}: {m}", **t)
+        torch.testing.assert_close(b.float(), a.float(), msg=lambda m, name=name: f"{name}: {m}", **t)
 
 
 def _inputs(shape, channels_last=False, dtype=torch.float32, seed=1):

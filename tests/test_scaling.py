@@ -6,8 +6,15 @@ from torch import nn
 
 from van_edu.complexity import count_macs
 from van_edu.errors import VanEduError
-from van_edu.scaling import (LiveTensorMeter, fit_slope, measure_scaling, peak_memory, plain_lka,
-                             scaling_modules, throughput)
+from van_edu.scaling import (
+    LiveTensorMeter,
+    fit_slope,
+    measure_scaling,
+    peak_memory,
+    plain_lka,
+    scaling_modules,
+    throughput,
+)
 
 
 def test_live_tensor_meter_counts_peak_and_frees():

@@ -1,8 +1,8 @@
 """The set-up files agree with each other."""
 import pathlib
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

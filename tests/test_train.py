@@ -17,16 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+
+# the shared tiny models and data; `data` and `one_thread` are pytest fixtures
+from tiny_training import BatchNormNet, LayerNormNet, data, ddp_config, one_thread, quick_config, without_timing  # noqa: F401
 from torch import nn
 
 from van_edu.checkpoints import CHECKPOINT_NAME, HISTORY_NAME
 from van_edu.errors import VanEduError
-from van_edu.train import (TRAIN_PRESETS, TrainConfig, WarmupCosine, evaluate, fit, make_optimizer,
-                           param_groups)
-
-# the shared tiny models and data; `data` and `one_thread` are pytest fixtures
-from tiny_training import (BatchNormNet, LayerNormNet, data, ddp_config, one_thread,  # noqa: F401
-                           quick_config, without_timing)
+from van_edu.train import TRAIN_PRESETS, TrainConfig, WarmupCosine, evaluate, fit, make_optimizer, param_groups
 
 HERE = Path(__file__).resolve().parent
 

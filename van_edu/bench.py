@@ -73,7 +73,7 @@ def lka_fast_vs_plain(batch: int, channels: int, side: int, repeat: int, kernel_
     times = {"plain": [], "fast": []}
     for _ in range(repeat):
         for name, m in (("plain", plain), ("fast", fast)):
-            times[name].append(best_time(lambda: _step(m, x, g), repeats=1, warmup=0))  # one call
+            times[name].append(best_time(lambda m=m: _step(m, x, g), repeats=1, warmup=0))  # one call
     best = {k: min(v) * 1e3 for k, v in times.items()}
     return {"batch": batch, "channels": channels, "side": side,
             "plan": "+".join(fast_plan(batch, side, side, fast.depthwise_convs())),
@@ -113,7 +113,7 @@ def train_speed(stem_stride: int, steps: int, batch: int = 128) -> dict:
     times = {"plain": [], "auto": []}
     for _ in range(steps):
         for impl in models:
-            times[impl].append(best_time(lambda: step(impl), repeats=1, warmup=0))
+            times[impl].append(best_time(lambda impl=impl: step(impl), repeats=1, warmup=0))
     for impl, ts in times.items():
         result[f"{impl}_img_per_s"] = batch / min(ts)
         result[f"{impl}_img_per_s_median"] = batch / statistics.median(ts)

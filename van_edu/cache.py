@@ -90,4 +90,4 @@ class TensorCache:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.file, lambda tmp: torch.save(stored, tmp))
         except OSError as error:
-            warnings.warn(f"van_edu: could not write the decoded-data cache {self.file}: {error}")
+            warnings.warn(f"van_edu: could not write the decoded-data cache {self.file}: {error}", stacklevel=2)

@@ -52,7 +52,7 @@ def _samples(text: str):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count like 5000 or a fraction like 0.1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a count like 5000 or a fraction like 0.1, got {text!r}") from None
     return int(value) if value >= 1 and value.is_integer() else value
 
 

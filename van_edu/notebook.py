@@ -18,7 +18,7 @@ import sys
 from .fileio import atomic_write
 
 __all__ = ["COURSE_REPO", "COURSE_BRANCH", "COLAB_DEPS", "QUICK", "QUICK_ENV", "pick", "setup",
-           "colab_url", "badge_markdown", "install_lines", "in_colab", "raw_url", "fetch_course_files"]
+           "colab_url", "badge_markdown", "install_lines", "colab_lines", "COURSE_DIR_ENV", "in_colab", "raw_url", "fetch_course_files"]
 
 # PLACEHOLDER: the course's public repository. Change it here only, then run
 # `python tools/notebooks.py stamp` to rewrite every notebook's badge and install line.
@@ -62,12 +62,41 @@ def badge_markdown(notebook: str, repo: str = COURSE_REPO) -> str:
             f"({colab_url(notebook, repo)})")
 
 
+COURSE_DIR_ENV = "VAN_EDU_COURSE_DIR"  # where the Colab set-up put the course (sources.py reads it)
+
+
 def install_lines(repo: str = COURSE_REPO, branch: str = COURSE_BRANCH) -> list[str]:
-    """The two ``%pip`` lines of the first code cell on Colab: van_edu without its dependencies
-    (so Colab's torch stays), then the other dependencies."""
+    """The two ``%pip`` lines of the Colab set-up: van_edu from the course's clone without its
+    dependencies (so Colab's torch stays), then the other dependencies."""
     deps = " ".join(f'"{d}"' for d in COLAB_DEPS)
-    return [f'%pip install -q --no-deps "van-edu @ git+{repo}@{branch}"',
-            f"%pip install -q {deps}"]
+    return ['%pip install -q --no-deps "$COURSE_DIR"', f"%pip install -q {deps}"]
+
+
+def colab_lines(folder: str = "notebooks", repo: str = COURSE_REPO, branch: str = COURSE_BRANCH) -> list[str]:
+    """The block of a notebook's first code cell that brings the course along on Colab.
+
+    A notebook opened from its badge has nothing but itself. On Colab (only there) the block makes
+    a shallow clone of the course repository in the working folder, installs ``van_edu`` from it
+    without its dependencies (Colab's torch, built for its GPU, is kept), installs the others,
+    records the clone in ``$VAN_EDU_COURSE_DIR`` (so the bundled data are found) and changes into
+    ``folder`` of the clone, so that the notebook then runs exactly as in a clone (bundled data,
+    results and exercises at the same relative paths). Run again, it only changes folder. The
+    cell needs ``import os, sys`` above the block; ``tools/notebooks.py stamp`` writes the block.
+    """
+    pip_van, pip_deps = install_lines(repo, branch)
+    return [
+        f'if "google.colab" in sys.modules and "{COURSE_DIR_ENV}" not in os.environ:',
+        '    COURSE_DIR = os.path.abspath("van-course")',
+        '    if not os.path.isdir(os.path.join(COURSE_DIR, "van_edu")):',
+        f'        !git clone -q --depth 1 --branch {branch} {repo} "$COURSE_DIR"',
+        '    if not os.path.isdir(os.path.join(COURSE_DIR, "van_edu")):',
+        f'        raise RuntimeError("could not clone the course from {repo} (is the network on?)")',
+        f"    {pip_van}",
+        f"    {pip_deps}",
+        f'    os.environ["{COURSE_DIR_ENV}"] = COURSE_DIR',
+        'if "google.colab" in sys.modules:  # work inside the course, as in a clone',
+        f'    os.chdir(os.path.join(os.environ["{COURSE_DIR_ENV}"], "{folder}"))',
+    ]
 
 
 def raw_url(path: str, repo: str = COURSE_REPO, branch: str = COURSE_BRANCH) -> str:
@@ -107,7 +136,7 @@ def fetch_course_files(names, dest, repo_dir: str, base_url: str | None = None, 
 
     for name in missing:
         try:
-            atomic_write(dest / name, lambda tmp: download(f"{base}/{name}", tmp))
+            atomic_write(dest / name, lambda tmp, url=f"{base}/{name}": download(url, tmp))
         except OSError as err:                     # URLError, HTTPError and timeouts are OSErrors
             print(f"could not fetch {name} from {base}: {err}")
             return False

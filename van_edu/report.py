@@ -37,7 +37,7 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def write_report(summary: dict, out_dir: str | Path) -> Path:
     """report.md, learning_curves.png, accuracy_vs_params.png, accuracy_vs_throughput.png, results.json."""
-    from .viz import plot_learning_curves, plot_tradeoff   # matplotlib only once a report is written
+    from .viz import plot_learning_curves, plot_tradeoff  # matplotlib only once a report is written
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

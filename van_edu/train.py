@@ -52,8 +52,7 @@ from tqdm import tqdm  # the text bar: tqdm.auto would store widget state in com
 from . import checkpoints
 from .checkpoints import CHECKPOINT_NAME
 from .data import AUGMENT_PRESETS, ImageData, batches
-from .distributed import (DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed,
-                          teardown, wrap_ddp)
+from .distributed import DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed, teardown, wrap_ddp
 from .errors import VanEduError
 from .runtime import AMP_MODES, autocast, resolve_amp, synchronize
 

@@ -7,8 +7,7 @@ Each compares the learner's function or class with the reference on fixed inputs
 from __future__ import annotations
 
 from ._core import CheckFailed
-from .checks_arithmetic import (best_dilation, decompose, eq3_params, receptive_field, same_padding,
-                                table2_row)
+from .checks_arithmetic import best_dilation, decompose, eq3_params, receptive_field, same_padding, table2_row
 from .checks_cam import grad_cam, upsample_cam
 from .checks_cost import attention, attention_macs, count_parameters, lka_macs
 from .checks_lka import attention_module, depthwise_conv, effective_kernel, lka_module

@@ -6,8 +6,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import reference as ref
-from ._core import (CheckFailed, call, expect_tensor, fmt_shape, load_reference_state,
-                    module_signature_mismatch, require_callable, seeded, task_check)
+from ._core import (
+    CheckFailed,
+    call,
+    expect_tensor,
+    fmt_shape,
+    load_reference_state,
+    module_signature_mismatch,
+    require_callable,
+    seeded,
+    task_check,
+)
 
 __all__ = ["depthwise_conv", "effective_kernel", "lka_module", "attention_module"]
 

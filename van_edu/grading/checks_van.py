@@ -8,8 +8,16 @@ import torch
 from torch import nn
 
 from . import reference as ref
-from ._core import (CheckFailed, call, expect_tensor, fmt_shape, load_reference_state,
-                    require_callable, seeded, task_check)
+from ._core import (
+    CheckFailed,
+    call,
+    expect_tensor,
+    fmt_shape,
+    load_reference_state,
+    require_callable,
+    seeded,
+    task_check,
+)
 
 __all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
 

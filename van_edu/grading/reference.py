@@ -18,8 +18,7 @@ from .. import lka
 from ..complexity import count_params
 from ..explain import grad_cam
 from ..explain import upsample_maps as upsample_cam
-from ..lka import LKA, best_dilation, conv_params, decomposition, lka_params, mobilenet_params, \
-    stack_receptive_field
+from ..lka import LKA, best_dilation, conv_params, decomposition, lka_params, mobilenet_params, stack_receptive_field
 from ..models.layers import DropPath, linear_drop_path_rates
 from ..models.van import Attention, Block, OverlapPatchEmbed
 from ..runtime import autocast

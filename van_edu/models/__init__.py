@@ -3,14 +3,14 @@
 Every model has ``forward_features(x) -> [B, C, h, w]`` and ``forward_head(features) -> logits``.
 ``build_model`` sizes a registered model for a data set; ``load_bundled_model`` adds trained weights.
 """
-from .registry import DEMO_MODELS, build_model, create_model, list_models, model_family, register_model
-from . import van, vit, resnet  # noqa: F401  (importing registers the factories)
-from .van import VAN, VANConfig
-from .vit import ViT, ViTConfig
-from .resnet import ResNet, ResNetConfig
+from . import resnet, van, vit  # noqa: F401  (importing registers the factories)
 from .attention import GlobalSelfAttention
 from .bundled import load_bundled_model
 from .checkpoint import load_official_checkpoint, pretrained
+from .registry import DEMO_MODELS, build_model, create_model, list_models, model_family, register_model
+from .resnet import ResNet, ResNetConfig
+from .van import VAN, VANConfig
+from .vit import ViT, ViTConfig
 
 __all__ = ["create_model", "list_models", "model_family", "register_model", "build_model", "DEMO_MODELS",
            "VAN", "VANConfig", "ViT", "ViTConfig", "ResNet", "ResNetConfig", "GlobalSelfAttention",
