@@ -1,6 +1,8 @@
 """Keep the course notebooks stamped, executed and clean.
 
-    python tools/notebooks.py stamp                 # badges + Colab install lines from COURSE_REPO
+    python tools/notebooks.py stamp [--repo URL] [--branch B]
+                                                    # badges + Colab set-up cells from COURSE_REPO
+                                                    # (--repo/--branch: first rewrite COURSE_REPO)
     python tools/notebooks.py execute [--quick] [NOTEBOOK ...]
                                                     # run each in a fresh kernel, save its outputs
     python tools/notebooks.py times [NOTEBOOK ...]  # how long each takes in test mode (not saved)
@@ -27,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(ROOT))
 
-from van_edu.notebook import QUICK_ENV, badge_markdown, install_lines  # noqa: E402
+import van_edu.notebook as course  # noqa: E402
+from van_edu.notebook import QUICK_ENV  # noqa: E402
+
+EXERCISE_SOURCES = ROOT / "exercises" / "source"
+NOTEBOOK_PY = ROOT / "van_edu" / "notebook.py"
+COLAB_IF = 'if "google.colab" in sys.modules'
 
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 KERNEL_LOG = ("[IPKernelApp]",)
@@ -45,12 +52,16 @@ def first_code_cell(nb):
     return next(c for c in nb.cells if c.cell_type == "code")
 
 
-def stamp(nb, name: str) -> bool:
-    """Rewrite the badge of the first cell and the ``%pip install`` lines of the first code cell
-    from ``COURSE_REPO``. Returns whether anything changed."""
+def stamp(nb, name: str, folder: str = "notebooks", repo: str | None = None,
+          branch: str | None = None) -> bool:
+    """Rewrite the badge of the first cell and the Colab set-up block at the top of the first code
+    cell (``van_edu.notebook.colab_lines``) from ``COURSE_REPO`` (or ``repo``/``branch``).
+    ``folder`` is where the notebook lives in the repository (the badge opens it there, and the
+    set-up changes into it). Returns whether anything changed."""
+    repo, branch = repo or course.COURSE_REPO, branch or course.COURSE_BRANCH
     head = nb.cells[0]
     source = head.source
-    badge = badge_markdown(name)
+    badge = course.badge_markdown(name, repo, branch, folder)
     if BADGE_RE.search(source):
         source = BADGE_RE.sub(lambda _: badge, source, count=1)
     else:
@@ -60,16 +71,57 @@ def stamp(nb, name: str) -> bool:
 
     code = first_code_cell(nb)
     lines = code.source.split("\n")
-    pips = [i for i, line in enumerate(lines) if line.lstrip().startswith("%pip install")]
-    if not pips:
-        raise SystemExit(f"{name}: the first code cell has no '%pip install' line to stamp")
-    indent = lines[pips[0]][: len(lines[pips[0]]) - len(lines[pips[0]].lstrip())]
-    new = [indent + line for line in install_lines()]
-    lines = lines[: pips[0]] + new + [l for i, l in enumerate(lines[pips[0]:], pips[0]) if i not in pips]
-    source = "\n".join(lines)
+    rest = lines[_end_of_colab_block(lines):]
+    while rest and not rest[0].strip():
+        rest = rest[1:]
+    if rest and rest[0].startswith("from van_edu.notebook import"):
+        rest.insert(0, "# Everywhere: seed the random generators, choose the device, say whether test mode is on.")
+    source = "\n".join(course.colab_lines(folder, repo, branch) + [""] + rest)
     changed |= source != code.source
     code.source = source
     return changed
+
+
+def _end_of_colab_block(lines: list[str]) -> int:
+    """Index of the first line after the old set-up (everything up to the last line of the last
+    ``if "google.colab" ...`` block), or 0 when the cell has none."""
+    ifs = [i for i, line in enumerate(lines) if line.startswith(COLAB_IF)]
+    if not ifs:
+        return 0
+    end = ifs[-1] + 1
+    while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+        end += 1
+    return end
+
+
+def set_course_repo(repo: str, branch: str | None) -> None:
+    """Rewrite ``COURSE_REPO`` (and ``COURSE_BRANCH``) in van_edu/notebook.py, their one home."""
+    text = NOTEBOOK_PY.read_text()
+    text, n = re.subn(r'^COURSE_REPO = ".*"$', f'COURSE_REPO = "{repo}"', text, count=1, flags=re.M)
+    if branch:
+        text = re.sub(r'^COURSE_BRANCH = ".*"$', f'COURSE_BRANCH = "{branch}"', text, count=1, flags=re.M)
+    if n != 1:
+        raise SystemExit(f"{NOTEBOOK_PY}: no COURSE_REPO line to rewrite")
+    NOTEBOOK_PY.write_text(text)
+    course.COURSE_REPO, course.COURSE_BRANCH = repo, branch or course.COURSE_BRANCH
+
+
+def stamp_all(names=None) -> int:
+    """Stamp the course notebooks and the exercise sources, then regenerate the student copies."""
+    targets = [(p, "notebooks") for p in course_notebooks(names)]
+    if not names:
+        targets += [(p, "exercises/student") for p in sorted(EXERCISE_SOURCES.glob("[0-9][0-9]_*.ipynb"))]
+    for path, folder in targets:
+        nb = nbformat.read(path, as_version=4)
+        if stamp(nb, path.name, folder):
+            nbformat.write(nb, path)
+            print(f"stamped {path.relative_to(ROOT)}")
+    if not names:
+        from van_edu.grading import generate
+
+        generate()
+        print("regenerated exercises/student and exercises/solutions")
+    return 0
 
 
 def clean(nb) -> None:
@@ -122,21 +174,27 @@ def run(path: Path, quick: bool, save: bool, timeout: int = 1200) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("stamp").add_argument("notebooks", nargs="*")
+    st = sub.add_parser("stamp")
+    st.add_argument("--repo", help="a fork's address, e.g. https://github.com/you/van-course")
+    st.add_argument("--branch", help="its branch (default: COURSE_BRANCH, main)")
+    st.add_argument("notebooks", nargs="*")
     ex = sub.add_parser("execute")
     ex.add_argument("--quick", action="store_true", help=f"test mode ({QUICK_ENV}=1)")
     ex.add_argument("notebooks", nargs="*")
     sub.add_parser("times").add_argument("notebooks", nargs="*")
     args = parser.parse_args(argv)
 
-    paths = course_notebooks(args.notebooks)
     if args.command == "stamp":
-        for path in paths:
-            nb = nbformat.read(path, as_version=4)
-            if stamp(nb, path.name):
-                nbformat.write(nb, path)
-                print(f"stamped {path.name}")
-        return 0
+        if args.repo:
+            if not re.match(r"^https://github\.com/[^/\s]+/[^/\s]+?/?$", args.repo):
+                print(f"stamp: --repo must be a GitHub address like https://github.com/you/van-course, "
+                      f"got {args.repo!r}", file=sys.stderr)
+                return 2
+            set_course_repo(args.repo.rstrip("/"), args.branch)
+        elif args.branch:
+            set_course_repo(course.COURSE_REPO, args.branch)
+        return stamp_all(args.notebooks)
+    paths = course_notebooks(args.notebooks)
     total = 0.0
     for path in paths:
         seconds = run(path, quick=args.command == "times" or args.quick, save=args.command == "execute")

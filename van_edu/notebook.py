@@ -51,15 +51,17 @@ def _repo_path(repo: str = COURSE_REPO) -> str:
     return repo.rstrip("/").removeprefix("https://github.com/").removesuffix(".git")
 
 
-def colab_url(notebook: str, repo: str = COURSE_REPO, branch: str = COURSE_BRANCH) -> str:
-    """The Colab address that opens ``notebooks/<notebook>`` from the course repository."""
-    return f"https://colab.research.google.com/github/{_repo_path(repo)}/blob/{branch}/notebooks/{notebook}"
+def colab_url(notebook: str, repo: str = COURSE_REPO, branch: str = COURSE_BRANCH,
+              folder: str = "notebooks") -> str:
+    """The Colab address that opens ``<folder>/<notebook>`` from the course repository."""
+    return f"https://colab.research.google.com/github/{_repo_path(repo)}/blob/{branch}/{folder}/{notebook}"
 
 
-def badge_markdown(notebook: str, repo: str = COURSE_REPO) -> str:
-    """The "Open in Colab" badge, in Markdown, for the first cell of ``notebook``."""
+def badge_markdown(notebook: str, repo: str = COURSE_REPO, branch: str = COURSE_BRANCH,
+                   folder: str = "notebooks") -> str:
+    """The "Open in Colab" badge, in Markdown, for the first cell of ``<folder>/<notebook>``."""
     return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-            f"({colab_url(notebook, repo)})")
+            f"({colab_url(notebook, repo, branch, folder)})")
 
 
 COURSE_DIR_ENV = "VAN_EDU_COURSE_DIR"  # where the Colab set-up put the course (sources.py reads it)
@@ -80,11 +82,16 @@ def colab_lines(folder: str = "notebooks", repo: str = COURSE_REPO, branch: str 
     without its dependencies (Colab's torch, built for its GPU, is kept), installs the others,
     records the clone in ``$VAN_EDU_COURSE_DIR`` (so the bundled data are found) and changes into
     ``folder`` of the clone, so that the notebook then runs exactly as in a clone (bundled data,
-    results and exercises at the same relative paths). Run again, it only changes folder. The
-    cell needs ``import os, sys`` above the block; ``tools/notebooks.py stamp`` writes the block.
+    results and exercises at the same relative paths). Run again, it only changes folder. Outside
+    Colab it does nothing. ``tools/notebooks.py stamp`` writes it at the top of the first code cell.
     """
     pip_van, pip_deps = install_lines(repo, branch)
     return [
+        "# On Colab (only there), bring the course along: a shallow clone of the course repository,",
+        "# van_edu installed from it without its dependencies (Colab's torch is kept), then work in it.",
+        "import os",
+        "import sys",
+        "",
         f'if "google.colab" in sys.modules and "{COURSE_DIR_ENV}" not in os.environ:',
         '    COURSE_DIR = os.path.abspath("van-course")',
         '    if not os.path.isdir(os.path.join(COURSE_DIR, "van_edu")):',

@@ -6,15 +6,26 @@ local folder into the one place ``load_image_dataset`` reads from. The bundled F
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VanEduError
 
-__all__ = ["BUNDLED_DIR", "FASHION_MNIST_CLASSES", "IMAGENETTE_CLASSES", "DatasetSpec", "DATASETS", "known_name", "Source",
+__all__ = ["course_root", "BUNDLED_DIR", "FASHION_MNIST_CLASSES", "IMAGENETTE_CLASSES", "DatasetSpec", "DATASETS", "known_name", "Source",
            "known_choices"]
 
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist"
+
+
+def course_root() -> Path:
+    """The course repository: ``$VAN_EDU_COURSE_DIR`` where the Colab set-up cell put a clone
+    (van_edu is then installed in site-packages, away from the data), else the folder this
+    package sits in (a clone, or an editable install of one)."""
+    env = os.environ.get("VAN_EDU_COURSE_DIR", "")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1]
+
+
+BUNDLED_DIR = course_root() / "data" / "fashion_mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 # Imagenette's labels are WordNet ids; these are the names people know them by.
