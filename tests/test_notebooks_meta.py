@@ -3,8 +3,8 @@
 What is checked for every ``notebooks/NN_*.ipynb``: kernelspec ``python3``; executed in order from
 a fresh kernel (execution counts 1..n); no error outputs; no widget state; under 3 MB; a first
 Markdown cell with a title, learning goals, prerequisites and the Colab badge stamped from
-``van_edu.notebook.COURSE_REPO``; a first code cell that installs van_edu on Colab from that same
-repository without reinstalling torch and calls ``setup()``; checked cells (``# NBVAL_CHECK_OUTPUT``)
+``van_edu.notebook.COURSE_REPO``; a first code cell that starts with the Colab set-up stamped from
+that same repository (never reinstalling torch) and calls ``setup()``; checked cells (``# NBVAL_CHECK_OUTPUT``)
 that have an output; a last cell with a summary, the exercises and a link to the next notebook;
 relative links that resolve; and no silent redefinition of the package's classes and functions.
 (Running them is nbval's job: ``pytest --nbval-lax notebooks/``.)
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from van_edu.notebook import COLAB_DEPS, COURSE_REPO, badge_markdown, colab_url, install_lines
+from van_edu.notebook import COLAB_DEPS, COURSE_REPO, badge_markdown, colab_lines, colab_url, install_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -120,9 +120,9 @@ def test_first_code_cell_installs_on_colab_without_torch_and_calls_setup(noteboo
     path, nb = notebook
     src = _source(_code_cells(nb)[0])
     lines = [line.strip() for line in src.splitlines()]
-    assert '"google.colab" in sys.modules' in src
-    for line in install_lines():
-        assert line in lines, f"{path.name}: install line not stamped from COURSE_REPO: {line}"
+    assert src.startswith("\n".join(colab_lines("notebooks")) + "\n"), (
+        f"{path.name}: Colab set-up not stamped from COURSE_REPO (run: python tools/notebooks.py stamp)")
+    assert f"git clone -q --depth 1 --branch main {COURSE_REPO}" in src
     pips = [line for line in lines if line.startswith(("%pip", "!pip"))]
     assert len(pips) == len(install_lines()), f"{path.name}: extra pip lines {pips}"
     assert not any(re.search(r"\btorch(vision)?\b(?!info)", p) for p in pips), pips
@@ -173,3 +173,15 @@ def test_package_code_is_not_redefined_without_a_check(notebook):
                 assert any(node.name in s and ("assert_close" in s or "assert " in s) for s in later), (
                     f"{path.name} redefines van_edu's {node.name} without asserting it equals the package's")
 
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "exercises").glob("*/[0-9][0-9]_*.ipynb")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_exercise_notebook_brings_the_course_along_on_colab(path):
+    """Source, student and solution copies alike: the badge opens the student copy, and the first
+    code cell starts with the set-up stamped for exercises/student."""
+    nb = _load(path)
+    assert badge_markdown(path.name, folder="exercises/student") in _source(nb["cells"][0])
+    src = _source(_code_cells(nb)[0])
+    assert src.startswith("\n".join(colab_lines("exercises/student")) + "\n"), path
+    pips = [line.strip() for line in src.splitlines() if line.strip().startswith(("%pip", "!pip"))]
+    assert not any(re.search(r"\btorch(vision)?\b(?!info)", p) for p in pips), pips
