@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WHEELS := .cache/colab-wheels
 
-.PHONY: demo test test-fast lint lab notebooks exercises install clean
+.PHONY: demo test test-fast lint lab notebooks exercises install colab-wheels clean
 
 demo: $(STAMP)  ## the main job: VAN vs ViT vs ResNet on the bundled Fashion-MNIST (report in runs/compare)
 	$(BIN)/van-edu compare
 
-test: lint  ## all tests: lint, unit tests, grader tests, the notebooks (nbval, test mode), the slow ones
+test: lint $(WHEELS)/.done  ## all tests: lint, unit tests, grader tests, the notebooks (nbval, test mode), the slow ones
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## the edit loop: unit tests without the slow ones (no notebooks), under a minute
@@ -30,6 +31,16 @@ exercises: $(STAMP)  ## regenerate exercises/student and exercises/solutions fro
 
 install: $(STAMP)
 
+colab-wheels: $(WHEELS)/.done  ## the wheels the Colab play-through installs offline (tests/test_colab.py)
+
+# What a fresh Colab-like environment installs in tests/test_colab.py, fetched once here (set-up
+# time) so that the test itself never downloads: this torch, what Colab has, van_edu's own deps.
+$(WHEELS)/.done: $(STAMP)
+	$(BIN)/pip download -q -d $(WHEELS) setuptools wheel numpy matplotlib ipykernel \
+	  "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')" \
+	  $$($(BIN)/python -c 'from van_edu.notebook import COLAB_DEPS; print(" ".join(COLAB_DEPS))')
+	touch $@
+
 # torch is installed only when the environment has none, so a CPU (or Colab/conda) build is kept.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,4 +49,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .cache
