@@ -44,7 +44,7 @@ def _run(cmd, **kw):
 
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory):
-    """(the empty content folder, the kernel's environment, the kernelspec name)."""
+    """(the empty content folder, the kernel's environment, the fresh environment's folder)."""
     if not (WHEELS / ".done").is_file():
         pytest.skip(f"no local wheels in {WHEELS}: run `make colab-wheels` once (what `make test` does)")
     if shutil.which("git") is None:
@@ -86,26 +86,23 @@ def colab(tmp_path_factory):
     })
     content = base / "content"
     content.mkdir()
-    return content, env
+    return content, env, venv
 
 
 def _execute(path: Path, content: Path, env: dict, allow_errors: bool = False):
     """Copy one notebook into the content folder and run it there in the played Colab kernel."""
     import nbformat
     from nbclient import NotebookClient
-    from jupyter_client.kernelspec import KernelSpecManager
 
     target = content / path.name
     shutil.copy(path, target)
     nb = nbformat.read(target, as_version=4)
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(env)  # the kernel inherits this process's environment
+    os.environ.update(env)  # the kernel inherits this environment; JUPYTER_PATH finds its spec
     try:
-        ksm = KernelSpecManager()
-        ksm.kernel_dirs = [str(Path(env["JUPYTER_PATH"]) / "kernels")]
         client = NotebookClient(nb, timeout=600, kernel_name="colab", allow_errors=allow_errors,
-                                kernel_spec_manager=ksm, resources={"metadata": {"path": str(content)}})
+                                resources={"metadata": {"path": str(content)}})
         client.execute()
     finally:
         os.environ.clear()
@@ -125,15 +122,17 @@ def _text(cell) -> str:
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_a_course_notebook_runs_from_its_badge(colab, name):
-    content, env = colab
+    content, env, venv = colab
     nb = _execute(ROOT / "notebooks" / name, content, env)
     assert not _errors(nb)
-    assert (content / "van-course" / "van_edu").is_dir()          # the course came along
+    assert (content / "van-course" / "van_edu").is_dir()          # the course came along ...
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert (site / "van_edu").is_dir() and (site / "datasets").is_dir()  # ... and was installed there
     assert "Google Colab" in _text(nb.cells[next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")])
 
 
 def test_a_student_exercise_runs_its_self_checks_from_its_badge(colab):
-    content, env = colab
+    content, env, _ = colab
     nb = _execute(EXERCISE, content, env, allow_errors=True)
     errors = _errors(nb)
     # The unanswered tasks raise NotImplementedError in their answer cells, nothing else fails ...
