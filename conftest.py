@@ -9,3 +9,12 @@ import os
 from van_edu.notebook import QUICK_ENV
 
 os.environ.setdefault(QUICK_ENV, "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The notebooks (nbval) are slow tests: ``make test`` runs them, ``make test-fast`` does not."""
+    import pytest
+
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            item.add_marker(pytest.mark.slow)

@@ -42,6 +42,7 @@ def test_load_bundled_model_refuses_a_wrong_file(tmp_path):
 # --- The trained models bundled for notebooks 07 and 08 ------------------------------------------
 # The repository ships them (made by `van-edu compare --seeds 0 1 2 --export notebooks/assets/compare`,
 # see notebooks/assets/compare/README.md), so a missing file is a failure, not a skip.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLED_MODELS)
 def test_bundled_checkpoints_load_strictly_and_reproduce_their_recorded_accuracy(name):
     """Fails when notebooks/assets/compare/<name>.pt no longer fits build_model(name, Fashion-MNIST)

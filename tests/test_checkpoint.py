@@ -158,6 +158,7 @@ def test_any_other_object_in_a_file_is_still_refused(tmp_path, b0_file):
     assert load_official_checkpoint(create_model("van_b0"), path, trust=True).loaded == len(src.state_dict())
 
 
+@pytest.mark.slow
 def test_pretrained_finds_an_authors_layout_file_in_an_offline_hub_cache(tmp_path, timm_file):
     """pretrained("van_b0") in a fresh process with HF_HUB_OFFLINE=1 and only a Hub-layout cache."""
     import os

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from van_edu.cli import main
 
 
@@ -27,6 +29,7 @@ def test_unknown_model_exits_2_naming_the_choices_without_traceback():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_unknown_dataset_offline_names_the_bundled_choice(tmp_path):
     r = run_cli("train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert r.returncode == 2
@@ -60,6 +63,7 @@ def test_bad_numbers_are_argument_errors():
     assert r.returncode == 2 and "expected a count like 5000" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_compare_writes_the_report_and_exports_assets(tmp_path):
     out, assets = tmp_path / "compare", tmp_path / "assets"
     assert main(["compare", "--train-samples", "256", "--test-samples", "128", "--epochs", "1",

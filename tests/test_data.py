@@ -23,6 +23,7 @@ DEBIAN_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 # ---------------------------------------------------------------------------------------------
 # bundled Fashion-MNIST
 
+@pytest.mark.slow
 def test_bundled_fashion_mnist_loads_full_splits():
     train = D.load_image_dataset("fashion_mnist", "train")
     test = D.load_image_dataset("fashion_mnist", "test")

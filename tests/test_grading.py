@@ -346,6 +346,7 @@ def graded_class(tmp_path_factory):
     return root, rows, {(Path(r.notebook).parent.name, Path(r.notebook).stem): r for r in reports}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SETS)
 def test_each_solution_copy_scores_full_marks(graded_class, name):
     report = graded_class[2][("alice", name)]
@@ -353,6 +354,7 @@ def test_each_solution_copy_scores_full_marks(graded_class, name):
     assert report.errors() == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SETS)
 def test_each_student_copy_scores_zero_and_raises_only_not_implemented(graded_class, name):
     report = graded_class[2][("bob", name)]
@@ -361,6 +363,7 @@ def test_each_student_copy_scores_zero_and_raises_only_not_implemented(graded_cl
     assert all(t.message.startswith("not answered yet") for t in report.tasks), report.format()
 
 
+@pytest.mark.slow
 def test_a_folder_gives_one_csv_row_per_learner(graded_class):
     root, rows, _ = graded_class
     table = list(csv.DictReader((root / "grades.csv").open()))
@@ -372,6 +375,7 @@ def test_a_folder_gives_one_csv_row_per_learner(graded_class):
     assert set(check.CHECKS) <= set(table[0])  # a column per task
 
 
+@pytest.mark.slow
 def test_an_unreadable_notebook_scores_zero_with_the_reason(graded_class):
     report = graded_class[2][("carol", SETS[0])]
     assert report.score == 0 and all("could not be read" in t.message for t in report.tasks)
@@ -409,6 +413,7 @@ def failure_report(tmp_path_factory):
     return report, {t["name"]: t for t in report["tasks"]}
 
 
+@pytest.mark.slow
 def test_the_json_report_has_the_promised_shape(failure_report):
     report, _ = failure_report
     assert {"score", "max_score", "tasks"} <= set(report)
@@ -425,6 +430,7 @@ def test_the_json_report_has_the_promised_shape(failure_report):
     ("receptive_field", 0, ["printed more than 100,000 characters"]),
     ("table2_row", 1, ["passed"]),  # after a hung kernel and a dead one, the rest is still graded
 ])
+@pytest.mark.slow
 def test_every_failure_mode_is_graded_not_crashed(failure_report, task, score, phrases):
     result = failure_report[1][task]
     assert result["score"] == score, result
@@ -432,6 +438,7 @@ def test_every_failure_mode_is_graded_not_crashed(failure_report, task, score, p
         assert phrase in result["message"], result
 
 
+@pytest.mark.slow
 def test_the_command_grades_a_folder_into_a_csv(tmp_path, capsys):
     # a renamed file: the exercise set is found from the notebook's metadata
     shutil.copy(EXERCISES / "solutions" / f"{SETS[0]}.ipynb", tmp_path / "dave.ipynb")

@@ -129,6 +129,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_matches_single_process(data, tmp_path):
     """torchrun with 2 CPU processes gives the weights of one process on the same global batch.
 
