@@ -33,7 +33,8 @@ the very batch a single process would see, so the update equals the single-proce
 rounding) for models without BatchNorm; evaluation is sharded over ranks, and only rank 0 writes
 files and shows the progress bar.
 
-Where the rest lives: ``van_edu.runtime`` (device choice, autocast dtypes, synchronisation),
+Where the rest lives: ``van_edu.evaluation`` (accuracy and loss on a split, ``evaluate``),
+``van_edu.runtime`` (device choice, autocast dtypes, synchronisation),
 ``van_edu.distributed`` (the process group, DDP and BatchNorm over ranks, reductions) and
 ``van_edu.checkpoints`` (what a checkpoint holds, atomic writes, the checks of an exact resume).
 """
@@ -54,7 +55,11 @@ from .checkpoints import CHECKPOINT_NAME
 from .data import AUGMENT_PRESETS, ImageData, batches
 from .distributed import DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed, teardown, wrap_ddp
 from .errors import VanEduError
+from .evaluation import eval_sums, evaluate, metrics, sum_dtype
 from .runtime import AMP_MODES, autocast, resolve_amp, synchronize
+
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "param_groups", "WarmupCosine", "make_optimizer", "evaluate",
+           "FitResult", "fit"]  # evaluate lives in van_edu.evaluation; notebooks import it from here
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -161,56 +166,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
     schedule = WarmupCosine(warmup_steps=round(config.warmup_epochs * steps_per_epoch),
                             total_steps=config.epochs * steps_per_epoch)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-
-# ----------------------------------------------------------------------------- evaluation
-def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
-    """Accuracy (a fraction) and mean cross-entropy (no label smoothing) of `model` on `data`.
-
-    Runs in eval mode (BatchNorm uses its running averages, dropout is off) and restores the
-    model's previous mode. `device` defaults to the device of the model's parameters.
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        loss, correct, count = _eval_sums(model, data.to(device), batch_size, device)
-    finally:
-        model.train(was_training)
-    return _metrics(loss, correct, count)
-
-
-@torch.no_grad()
-def _eval_sums(model: nn.Module, data: ImageData, batch_size: int, device: torch.device,
-               amp_dtype=None, channels_last=False, ctx: DistContext | None = None) -> list[float]:
-    """[summed loss, correct, count] over `data`, each rank taking its shard, summed over ranks."""
-    ctx = ctx if ctx is not None else DistContext()
-    loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
-    correct, count = torch.zeros((), dtype=torch.int64, device=device), 0
-    batch_size = math.ceil(batch_size / ctx.world_size) * ctx.world_size
-    for x, y in batches(data, batch_size, shuffle=False, rank=ctx.rank, world_size=ctx.world_size):
-        if len(y) == 0:  # the last global batch can leave a rank with nothing
-            continue
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype):
-            logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        count += len(y)
-    return reduce_sums(loss_sum, correct, count, ctx)
-
-
-def _metrics(loss_sum: float, correct: float, count: float) -> dict:
-    """Mean loss and accuracy from sums; NaN for an empty set rather than a division error."""
-    if count == 0:
-        return {"accuracy": math.nan, "loss": math.nan}
-    return {"accuracy": correct / count, "loss": loss_sum / count}
-
-
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    """float64 for running sums, except on MPS, which has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 # ----------------------------------------------------------------------------- fit
@@ -334,7 +289,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
                      rank=ctx.rank, world_size=ctx.world_size)
     bar = tqdm(stream, total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=not (config.progress and ctx.main), leave=False, mininterval=0.5)
-    loss_sum = torch.zeros((), dtype=_sum_dtype(run.device), device=run.device)
+    loss_sum = torch.zeros((), dtype=sum_dtype(run.device), device=run.device)
     correct, count = torch.zeros((), dtype=torch.int64, device=run.device), 0
     synchronize(run.device)
     start, lr = time.perf_counter(), config.lr
@@ -394,10 +349,10 @@ def _eval_epoch(run: _Run) -> dict:
         return {"test_loss": None, "test_accuracy": None}
     run.raw.eval()
     broadcast_buffers(run.raw, run.ctx)  # per-rank BatchNorm averages differ: use rank 0's, as saved
-    sums = _eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
-                      run.config.channels_last, run.ctx)
-    metrics = _metrics(*sums)
-    return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
+    sums = eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
+                     run.config.channels_last, run.ctx)
+    result = metrics(*sums)
+    return {"test_loss": result["loss"], "test_accuracy": result["accuracy"]}
 
 
 # ----------------------------------------------------------------------------- reporting
