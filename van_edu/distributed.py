@@ -17,6 +17,7 @@ Alone (no torchrun), every function here is the identity or a no-op, so the loop
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -62,7 +63,16 @@ def setup_distributed(preference: str) -> tuple[DistContext, torch.device]:
 
 
 def teardown(ctx: DistContext) -> None:
-    """Destroy the process group if `setup_distributed` created it (one joined earlier is kept)."""
+    """Destroy the process group if `setup_distributed` created it (one joined earlier is kept).
+
+    A DDP wrapper's reducer holds the group; freed later by the garbage collector (the wrapper
+    sits in reference cycles), its gloo group's destructor joined worker threads that never ended
+    once the other rank had exited, and the rank hung (seen on torch 2.13, now and then). So the
+    caller drops its wrapper first and the unreachable ones are collected here, on every rank at
+    the same point, while the group is still alive.
+    """
+    if ctx.world_size > 1:
+        gc.collect()
     if ctx.created:
         dist.destroy_process_group()
 

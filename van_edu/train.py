@@ -204,6 +204,7 @@ def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
     config = config if config is not None else TrainConfig()
     _check_config(config, len(train))
     ctx, device = setup_distributed(config.device)
+    run = None
     try:
         run = _build_run(model, train, test, config, ctx, device)
         out = Path(out_dir) if out_dir is not None else None
@@ -230,6 +231,8 @@ def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
                 on_epoch_end(dict(row))
         return _result(run, history, out)
     finally:
+        if run is not None:
+            run.net = run.raw  # drop the DDP wrapper before the group goes (see distributed.teardown)
         teardown(ctx)
 
 
