@@ -36,7 +36,7 @@ import torch
 
 from van_edu.data import load_image_dataset, normalize
 from van_edu.lka import LKA
-from van_edu.models import create_model
+from van_edu.models import build_model
 from van_edu.runtime import best_time, machine, pick_device
 from van_edu.train import TRAIN_PRESETS, fit
 
@@ -50,11 +50,6 @@ def _sizes(dry_run: bool) -> dict:
                 "lka_shapes": [(2, 8, 8)], "models": ("van_mini", "vit_mini", "resnet_mini"), "repeats": 1}
     return {"train": None, "test": None, "check_train": 4096, "epochs": 3, "batch": 256,
             "lka_shapes": LKA_SHAPES, "models": MODELS, "repeats": 10}
-
-
-def _model(name: str, data) -> torch.nn.Module:
-    kw = {"image_size": data.image_size} if name.startswith("vit") else {}
-    return create_model(name, num_classes=data.num_classes, in_chans=data.in_chans, **kw)
 
 
 def _config(device: torch.device, sizes: dict, **changes):
@@ -84,14 +79,14 @@ class _NoTF32:
 # ----------------------------------------------------------------------------- 1. the checks
 def check_bf16(device, data, test, sizes, out):
     torch.manual_seed(0)
-    model = _model(sizes["models"][0], data).to(device).eval()
+    model = build_model(sizes["models"][0], data).to(device).eval()
     x = normalize(data.images[:16]).to(device)
     with torch.no_grad(), _NoTF32():
         ref = model(x)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             low = model(x)
     rel = _rel(low, ref)
-    result = fit(_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="bf16"))
+    result = fit(build_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="bf16"))
     loss = result.history[-1]["train_loss"]
     ok = rel < 0.05 and math.isfinite(loss)
     return ok, f"logits bf16 vs fp32: relative difference {rel:.2e} (< 5e-2); training loss {loss:.4f}"
@@ -101,7 +96,7 @@ def check_fp16_scaler(device, data, test, sizes, out):
     if device.type != "cuda":
         return None, "fp16 autocast needs CUDA's gradient scaler"
     folder = out / "fp16"
-    result = fit(_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="fp16"), out_dir=folder)
+    result = fit(build_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="fp16"), out_dir=folder)
     scaler = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)["scaler"]
     loss = result.history[-1]["train_loss"]
     ok = bool(scaler) and scaler.get("scale", 0) > 0 and math.isfinite(loss)
@@ -110,8 +105,8 @@ def check_fp16_scaler(device, data, test, sizes, out):
 
 def check_channels_last(device, data, test, sizes, out):
     torch.manual_seed(0)
-    plain = _model(sizes["models"][0], data).to(device).eval()  # eval: no drop path, fixed BatchNorm
-    fast = _model(sizes["models"][0], data).to(device).to(memory_format=torch.channels_last).eval()
+    plain = build_model(sizes["models"][0], data).to(device).eval()  # eval: no drop path, fixed BatchNorm
+    fast = build_model(sizes["models"][0], data).to(device).to(memory_format=torch.channels_last).eval()
     fast.load_state_dict(plain.state_dict())
     x = normalize(data.images[:8]).to(device)
     with _NoTF32():
@@ -129,14 +124,14 @@ def check_compile(device, data, test, sizes, out):
     if sizes["dry_run"]:
         return None, "dry run: torch.compile takes minutes on a CPU"
     torch.manual_seed(0)
-    model = _model(sizes["models"][0], data).to(device).eval()
+    model = build_model(sizes["models"][0], data).to(device).eval()
     x = normalize(data.images[:16]).to(device)
     start = time.perf_counter()
     with torch.no_grad(), _NoTF32():
         ref = model(x)
         got = torch.compile(model)(x)
     compile_seconds = time.perf_counter() - start
-    result = fit(_model(sizes["models"][0], data), data, test, _config(device, sizes, compile=True))
+    result = fit(build_model(sizes["models"][0], data), data, test, _config(device, sizes, compile=True))
     rel = _rel(got, ref)
     ok = rel < 1e-3 and math.isfinite(result.history[-1]["train_loss"])
     return ok, (f"compiled logits relative difference {rel:.1e}; first compiled call {compile_seconds:.1f} s; "
@@ -148,12 +143,12 @@ def check_ddp(device, data, test, sizes, out):
 
     backend = "nccl" if device.type == "cuda" else "gloo"
     torch.manual_seed(0)
-    alone = fit(_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="off"))
+    alone = fit(build_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="off"))
     port = 29500 + os.getpid() % 1000
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
-        ddp = fit(_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="off"))
+        ddp = fit(build_model(sizes["models"][0], data), data, test, _config(device, sizes, amp="off"))
     finally:
         dist.destroy_process_group()
     gap = abs(ddp.history[-1]["train_loss"] - alone.history[-1]["train_loss"])
@@ -213,7 +208,7 @@ def train_models(device, data, test, sizes, log) -> list[dict]:
     rows = []
     for name in sizes["models"]:
         torch.manual_seed(0)
-        model = _model(name, data)
+        model = build_model(name, data)
         config = _config(device, sizes, epochs=sizes["epochs"], warmup_epochs=min(1.0, sizes["epochs"] / 3))
         result = fit(model, data, test, config)
         rows.append({"model": name, "params": sum(p.numel() for p in model.parameters()),
