@@ -1,24 +1,33 @@
-"""What every check shares: calling the learner's code safely, comparing, and reporting.
+"""What every check shares: a session on the learner's code, comparisons, and reporting.
 
-A check is a function decorated with :func:`task_check`. It raises :class:`CheckFailed` with a
-reason a learner can act on (the input that broke it, the expected shape or value, a hint when the
-answer matches a known mistake); the decorator prints ``PASS name: ...`` or ``FAIL name: ...`` and
-re-raises, so a notebook cell (and the grader) sees the failure. A stub that still raises
-``NotImplementedError`` is reported as not answered yet and re-raised as ``NotImplementedError``.
+A check is a function ``body(S, hidden, rng)`` decorated with :func:`task_check`. It never touches
+the learner's objects: it asks the :class:`Session` ``S`` to run them on inputs it chooses (drawn
+from ``rng`` for the hidden cases) and gets their results back as data, then compares them with
+the reference here. It raises :class:`CheckFailed` with a reason a learner can act on (the input
+that broke it, the expected shape or value, a hint when the answer matches a known mistake).
+
+Called in a notebook, a check is the learner's self-check: the session runs the answer in the same
+process, and ``PASS name: ...`` or ``FAIL name: ...`` is printed (a failure re-raised). The grader
+runs the same body with a session on the learner's own kernel, so the verdict is computed in the
+grader's process, out of the learner's reach. A stub that still raises ``NotImplementedError`` is
+reported as not answered yet.
 """
 from __future__ import annotations
 
 import functools
-import inspect
+import random
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ..models.checkpoint import state_dict_differences
+from . import wire
+from .agent import Agent, conv_description
 
-__all__ = ["CheckFailed", "task_check", "call", "expect_number", "expect_tensor", "fmt_shape",
-           "seeded", "module_signature_mismatch", "load_reference_state"]
+__all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect_number",
+           "expect_tensor", "fmt_shape", "seeded", "module_signature_mismatch", "load_reference_state",
+           "require_callable", "randn"]
 
 
 class CheckFailed(AssertionError):
@@ -37,8 +46,8 @@ def _fmt_args(args, kwargs) -> str:
     def one(v):
         if isinstance(v, torch.Tensor):
             return f"tensor{list(v.shape)}"
-        if isinstance(v, nn.Module):
-            return type(v).__name__
+        if isinstance(v, (nn.Module, wire.Handle)):
+            return v.type if isinstance(v, wire.Handle) else type(v).__name__
         if isinstance(v, torch.dtype):
             return str(v)
         text = repr(v)
@@ -46,40 +55,6 @@ def _fmt_args(args, kwargs) -> str:
 
     parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
     return ", ".join(parts)
-
-
-def _where(err: BaseException, default: str) -> str:
-    """Name the learner's function or method that raised (``LKA.__init__``), else ``default``."""
-    tb, frame = err.__traceback__, None
-    while tb is not None:
-        if not tb.tb_frame.f_globals.get("__name__", "").startswith(("van_edu", "torch")):
-            frame = tb.tb_frame
-        tb = tb.tb_next
-    if frame is None:
-        return default
-    name = frame.f_code.co_name
-    owner = frame.f_locals.get("self")
-    if owner is not None and not isinstance(owner, type):
-        name = f"{type(owner).__name__}.{name}"
-    return name if name != "<module>" else default
-
-
-def call(fn, *args, _name: str | None = None, **kwargs):
-    """Call the learner's ``fn``; any exception becomes a CheckFailed naming the call."""
-    name = _name or getattr(fn, "__name__", "your function")
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError as err:
-        tb = err.__traceback__
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        if tb.tb_frame.f_globals.get("__name__", "").startswith("torch"):  # e.g. a module without forward()
-            raise CheckFailed(f"{name}({_fmt_args(args, kwargs)}) raised NotImplementedError in torch: {err}") from None
-        raise _NotAnswered(_where(err, name)) from None
-    except CheckFailed:
-        raise
-    except Exception as err:  # the learner's bug: report it, never let it escape as itself
-        raise CheckFailed(f"{name}({_fmt_args(args, kwargs)}) raised {type(err).__name__}: {err}") from None
 
 
 def expect_number(got, expected, what: str, integer: bool = True, rel: float = 1e-9, hint: str = "") -> None:
@@ -129,6 +104,11 @@ def expect_tensor(got, expected: torch.Tensor, what: str, atol: float = 1e-5, rt
     raise CheckFailed(reason)
 
 
+def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
+    """Standard normal numbers from their own generator (the global one is left alone)."""
+    return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
 @contextmanager
 def seeded(seed: int = 0):
     """Run a block with torch's global generator seeded, restoring the learner's state after."""
@@ -137,35 +117,171 @@ def seeded(seed: int = 0):
         yield
 
 
-def _effective_padding(conv: nn.Conv2d) -> tuple:
-    if isinstance(conv.padding, str):
-        if conv.padding == "valid":
-            return (0, 0)
-        return tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
-    return tuple(conv.padding)
+class SubjectMissing(CheckFailed):
+    """The name the tests call is not defined in the learner's notebook."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
 
 
-def module_signature_mismatch(mine: nn.Module, ref: nn.Module) -> str | None:
-    """The first convolution whose hyper-parameters differ from the reference's, said plainly."""
-    theirs = dict(mine.named_modules())
-    for name, r in ref.named_modules():
-        m = theirs.get(name)
-        if not isinstance(r, nn.Conv2d) or not isinstance(m, nn.Conv2d):
+class Session:
+    """Where the learner's code runs. A check reaches it only through these methods, and gets data.
+
+    ``transport`` takes a request document (a list of operations, :mod:`.wire`) and returns the
+    answer document: in process for a learner's self-check (:meth:`local`), through files in the
+    learner's own kernel for the grader. Either way the check sees only what the agent sends back,
+    so the verdict is the check's, computed where it runs.
+    """
+
+    def __init__(self, transport, subject: str):
+        self._transport = transport
+        self.subject = subject
+
+    @classmethod
+    def local(cls, obj, name: str = "answer") -> Session:
+        """A session on an object in this process (the notebook's self-checks)."""
+        agent = Agent({name: obj})
+        return cls(agent.handle, name)
+
+    # ----------------------------------------------------------------------- plumbing
+    def _rpc(self, ops: list[dict]) -> list:
+        answer = self._transport(wire.dumps(ops))
+        try:
+            results = wire.loads(answer)
+        except wire.WireError as err:
+            raise CheckFailed(f"the grader could not read what your code returned ({err})") from None
+        if not isinstance(results, list) or len(results) != len(ops):
+            raise CheckFailed("the grader could not read what your code returned (a malformed answer)")
+        return results
+
+    def _one(self, op: dict):
+        return self._rpc([op])[0]
+
+    def _value(self, result: dict, label: str, args=(), kwargs=None):
+        """The value in ``result``, or the learner's exception turned into a CheckFailed."""
+        if not isinstance(result, dict):
+            raise CheckFailed(f"{label}: the grader could not read what your code returned")
+        if "error" not in result:
+            if "value" not in result:
+                raise CheckFailed(f"{label}: the grader could not read what your code returned")
+            return result["value"]
+        ename, message = str(result.get("error")), str(result.get("message", ""))
+        if result.get("agent"):
+            raise CheckFailed(f"{label}: the check could not run ({ename}: {message})")
+        if ename == "NameError" and result.get("where") == "the subject":
+            raise SubjectMissing(self.subject, f"NameError: {message}")
+        call_text = f"{label}({_fmt_args(args, kwargs or {})})" if label and not label.endswith(")") else label
+        if ename == "NotImplementedError":
+            if result.get("stub"):
+                raise _NotAnswered(str(result.get("where") or label))
+            raise CheckFailed(f"{call_text} raised NotImplementedError in torch: {message}")
+        raise CheckFailed(f"{call_text} raised {ename}: {message}")
+
+    def _subject_op(self, op: dict) -> dict:
+        op.setdefault("subject", self.subject)
+        return op
+
+    # ----------------------------------------------------------------------- operations
+    def origin(self) -> dict:
+        """What the subject is: callable or not, its module, a class's bases (module-qualified)."""
+        result = self._one({"op": "origin", "subject": self.subject})
+        if not isinstance(result, dict) or "error" in result:
+            raise SubjectMissing(self.subject, f"NameError: {result.get('message', '')}")
+        return result
+
+    def _call_op(self, args, kwargs, seed, target, args_after, param_refs, name):
+        op = {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
+              "args_after": args_after, "param_refs": param_refs}
+        if target is None:
+            op["subject"] = self.subject
+        else:
+            op["target"] = target
+        return op
+
+    def call(self, *args, _name: str | None = None, _seed: int | None = None, _target=None,
+             _args_after: bool = False, _param_refs: bool = False, **kwargs):
+        """Call the subject (or the handle ``_target``) on ``args``; its result as data.
+
+        With ``_args_after`` the result is ``(value, args after the call)``, to see what the call
+        changed in place.
+        """
+        name = _name or (self.subject if _target is None else "your object")
+        result = self._one(self._call_op(args, kwargs, _seed, _target, _args_after, _param_refs, name))
+        value = self._value(result, name, args, kwargs)
+        return (value, result.get("args_after")) if _args_after else value
+
+    def call_all(self, cases: list, _name: str | None = None) -> list:
+        """Call the subject on each ``(args, kwargs)`` in one round trip; :meth:`unwrap` each outcome."""
+        name = _name or self.subject
+        results = self._rpc([self._call_op(a, k, None, None, False, False, name) for a, k in cases])
+        return [(r, a, k, name) for r, (a, k) in zip(results, cases)]
+
+    def unwrap(self, outcome):
+        result, args, kwargs, name = outcome
+        return self._value(result, name, args, kwargs)
+
+    def make(self, fixture: str, *args, state: dict | None = None, mode: str | None = None, seed: int = 0):
+        """Build one of :mod:`.fixtures` on the learner's side (weights from ``state``); a handle."""
+        result = self._one({"op": "make", "fixture": fixture, "args": list(args), "state": state, "mode": mode,
+                            "seed": seed})
+        if not isinstance(result, wire.Handle):
+            raise CheckFailed(f"the check could not build its test model {fixture} ({result.get('message', '')})")
+        return result
+
+    def observe(self, handle, what: str):
+        result = self._one({"op": "observe", "target": handle, "what": what})
+        if isinstance(result, dict) and "error" in result:
+            raise CheckFailed(f"the check could not read back its test model ({result.get('message', '')})")
+        return result
+
+    def describe(self, handle, label: str) -> dict:
+        return self._value(self._one({"op": "describe", "target": handle, "label": label}), label)
+
+    def attr(self, handle, name: str, label: str):
+        value = self._value(self._one({"op": "attr", "target": handle, "name": name, "label": label}), label)
+        return None if isinstance(value, wire.Opaque) and value.type == "missing" else value
+
+    def load_state(self, handle, state: dict, label: str) -> None:
+        self._value(self._one({"op": "load_state", "target": handle, "state": dict(state), "label": label}), label)
+
+    def forward(self, handle, *args, label: str, mode: str | None = None, submodes: dict | None = None,
+                seed: int | None = None, copy: bool = False, grad: bool = False):
+        """The module behind ``handle`` on ``args`` (``copy``: on a deep copy, leaving it as it is)."""
+        op = {"op": "forward", "target": handle, "args": list(args), "mode": mode, "submodes": submodes or {},
+              "seed": seed, "copy": copy, "grad": grad, "label": label}
+        return self._value(self._one(op), label)
+
+
+def module_signature_mismatch(mine: dict, ref: nn.Module) -> str | None:
+    """The first convolution whose hyper-parameters differ from the reference's, said plainly.
+
+    ``mine`` is the learner's module's ``convs`` description (:func:`.agent.conv_description`).
+    """
+    for name, want in conv_description(ref).items():
+        have = mine.get(name)
+        if have is None:
             continue
         label = name or "the convolution"
-        for attr, get in (("kernel_size", lambda c: tuple(c.kernel_size)), ("stride", lambda c: tuple(c.stride)),
-                          ("dilation", lambda c: tuple(c.dilation)), ("padding", _effective_padding),
-                          ("groups", lambda c: c.groups), ("bias", lambda c: c.bias is not None)):
-            if get(m) != get(r):
-                return f"{label} has {attr}={get(m)}, expected {attr}={get(r)}"
+        for attr in ("kernel_size", "stride", "dilation", "padding", "groups", "bias"):
+            h, w = have.get(attr), want[attr]
+            if (list(h) if isinstance(h, (tuple, list)) else h) != (list(w) if isinstance(w, tuple) else w):
+                h = tuple(h) if isinstance(h, list) else h
+                return f"{label} has {attr}={h}, expected {attr}={w}"
     return None
 
 
-def load_reference_state(mine: nn.Module, ref: nn.Module, what: str) -> None:
-    """Copy the reference's weights into the learner's module, explaining any key or shape mismatch."""
-    if not isinstance(mine, nn.Module):
-        raise CheckFailed(f"{what}: expected an nn.Module, got {type(mine).__name__}")
-    want, have = ref.state_dict(), mine.state_dict()
+def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
+    """Copy the reference's weights into the learner's module, explaining any key or shape mismatch.
+
+    Returns the module's description (its convolutions and state shapes).
+    """
+    if not isinstance(mine, wire.Handle) or not mine.module:
+        kind = mine.type if isinstance(mine, wire.Handle) else type(mine).__name__
+        raise CheckFailed(f"{what}: expected an nn.Module, got {kind}")
+    desc = S.describe(mine, what)
+    want = ref.state_dict()
+    have = {k: torch.empty(v, device="meta") for k, v in desc["state"].items()}
     missing, extra, shapes = state_dict_differences(have, want)
     if missing or extra:
         parts = []
@@ -177,51 +293,69 @@ def load_reference_state(mine: nn.Module, ref: nn.Module, what: str) -> None:
                           f"(expected {sorted(want)[:12]})")
     if shapes:
         key = next(iter(shapes))  # the first in the reference's order
-        hint = module_signature_mismatch(mine, ref)
-        raise CheckFailed(f"{what}: parameter {key} has shape {fmt_shape(have[key])}, expected "
+        hint = module_signature_mismatch(desc["convs"], ref)
+        raise CheckFailed(f"{what}: parameter {key} has shape {list(desc['state'][key])}, expected "
                           f"{fmt_shape(want[key])}" + (f" ({hint})" if hint else ""))
-    mine.load_state_dict(want)
+    S.load_state(mine, want, what)
+    return desc
 
 
-def _reject_reference(obj) -> None:
-    module = getattr(obj, "__module__", "") or ""
-    if module.startswith("van_edu"):
-        raise CheckFailed(f"you passed van_edu's own {getattr(obj, '__name__', obj)!s}; "
-                          f"the task asks for your implementation")
+def _reference_origin(origin: dict) -> str | None:
+    """Why the subject is van_edu's own code (the function itself, or a class built on it), if it is."""
+    if origin.get("module", "").startswith("van_edu"):
+        return f"you passed van_edu's own {origin.get('name') or 'code'}; the task asks for your implementation"
+    for base in origin.get("bases", []):
+        if base.startswith("van_edu."):
+            return f"your class is built on van_edu's {base}; the task asks for your own implementation"
+    return None
 
 
-def task_check(task: str):
-    """Decorate a check: print PASS/FAIL for ``task`` and re-raise failures for the grader."""
-
-    def wrap(body):
-        @functools.wraps(body)
-        def check(*args, **kwargs):
-            __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and steady on a busy machine
-            try:
-                for obj in args:
-                    if inspect.isfunction(obj) or inspect.isclass(obj):
-                        _reject_reference(obj)
-                summary = body(*args, **kwargs)
-            except _NotAnswered as err:
-                print(f"FAIL {task}: not answered yet: {err} still raises NotImplementedError")
-                raise NotImplementedError(f"{task}: {err} still raises NotImplementedError: replace "
-                                          "`raise NotImplementedError()` with your code") from None
-            except CheckFailed as err:
-                print(f"FAIL {task}: {err}")
-                raise CheckFailed(f"{task}: {err}") from None
-            finally:
-                torch.set_num_threads(threads)
-            print(f"PASS {task}" + (f": {summary}" if summary else ""))
-            return True
-
-        check.task = task
-        return check
-
-    return wrap
+def require_callable(S: Session, what: str) -> None:
+    origin = S.origin()
+    if not origin.get("callable"):
+        raise CheckFailed(f"expected {what} to be a function or class, got {origin.get('type')}")
+    reason = _reference_origin(origin)
+    if reason:
+        raise CheckFailed(reason)
 
 
-def require_callable(obj, what: str) -> None:
-    if not callable(obj):
-        raise CheckFailed(f"expected {what} to be a function or class, got {type(obj).__name__} {obj!r:.60}")
+class TaskCheck:
+    """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary.
+
+    Calling it (``check.eq3_params(eq3_params)``) is the learner's self-check: the answer runs in
+    this process, PASS or FAIL is printed, failures are re-raised. The grader calls :meth:`verdict`
+    with a session on the learner's kernel and a generator drawn from its secret seed.
+    """
+
+    def __init__(self, task: str, body, visible_seed: int):
+        self.task, self.body, self.visible_seed = task, body, visible_seed
+        functools.update_wrapper(self, body)
+
+    def verdict(self, session: Session, hidden: bool, rng: random.Random) -> str:
+        """Judge the subject of ``session``: the summary on success, CheckFailed/_NotAnswered on failure."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny tensors: one thread is fastest, steady, and like the kernel's
+        try:
+            return self.body(session, hidden, rng) or ""
+        finally:
+            torch.set_num_threads(threads)
+
+    def __call__(self, obj, hidden: bool = False):
+        __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame)
+        name = getattr(obj, "__name__", None) or "answer"
+        try:
+            summary = self.verdict(Session.local(obj, name), hidden, random.Random(self.visible_seed))
+        except _NotAnswered as err:
+            print(f"FAIL {self.task}: not answered yet: {err} still raises NotImplementedError")
+            raise NotImplementedError(f"{self.task}: {err} still raises NotImplementedError: replace "
+                                      "`raise NotImplementedError()` with your code") from None
+        except CheckFailed as err:
+            print(f"FAIL {self.task}: {err}")
+            raise CheckFailed(f"{self.task}: {err}") from None
+        print(f"PASS {self.task}" + (f": {summary}" if summary else ""))
+        return True
+
+
+def task_check(task: str, visible_seed: int = 0):
+    """Make ``body(session, hidden, rng)`` the check of ``task`` (a :class:`TaskCheck`)."""
+    return lambda body: TaskCheck(task, body, visible_seed)

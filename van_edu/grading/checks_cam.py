@@ -1,36 +1,16 @@
 """Checks of exercise set 06 (Grad-CAM): the class activation map and its upsampling."""
 from __future__ import annotations
 
+import random
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from . import fixtures
 from . import reference as ref
-from ._core import CheckFailed, call, expect_tensor, fmt_shape, require_callable, seeded, task_check
+from ._core import CheckFailed, expect_tensor, fmt_shape, require_callable, seeded, task_check
 
 __all__ = ["grad_cam", "upsample_cam"]
-
-
-class _TinyNet(nn.Module):
-    """A two-layer conv net with the course's features/head split, for 12 x 12 images.
-
-    Its head reads every position with its own weight (not a mean), so that the gradients differ
-    from position to position, as in deeper networks.
-    """
-
-    def __init__(self, in_chans: int = 1, classes: int = 4):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_chans, 6, 3, padding=1), nn.GELU(), nn.Conv2d(6, 8, 3, stride=2, padding=1))
-        self.head = nn.Linear(8 * 6 * 6, classes)
-
-    def forward_features(self, x):
-        return self.body(x)                       # [B, 8, 6, 6]
-
-    def forward_head(self, x):
-        return self.head(x.flatten(1))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def _cam_hints(model, x, target) -> dict:
@@ -53,49 +33,49 @@ def _cam_hints(model, x, target) -> dict:
     return hints
 
 
+def _model(fixture: str, seed: int):
+    with seeded(seed):
+        return fixtures.build(fixture).eval()
+
+
 @task_check("grad_cam")
-def grad_cam(fn, hidden: bool = False):
+def grad_cam(S, hidden: bool, rng: random.Random):
     """``fn(model, x, target=None)`` -> [B, h, w] maps in [0, 1] on the last feature map."""
-    require_callable(fn, "grad_cam")
-    with seeded(15):
-        tiny = _TinyNet().eval()
-    g = torch.Generator().manual_seed(16)
+    require_callable(S, "grad_cam")
+    tiny = _model("cam_net", rng.randrange(2**31) if hidden else 15)
+    g = torch.Generator().manual_seed(rng.randrange(2**31) if hidden else 16)
     x1, x2 = torch.randn(3, 1, 12, 12, generator=g), torch.randn(2, 1, 12, 12, generator=g)
     with torch.no_grad():
         other = (tiny(x2).argmax(1) + 1) % 4  # classes the model does not predict
-    cases = [("a small conv net", tiny, x1, None), ("a small conv net", tiny, x2, other)]
+    cases = [("a small conv net", "cam_net", tiny, x1, None), ("a small conv net", "cam_net", tiny, x2, other)]
     if hidden:
-        from ..models import create_model
-        with seeded(17):  # a narrow, one-block-per-stage van_mini: CPU-light, same code paths
-            van = create_model("van_mini", num_classes=10, in_chans=1, embed_dims=(8, 16, 32),
-                               depths=(1, 1, 1)).eval()
+        van = _model("small_van", rng.randrange(2**31))
         x3 = torch.randn(2, 1, 16, 16, generator=g)
         with torch.no_grad():
             one = int((van(x3).argmax(1)[0] + 1) % 10)
-        cases += [("a small VAN", van, torch.randn(2, 1, 16, 16, generator=g), None),
-                  ("a small VAN", van, x3, one), ("a small conv net", tiny, x1, 1)]
-    for name, model, x, target in cases:
+        cases += [("a small VAN", "small_van", van, torch.randn(2, 1, 16, 16, generator=g), None),
+                  ("a small VAN", "small_van", van, x3, one), ("a small conv net", "cam_net", tiny, x1, 1)]
+    for name, fixture, model, x, target in cases:
         label = f"grad_cam({name}, x {fmt_shape(x)}, target={target if not isinstance(target, torch.Tensor) else target.tolist()})"
         want = ref.grad_cam(model, x, target)
-        model.zero_grad(set_to_none=True)
-        got = call(fn, model, x.clone(), target)
-        if isinstance(got, torch.Tensor) and got.requires_grad:
-            got = got.detach()
+        mine = S.make(fixture, state=model.state_dict(), mode="eval")
+        got = S.call(mine, x.clone(), target)
         expect_tensor(got, want, label, atol=1e-4, rtol=1e-3, hints=_cam_hints(model, x, target))
     return f"{len(cases)} maps match the reference Grad-CAM"
 
 
 @task_check("upsample_cam")
-def upsample_cam(fn, hidden: bool = False):
+def upsample_cam(S, hidden: bool, rng: random.Random):
     """``fn(cam, size)`` -> [B, H, W]: bilinear upsampling of [B, h, w] maps (align_corners=False)."""
-    require_callable(fn, "upsample_cam")
-    g = torch.Generator().manual_seed(18)
+    require_callable(S, "upsample_cam")
+    g = torch.Generator().manual_seed(rng.randrange(2**31) if hidden else 18)
     cases = [(torch.rand(2, 4, 4, generator=g), 16), (torch.rand(1, 7, 7, generator=g), (28, 28))]
     if hidden:
-        cases += [(torch.rand(3, 2, 5, generator=g), (9, 20)), (torch.rand(1, 1, 1, generator=g), 5)]
+        cases += [(torch.rand(3, 2, 5, generator=g), (9, 20)), (torch.rand(1, 1, 1, generator=g), 5),
+                  (torch.rand(2, rng.randint(1, 9), rng.randint(1, 9), generator=g), (rng.randint(1, 40), rng.randint(1, 40)))]
     for cam, size in cases:
         label = f"upsample_cam(cam {fmt_shape(cam)}, size={size})"
-        got = call(fn, cam.clone(), size)
+        got = S.call(cam.clone(), size)
         want = ref.upsample_cam(cam, size)
         shaped = (size, size) if isinstance(size, int) else size
         nearest = F.interpolate(cam[:, None], size=shaped, mode="nearest")[:, 0]

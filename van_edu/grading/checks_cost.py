@@ -4,31 +4,29 @@ from __future__ import annotations
 import math
 import random
 
-import torch
-from torch import nn
-
+from . import fixtures
 from . import reference as ref
-from ._core import call, expect_number, expect_tensor, require_callable, task_check
+from ._core import expect_number, expect_tensor, randn, require_callable, task_check
 
 __all__ = ["attention", "attention_macs", "lka_macs", "count_parameters"]
 
 
-def _randn(*shape, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
-    return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
 @task_check("attention")
-def attention(fn, hidden: bool = False):
+def attention(S, hidden: bool, rng: random.Random):
     """``fn(q, k, v)`` = softmax(q k^T / sqrt(D)) v over the last two dimensions."""
-    require_callable(fn, "attention")
+    require_callable(S, "attention")
     cases = [((2, 5, 8), (2, 5, 8), (2, 5, 8), 1.0), ((2, 4, 6), (2, 7, 6), (2, 7, 3), 1.0)]
     if hidden:
         cases += [((2, 3, 9, 16), (2, 3, 11, 16), (2, 3, 11, 4), 1.0),  # heads as a batch dimension
                   ((1, 6, 4), (1, 6, 4), (1, 6, 4), 30.0)]              # large scores: softmax must be stable
+        n, m, dim = rng.randint(1, 12), rng.randint(1, 12), rng.randint(1, 16)
+        cases.append(((3, n, dim), (3, m, dim), (3, m, rng.randint(1, 8)), 1.0))
     for i, (qs, ks, vs, scale) in enumerate(cases):
-        q, k, v = _randn(*qs, seed=i, scale=scale), _randn(*ks, seed=10 + i, scale=scale), _randn(*vs, seed=20 + i)
+        seeds = [rng.randrange(2**31) for _ in range(3)] if hidden else [i, 10 + i, 20 + i]
+        q, k, v = (randn(*qs, seed=seeds[0], scale=scale), randn(*ks, seed=seeds[1], scale=scale),
+                   randn(*vs, seed=seeds[2]))
         label = f"attention(q {list(qs)}, k {list(ks)}, v {list(vs)})"
-        got = call(fn, q.clone(), k.clone(), v.clone())
+        got = S.call(q.clone(), k.clone(), v.clone())
         want = ref.attention(q, k, v)
         scores = q @ k.transpose(-2, -1)
         expect_tensor(got, want, label, hints={
@@ -39,20 +37,20 @@ def attention(fn, hidden: bool = False):
     return "matches softmax(q k^T / sqrt(D)) v" + (", with heads and large scores" if hidden else "")
 
 
-def _side_cases(hidden: bool, seed: int):
+def _side_cases(hidden: bool, rng: random.Random):
     cases = [(14, 14, 64), (56, 56, 32), (7, 7, 512), (1, 1, 1)]
     if hidden:
-        rng = random.Random(seed)
         cases += [(rng.randint(1, 80), rng.randint(1, 80), rng.randint(1, 768)) for _ in range(30)]
     return cases
 
 
 @task_check("attention_macs")
-def attention_macs(fn, hidden: bool = False):
+def attention_macs(S, hidden: bool, rng: random.Random):
     """``fn(height, width, dim)``: multiply-adds of global self-attention, 4 N C^2 + 2 N^2 C."""
-    require_callable(fn, "attention_macs")
-    for h, w, c in _side_cases(hidden, 17):
-        got = call(fn, h, w, c)
+    require_callable(S, "attention_macs")
+    cases = _side_cases(hidden, rng)
+    for (h, w, c), out in zip(cases, S.call_all([((h, w, c), {}) for h, w, c in cases])):
+        got = S.unwrap(out)
         want = ref.attention_macs(h, w, c)
         n = h * w
         hint = ""
@@ -67,19 +65,19 @@ def attention_macs(fn, hidden: bool = False):
 
 
 @task_check("lka_macs")
-def lka_macs(fn, hidden: bool = False):
+def lka_macs(S, hidden: bool, rng: random.Random):
     """``fn(height, width, dim, kernel_size=21, dilation=3)``: Eq. (4), P(K, d) H W."""
-    require_callable(fn, "lka_macs")
-    cases = [(h, w, c, None, None) for h, w, c in _side_cases(hidden, 18)]
+    require_callable(S, "lka_macs")
+    cases = [(h, w, c, None, None) for h, w, c in _side_cases(hidden, rng)]
     cases += [(14, 14, 64, 7, 2), (8, 8, 16, 28, 4)]
     if hidden:
-        rng = random.Random(19)
         for _ in range(20):
             k = rng.randint(2, 40)
             cases.append((rng.randint(1, 60), rng.randint(1, 60), rng.randint(1, 512), k, rng.randint(1, k)))
-    for h, w, c, k, d in cases:
+    calls = [((h, w, c), {} if k is None else {"kernel_size": k, "dilation": d}) for h, w, c, k, d in cases]
+    for (h, w, c, k, d), out in zip(cases, S.call_all(calls)):
         kw = {} if k is None else {"kernel_size": k, "dilation": d}
-        got = call(fn, h, w, c, **kw)
+        got = S.unwrap(out)
         want = ref.lka_macs(h, w, c, **kw)
         label = f"lka_macs({h}, {w}, {c}" + "".join(f", {a}={v}" for a, v in kw.items()) + ")"
         hint = ""
@@ -89,35 +87,22 @@ def lka_macs(fn, hidden: bool = False):
     return "Eq. (4) on " + str(len(cases)) + " sizes and kernels"
 
 
-class _Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3)
-        self.norm = nn.BatchNorm2d(8)
-        self.head = nn.Linear(8, 10)
-        self.scale = nn.Parameter(torch.ones(8))
-
-
 @task_check("count_parameters")
-def count_parameters(fn, hidden: bool = False):
+def count_parameters(S, hidden: bool, rng: random.Random):
     """``fn(model, trainable_only=False)``: the number of parameters (elements, not tensors)."""
-    require_callable(fn, "count_parameters")
-    from ..models import create_model
-
-    models = [("nn.Linear(10, 5)", nn.Linear(10, 5)), ("a small conv net", _Tiny())]
+    require_callable(S, "count_parameters")
+    models = [("nn.Linear(10, 5)", "linear_10_5"), ("a small conv net", "tiny_conv")]
     if hidden:
-        with torch.device("meta"):
-            models.append(("van_b0", create_model("van_b0")))
-        frozen = _Tiny()
-        frozen.conv.requires_grad_(False)
-        models.append(("a conv net with a frozen conv", frozen))
-    for name, model in models:
+        models += [("van_b0", "van_b0_meta"), ("a conv net with a frozen conv", "tiny_conv_frozen")]
+    for name, fixture in models:
+        model = fixtures.build(fixture)
+        mine = S.make(fixture)
         want = ref.count_parameters(model)
-        got = call(fn, model)
+        got = S.call(mine)
         hint = f" (count elements, p.numel(), not tensors: that gives {len(list(model.parameters()))})" \
             if got == len(list(model.parameters())) else ""
         expect_number(got, want, f"count_parameters({name})", hint=hint)
-        got = call(fn, model, trainable_only=True)
+        got = S.call(mine, trainable_only=True)
         expect_number(got, ref.count_parameters(model, trainable_only=True),
                       f"count_parameters({name}, trainable_only=True) (count only parameters with requires_grad)")
     return "exact counts" + (" including van_b0 (4,105,800)" if hidden else "")

@@ -1,6 +1,8 @@
 """Checks of exercise set 02 (the LKA module): depth-wise convs, the composed kernel, LKA, Attention."""
 from __future__ import annotations
 
+import random
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -8,11 +10,11 @@ from torch import nn
 from . import reference as ref
 from ._core import (
     CheckFailed,
-    call,
     expect_tensor,
     fmt_shape,
     load_reference_state,
     module_signature_mismatch,
+    randn,
     require_callable,
     seeded,
     task_check,
@@ -21,51 +23,63 @@ from ._core import (
 __all__ = ["depthwise_conv", "effective_kernel", "lka_module", "attention_module"]
 
 
-def _randn(*shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+def _seed(rng: random.Random) -> int:
+    return rng.randrange(2**31)
+
+
+def _randomize(module: nn.Module, seed: int) -> nn.Module:
+    """Weights drawn from ``seed`` (biases too), so that no two runs share them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return module
 
 
 @task_check("depthwise_conv")
-def depthwise_conv(fn, hidden: bool = False):
+def depthwise_conv(S, hidden: bool, rng: random.Random):
     """``fn(channels, kernel, dilation)`` -> an ``nn.Conv2d`` that is depth-wise and keeps the size."""
-    require_callable(fn, "depthwise_conv")
+    require_callable(S, "depthwise_conv")
     cases = [(4, 5, 1), (4, 7, 3), (6, 3, 2)]
     if hidden:
         cases += [(3, 9, 1), (5, 5, 4), (8, 3, 3), (2, 11, 2)]
+        cases += [(rng.randint(1, 8), rng.randrange(1, 12, 2), rng.randint(1, 4)) for _ in range(3)]
     for c, k, d in cases:
         label = f"depthwise_conv({c}, {k}, {d})"
-        with seeded(1):
-            conv = call(fn, c, k, d)
-        if not isinstance(conv, nn.Conv2d):
-            raise CheckFailed(f"{label}: expected an nn.Conv2d, got {type(conv).__name__}")
-        reference = ref.depthwise_conv(c, k, d)
-        problem = module_signature_mismatch(conv, reference)
+        conv = S.call(c, k, d, _seed=1)
+        if not (getattr(conv, "module", False) and S.describe(conv, label)["is_conv2d"]):
+            raise CheckFailed(f"{label}: expected an nn.Conv2d, got {getattr(conv, 'type', type(conv).__name__)}")
+        reference = _randomize(ref.depthwise_conv(c, k, d), _seed(rng) if hidden else c + k)
+        problem = module_signature_mismatch(S.describe(conv, label)["convs"], reference)
         if problem:
             if "groups" in problem:
                 problem += " (depth-wise: one filter per channel, groups = channels)"
             elif "padding" in problem:
                 problem += " (to keep the size, pad by d (k - 1) / 2)"
             raise CheckFailed(f"{label}: {problem}")
-        x = _randn(2, c, 13, 13, seed=c + k)
-        out = call(conv, x, _name=label)
-        if tuple(out.shape) != tuple(x.shape):
+        x = randn(2, c, 13, 13, seed=_seed(rng) if hidden else c + k)
+        out = S.forward(conv, x, label=label)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
             raise CheckFailed(f"{label}: input {fmt_shape(x)} gave {fmt_shape(out)}; expected the same shape")
-        conv.load_state_dict(reference.state_dict())
-        expect_tensor(conv(x), reference(x), f"{label} on {fmt_shape(x)}")
+        S.load_state(conv, reference.state_dict(), label)
+        with torch.no_grad():
+            expect_tensor(S.forward(conv, x, label=label), reference(x), f"{label} on {fmt_shape(x)}")
     return f"{len(cases)} depth-wise convolutions keep the size"
 
 
 @task_check("effective_kernel")
-def effective_kernel(fn, hidden: bool = False):
+def effective_kernel(S, hidden: bool, rng: random.Random):
     """``fn(w_dw, w_dwd, dilation)`` -> the single kernel equal to the two depth-wise convs in a row."""
-    require_callable(fn, "effective_kernel")
+    require_callable(S, "effective_kernel")
     cases = [(5, 7, 3), (3, 4, 2), (3, 3, 1)]
     if hidden:
         cases += [(7, 7, 4), (5, 5, 3), (1, 5, 2), (3, 2, 2)]
+        cases += [(rng.randint(1, 7), rng.randint(1, 7), rng.randint(1, 4)) for _ in range(2)]
     for i, (k1, k2, d) in enumerate(cases):
-        a, b = _randn(k1, k1, seed=10 + i), _randn(k2, k2, seed=20 + i)
+        s1, s2 = (_seed(rng), _seed(rng)) if hidden else (10 + i, 20 + i)
+        a, b = randn(k1, k1, seed=s1), randn(k2, k2, seed=s2)
         label = f"effective_kernel(w_dw {k1}x{k1}, w_dwd {k2}x{k2}, dilation={d})"
-        got = call(fn, a.clone(), b.clone(), d)
+        got = S.call(a.clone(), b.clone(), d)
         want = ref.effective_kernel(a, b, d)
         side = k1 + d * (k2 - 1)
         if isinstance(got, torch.Tensor) and tuple(got.shape) != (side, side):
@@ -77,7 +91,7 @@ def effective_kernel(fn, hidden: bool = False):
             "the result is flipped: chaining two cross-correlations convolves the kernels": want.flip(0, 1),
         })
         if hidden:  # the defining property, on an image
-            x = _randn(1, 1, 40, 40, seed=30 + i)  # no padding: zero-padding between the convs changes the borders
+            x = randn(1, 1, 40, 40, seed=30 + i)  # no padding: zero-padding between the convs changes the borders
             two = F.conv2d(F.conv2d(x, a[None, None]), b[None, None], dilation=d)
             one = F.conv2d(x, got[None, None].to(x.dtype))
             if two.shape == one.shape:
@@ -93,44 +107,48 @@ def _lka_hints(reference: nn.Module, x: torch.Tensor) -> dict:
 
 
 @task_check("lka_module")
-def lka_module(cls, hidden: bool = False):
+def lka_module(S, hidden: bool, rng: random.Random):
     """``cls(dim, kernel_size=21, dilation=3)``: LKA with ``conv0``, ``conv_spatial``, ``conv1``."""
-    require_callable(cls, "LKA")
+    require_callable(S, "LKA")
     cases = [(8, None, None, 16), (4, 21, 3, 30)]
     if hidden:
         cases += [(4, 7, 2, 12), (6, 14, 3, 15), (3, 28, 4, 20)]
     for i, (dim, k, d, side) in enumerate(cases):
         kw = {} if k is None else {"kernel_size": k, "dilation": d}
         label = f"LKA({dim}" + "".join(f", {a}={v}" for a, v in kw.items()) + ")"
+        mine = S.call(dim, _name="LKA", _seed=2, **kw)
         with seeded(2):
-            mine = call(cls, dim, _name="LKA", **kw)
             reference = ref.LKA(dim, **kw)
-        load_reference_state(mine, reference, label)
-        problem = module_signature_mismatch(mine, reference)
+        if hidden:
+            _randomize(reference, _seed(rng))
+        desc = load_reference_state(S, mine, reference, label)
+        problem = module_signature_mismatch(desc["convs"], reference)
         if problem:
             raise CheckFailed(f"{label}: {problem}")
-        x = _randn(2, dim, side, side, seed=40 + i)
+        x = randn(2, dim, side, side, seed=_seed(rng) if hidden else 40 + i)
         with torch.no_grad():
-            got = call(mine, x.clone(), _name=label)
+            got = S.forward(mine, x.clone(), label=label)
             want = reference(x)
             expect_tensor(got, want, f"{label} on input {fmt_shape(x)}", hints=_lka_hints(reference, x))
     return f"{len(cases)} configurations match the reference LKA"
 
 
 @task_check("attention_module")
-def attention_module(cls, hidden: bool = False):
+def attention_module(S, hidden: bool, rng: random.Random):
     """``cls(dim)``: proj_1 (1x1), GELU, LKA (``spatial_gating_unit``), proj_2 (1x1), plus the input."""
-    require_callable(cls, "Attention")
+    require_callable(S, "Attention")
     sides = [(8, 12)] + ([(16, 9), (3, 24)] if hidden else [])
     for i, (dim, side) in enumerate(sides):
         label = f"Attention({dim})"
+        mine = S.call(dim, _name="Attention", _seed=3)
         with seeded(3):
-            mine = call(cls, dim, _name="Attention")
             reference = ref.Attention(dim)
-        load_reference_state(mine, reference, label)
-        x = _randn(2, dim, side, side, seed=50 + i)
+        if hidden:
+            _randomize(reference, _seed(rng))
+        load_reference_state(S, mine, reference, label)
+        x = randn(2, dim, side, side, seed=_seed(rng) if hidden else 50 + i)
         with torch.no_grad():
-            got = call(mine, x.clone(), _name=label)
+            got = S.forward(mine, x.clone(), label=label)
             want = reference(x)
             branch = reference.proj_2(reference.spatial_gating_unit(reference.activation(reference.proj_1(x))))
             no_act = reference.proj_2(reference.spatial_gating_unit(reference.proj_1(x))) + x

@@ -10,10 +10,10 @@ from torch import nn
 from . import reference as ref
 from ._core import (
     CheckFailed,
-    call,
     expect_tensor,
     fmt_shape,
     load_reference_state,
+    randn,
     require_callable,
     seeded,
     task_check,
@@ -22,30 +22,28 @@ from ._core import (
 __all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
 
 
-def _randn(*shape, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+def _seed(rng: random.Random, hidden: bool, default: int) -> int:
+    return rng.randrange(2**31) if hidden else default
 
 
 @task_check("drop_path")
-def drop_path(fn, hidden: bool = False):
+def drop_path(S, hidden: bool, rng: random.Random):
     """``fn(x, p, training)``: drop whole samples with probability p, rescale the rest by 1/(1-p)."""
-    require_callable(fn, "drop_path")
-    x = _randn(4, 3, 5, 5, seed=1)
+    require_callable(S, "drop_path")
+    x = randn(4, 3, 5, 5, seed=_seed(rng, hidden, 1))
     for p, training in ((0.5, False), (0.0, True)):
-        with seeded(5):
-            out = call(fn, x.clone(), p, training)
+        out = S.call(x.clone(), p, training, _seed=5)
         what = "in evaluation mode (training=False)" if not training else "with p=0"
         expect_tensor(out, x, f"drop_path(x, p={p}, training={training}): {what} the input must come back unchanged")
     cases = [((4000, 3, 2, 2), 0.25, torch.float32)]
     if hidden:
-        cases += [((4000, 6), 0.6, torch.float64), ((3000, 2, 4), 0.1, torch.float32)]
+        cases += [((4000, 6), 0.6, torch.float64), ((3000, 2, 4), round(rng.uniform(0.05, 0.5), 2), torch.float32)]
     for shape, p, dtype in cases:
-        x = _randn(*shape, seed=2, dtype=dtype)
-        before = x.clone()
-        with seeded(6):
-            out = call(fn, x, p, True)
+        x = randn(*shape, seed=_seed(rng, hidden, 2), dtype=dtype)
+        out, after = S.call(x, p, True, _seed=_seed(rng, hidden, 6), _args_after=True)
         label = f"drop_path(x {list(shape)}, p={p}, training=True)"
-        if not torch.equal(x, before):
+        if not (isinstance(after, list) and after and isinstance(after[0], torch.Tensor)
+                and torch.equal(after[0], x)):
             raise CheckFailed(f"{label} changed its input in place; return a new tensor")
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
             raise CheckFailed(f"{label}: expected a tensor of shape {list(shape)}, got {fmt_shape(out)}")
@@ -72,46 +70,50 @@ def drop_path(fn, hidden: bool = False):
 
 
 @task_check("overlap_patch_embed")
-def overlap_patch_embed(cls, hidden: bool = False):
+def overlap_patch_embed(S, hidden: bool, rng: random.Random):
     """``cls(in_chans, embed_dim, kernel, stride)``: a strided conv (padding kernel // 2), then BatchNorm."""
-    require_callable(cls, "OverlapPatchEmbed")
+    require_callable(S, "OverlapPatchEmbed")
     cases = [(3, 8, 7, 4, 224), (8, 16, 3, 2, 15), (1, 4, 3, 1, 28)]
     if hidden:
         cases += [(2, 6, 5, 2, 33), (4, 8, 7, 4, 31), (3, 5, 3, 2, 8)]
+        cases += [(rng.randint(1, 4), rng.randint(2, 9), k, s, rng.randint(8, 40))
+                  for k, s in (rng.choice([(7, 4), (3, 2), (5, 2), (3, 1)]) for _ in range(2))]
     for i, (cin, dim, k, s, side) in enumerate(cases):
         label = f"OverlapPatchEmbed({cin}, {dim}, kernel={k}, stride={s})"
+        mine = S.call(cin, dim, k, s, _name="OverlapPatchEmbed", _seed=7)
         with seeded(7):
-            mine = call(cls, cin, dim, k, s, _name="OverlapPatchEmbed")
             reference = ref.OverlapPatchEmbed(cin, dim, k, s)
-        x = _randn(2, cin, side, side, seed=60 + i)
+        _randomize_norms(reference, _seed(rng, hidden, 60 + i))
+        x = randn(2, cin, side, side, seed=_seed(rng, hidden, 60 + i))
         want = reference(x)
-        got = call(mine, x, _name=label)
+        if not getattr(mine, "module", False):
+            raise CheckFailed(f"{label}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
+        got = S.forward(mine, x, label=label, copy=True)
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             raise CheckFailed(f"{label} on input {fmt_shape(x)}: expected output shape {fmt_shape(want)} "
                               f"(side ({side} + 2*{k // 2} - {k}) // {s} + 1 = {want.shape[-1]}), "
                               f"got {fmt_shape(got)}; pad by kernel // 2 = {k // 2}")
-        load_reference_state(mine, reference, label)
+        load_reference_state(S, mine, reference, label)
         with torch.no_grad():
             for mode in ("train", "eval"):
-                mine.train(mode == "train")
                 reference.train(mode == "train")
-                expect_tensor(call(mine, x, _name=label), reference(x), f"{label} in {mode} mode on {fmt_shape(x)}",
+                expect_tensor(S.forward(mine, x, label=label, mode=mode), reference(x),
+                              f"{label} in {mode} mode on {fmt_shape(x)}",
                               hints={"apply the BatchNorm (self.norm) after the convolution": reference.proj(x)})
     return f"{len(cases)} embeddings give the reference's shapes and values"
 
 
 @task_check("stage_sizes")
-def stage_sizes(fn, hidden: bool = False):
+def stage_sizes(S, hidden: bool, rng: random.Random):
     """``fn(image_size, stem_kernel=7, stem_stride=4, num_stages=4)`` -> the side after each stage."""
-    require_callable(fn, "stage_sizes")
+    require_callable(S, "stage_sizes")
     cases = [((224,), {}), ((32,), {}), ((28, 3, 1, 3), {}), ((225,), {})]
     if hidden:
-        rng = random.Random(15)
         for _ in range(40):
             k, s = rng.choice([(7, 4), (3, 1), (3, 2), (5, 2)])
             cases.append(((rng.randint(8, 400), k, s, rng.randint(1, 5)), {}))
-    for args, kw in cases:
-        got = call(fn, *args, **kw)
+    for (args, kw), out in zip(cases, S.call_all(cases)):
+        got = S.unwrap(out)
         want = ref.stage_sizes(*args, **kw)
         label = f"stage_sizes{tuple(args)}"
         if not isinstance(got, (list, tuple)) or len(got) != len(want):
@@ -131,16 +133,15 @@ def stage_sizes(fn, hidden: bool = False):
 
 
 @task_check("drop_path_rates")
-def drop_path_rates(fn, hidden: bool = False):
+def drop_path_rates(S, hidden: bool, rng: random.Random):
     """``fn(total, depths)`` -> per-stage lists of rates rising linearly from 0 to ``total`` over all blocks."""
-    require_callable(fn, "drop_path_rates")
+    require_callable(S, "drop_path_rates")
     cases = [(0.1, [3, 3, 5, 2]), (0.0, [2, 2]), (0.2, [1])]
     if hidden:
-        rng = random.Random(16)
         cases += [(round(rng.random() * 0.5, 3), [rng.randint(1, 6) for _ in range(rng.randint(1, 5))])
                   for _ in range(30)]
-    for total, depths in cases:
-        got = call(fn, total, list(depths))
+    for (total, depths), out in zip(cases, S.call_all([((total, list(depths)), {}) for total, depths in cases])):
+        got = S.unwrap(out)
         want = ref.drop_path_rates(total, depths)
         label = f"drop_path_rates({total}, {depths})"
         if not isinstance(got, (list, tuple)) or [len(g) if hasattr(g, "__len__") else -1 for g in got] != depths:
@@ -157,6 +158,18 @@ def drop_path_rates(fn, hidden: bool = False):
                     hint = " (the rates rise over the whole network; they do not restart at 0 in every stage)"
                 raise CheckFailed(f"{label}: block {j} (counting over all stages) should get {w:.6g}, got {g:.6g}{hint}")
     return f"{len(cases)} networks"
+
+
+def _randomize_norms(module: nn.Module, seed: int) -> None:
+    """BatchNorm statistics and affine parameters drawn from ``seed``, far from their initial values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.copy_(0.3 * torch.randn(bn.running_mean.shape, generator=g))
+                bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=g))
+                bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=g))
+                bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=g))
 
 
 def _randomize(block: nn.Module, seed: int) -> None:
@@ -199,56 +212,53 @@ def _block_hints(reference, x) -> dict:
 
 
 @task_check("van_block")
-def van_block(cls, hidden: bool = False):
+def van_block(S, hidden: bool, rng: random.Random):
     """``cls(dim, mlp_ratio=4.0, drop_path=0.0, layer_scale_init=1e-2)``: the VAN block."""
-    require_callable(cls, "Block")
+    require_callable(S, "Block")
     dim, ratio, side = 8, 4.0, 8
-    inits = [1e-2] + ([0.5] if hidden else [])
+    inits = [1e-2] + ([round(rng.uniform(0.1, 0.9), 3)] if hidden else [])
     for init in inits:
         kw = {"mlp_ratio": ratio, "drop_path": 0.0}
         if init != 1e-2:
             kw["layer_scale_init"] = init
         label = f"Block({dim}, " + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
-        with seeded(8):
-            mine = call(cls, dim, _name="Block", **kw)
+        mine = S.call(dim, _name="Block", _seed=8, **kw)
+        if not getattr(mine, "module", False):
+            raise CheckFailed(f"{label}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
         for name in ("layer_scale_1", "layer_scale_2"):
-            p = getattr(mine, name, None)
+            p = S.attr(mine, name, label)
             if not isinstance(p, nn.Parameter):
                 raise CheckFailed(f"{label}: expected a learnable nn.Parameter {name} of shape [{dim}], "
-                                  f"got {type(p).__name__}")
-            if tuple(p.shape) != (dim,) or not torch.allclose(p.detach(), torch.full((dim,), init)):
+                                  f"got {getattr(p, 'type', type(p).__name__)}")
+            if tuple(p.shape) != (dim,) or not torch.allclose(p.detach().float(), torch.full((dim,), init)):
                 raise CheckFailed(f"{label}: {name} should have shape [{dim}] and start at layer_scale_init "
                                   f"= {init}; got shape {fmt_shape(p)} with values {p.detach().flatten()[:3].tolist()}")
+    mine = S.call(dim, _name="Block", _seed=9, mlp_ratio=ratio, drop_path=0.0)
     with seeded(9):
-        mine = call(cls, dim, _name="Block", mlp_ratio=ratio, drop_path=0.0)
         reference = ref.Block(dim, ratio, drop_path=0.0)
-    _randomize(reference, seed=9)
+    _randomize(reference, seed=_seed(rng, hidden, 9))
     label = f"Block({dim}, mlp_ratio={ratio})"
-    load_reference_state(mine, reference, label)
-    x = _randn(4, dim, side, side, seed=70)
+    load_reference_state(S, mine, reference, label)
+    x = randn(4, dim, side, side, seed=_seed(rng, hidden, 70))
     with torch.no_grad():
-        mine.eval()
         reference.eval()
-        expect_tensor(call(mine, x, _name=label), reference(x), f"{label} in eval mode on {fmt_shape(x)}",
-                      hints=_block_hints(reference, x))
-        m2, r2 = copy.deepcopy(mine).train(), copy.deepcopy(reference).train()
-        expect_tensor(call(m2, x, _name=label), r2(x), f"{label} in training mode (BatchNorm on batch statistics)")
+        expect_tensor(S.forward(mine, x, label=label, mode="eval"), reference(x),
+                      f"{label} in eval mode on {fmt_shape(x)}", hints=_block_hints(reference, x))
+        r2 = copy.deepcopy(reference).train()
+        expect_tensor(S.forward(mine, x, label=label, mode="train", copy=True), r2(x),
+                      f"{label} in training mode (BatchNorm on batch statistics)")
     p = 0.5
-    with seeded(10):
-        dropping = call(cls, dim, _name="Block", mlp_ratio=ratio, drop_path=p)
+    dropping = S.call(dim, _name="Block", _seed=10, mlp_ratio=ratio, drop_path=p)
     label = f"Block({dim}, mlp_ratio={ratio}, drop_path={p})"
-    load_reference_state(dropping, reference, label)
-    xs = _randn(48, dim, side, side, seed=71)
+    load_reference_state(S, dropping, reference, label)
+    xs = randn(48, dim, side, side, seed=_seed(rng, hidden, 71))
     with torch.no_grad():
-        dropping.eval()
         reference.eval()
-        expect_tensor(call(dropping, xs, _name=label), reference(xs),
+        expect_tensor(S.forward(dropping, xs, label=label, mode="eval"), reference(xs),
                       f"{label} in eval mode: drop path must do nothing in evaluation")
-        dropping.train()
-        dropping.norm1.eval()  # BatchNorm on running statistics: every sample is then independent
-        dropping.norm2.eval()
-        with seeded(11):
-            out = call(dropping, xs, _name=label)
+        # BatchNorm on running statistics: every sample is then independent
+        out = S.forward(dropping, xs, label=label, mode="train", submodes={"norm1": "eval", "norm2": "eval"},
+                        seed=_seed(rng, hidden, 11))
         _check_drop_outcomes(out, xs, reference, p, label)
     return "layer scales, residuals and drop path match the reference block"
 

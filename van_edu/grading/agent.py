@@ -1,0 +1,273 @@
+"""The kernel's side of a check: run the learner's code on given inputs and report what it did.
+
+An :class:`Agent` executes one request at a time, a list of operations written by the check
+(call the learner's function, build a fixture, load weights, run a forward pass, read an
+attribute back, ...) and answers with their results, as data (:mod:`.wire`). It judges nothing
+and knows no answer: the inputs, the weights and the seeds come in with the request, the verdict
+is made by whoever sent it. The same agent serves the self-checks in a learner's notebook (in
+process) and the grader (in the learner's kernel, through files: :func:`serve`).
+
+Objects that are not data stay in the agent's table and travel as :class:`~.wire.Handle`.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import traceback
+
+import torch
+from torch import nn
+
+from . import fixtures, wire
+
+__all__ = ["Agent", "serve", "conv_description", "error_info"]
+
+
+def conv_description(module) -> dict:
+    """Each ``nn.Conv2d``'s hyper-parameters, by name: what a signature check compares."""
+    out = {}
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if isinstance(m.padding, str):
+                pad = (0, 0) if m.padding == "valid" else tuple(
+                    d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation))
+            else:
+                pad = tuple(m.padding)
+            out[name] = {"kernel_size": tuple(m.kernel_size), "stride": tuple(m.stride),
+                         "dilation": tuple(m.dilation), "padding": pad, "groups": m.groups,
+                         "bias": m.bias is not None}
+    return out
+
+
+def _blame(err: BaseException, default: str) -> str:
+    """The learner's function or method that raised (``LKA.__init__``), else ``default``."""
+    frame = None
+    for fr, _ in traceback.walk_tb(err.__traceback__):
+        if not fr.f_globals.get("__name__", "").startswith(("van_edu", "torch")):
+            frame = fr
+    if frame is None:
+        return default
+    name = frame.f_code.co_name
+    owner = frame.f_locals.get("self")
+    if owner is not None and not isinstance(owner, type):
+        name = f"{type(owner).__name__}.{name}"
+    return name if name != "<module>" else default
+
+
+def error_info(err: BaseException, default: str) -> dict:
+    """An exception as data: its type, message, who raised it, and whether it is a stub."""
+    last = None
+    for fr, _ in traceback.walk_tb(err.__traceback__):
+        last = fr
+    in_torch = last is not None and last.f_globals.get("__name__", "").startswith("torch")
+    try:
+        message = str(err)
+    except BaseException:  # a hostile __str__
+        message = "(the exception could not be printed)"
+    return {"error": type(err).__name__, "message": message[:500], "where": _blame(err, default),
+            "stub": isinstance(err, NotImplementedError) and not in_torch}
+
+
+class _NoSubject(NameError):
+    pass
+
+
+def _origin(obj) -> dict:
+    """Where a subject comes from: its module, and for a class the modules of its bases."""
+    try:
+        info = {"callable": callable(obj), "type": type(obj).__name__, "name": str(getattr(obj, "__name__", ""))[:80],
+                "module": str(getattr(obj, "__module__", "") or "")}
+        if inspect.isclass(obj):
+            info["bases"] = [f"{c.__module__}.{c.__qualname__}" for c in obj.__mro__[1:]]
+        return info
+    except BaseException:  # a hostile object
+        return {"callable": False, "type": "unknown", "module": ""}
+
+
+class Agent:
+    """Runs operations on the learner's namespace ``ns``; keeps non-data results as handles."""
+
+    def __init__(self, ns: dict):
+        self.ns = ns
+        self.objects: dict[int, object] = {}
+
+    # ---------------------------------------------------------------- values in and out
+    def _keep(self, obj) -> wire.Handle:
+        for key, known in self.objects.items():
+            if known is obj:
+                return wire.Handle(key, type(obj).__name__, isinstance(obj, nn.Module))
+        key = len(self.objects) + 1
+        self.objects[key] = obj
+        return wire.Handle(key, type(obj).__name__, isinstance(obj, nn.Module))
+
+    def _resolve(self, value):
+        if isinstance(value, wire.Handle):
+            if value.id not in self.objects:
+                raise KeyError(f"no object {value.id}")
+            return self.objects[value.id]
+        if isinstance(value, list):
+            return [self._resolve(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._resolve(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._resolve(v) for k, v in value.items()}
+        return value
+
+    def _export(self, value, depth: int = 0, names: dict | None = None):
+        """A result as data: tensors, numbers, containers; anything else becomes a handle.
+
+        With ``names`` (``id(parameter)`` -> :class:`~.wire.ParamRef`), a parameter of a module the
+        agent holds is sent as a reference to it rather than as its values.
+        """
+        if names is not None and isinstance(value, torch.Tensor) and id(value) in names:
+            return names[id(value)]
+        if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.Tensor)):
+            return value
+        if depth > 30:
+            return wire.Opaque("deep", "nested too deeply")
+        if type(value) in (list, tuple):
+            return type(value)(self._export(v, depth + 1, names) for v in value)
+        if type(value) is dict:
+            return {k if isinstance(k, (str, int, float, bool)) else repr(k)[:60]: self._export(v, depth + 1, names)
+                    for k, v in value.items()}
+        try:
+            import numpy as np
+            if isinstance(value, (np.ndarray, np.generic)) and value.dtype != object:
+                return torch.from_numpy(np.array(value))
+        except Exception:
+            pass
+        return self._keep(value)
+
+    def _param_names(self) -> dict:
+        names = {}
+        for key, obj in self.objects.items():
+            if isinstance(obj, nn.Module):
+                for n, p in obj.named_parameters():
+                    names.setdefault(id(p), wire.ParamRef(key, n))
+        return names
+
+    # ---------------------------------------------------------------- operations
+    def _target(self, op):
+        if "subject" in op:
+            name = op["subject"]
+            if name not in self.ns:
+                raise _NoSubject(f"name {name!r} is not defined")
+            return self.ns[name]
+        return self._resolve(op["target"])
+
+    def run(self, op: dict):
+        kind = op["op"]
+        label = op.get("label") or op.get("subject") or "your code"
+        if kind == "origin":
+            return _origin(self._target(op))
+        if kind == "make":
+            args = self._resolve(op.get("args", []))
+            with _seeded(op.get("seed", 0)):
+                obj = fixtures.build(op["fixture"], *args)
+            if op.get("state") is not None:
+                obj.load_state_dict(op["state"])
+            if op.get("mode"):
+                obj.train(op["mode"] == "train")
+            return self._keep(obj)
+        if kind == "observe":
+            return fixtures.observe(self._resolve(op["target"]), op["what"])
+        # from here on the learner's code runs: everything it raises is reported as data
+        try:
+            target = self._target(op)
+            if kind == "call":
+                args, kwargs = self._resolve(op.get("args", [])), self._resolve(op.get("kwargs", {}))
+                with _seeded(op.get("seed")):
+                    result = target(*args, **kwargs)
+                out = {"value": self._export(result, names=self._param_names() if op.get("param_refs") else None)}
+                if op.get("args_after"):
+                    out["args_after"] = self._export(list(args))
+                return out
+            if kind == "describe":
+                return {"value": self._describe(target)}
+            if kind == "attr":
+                return {"value": self._export(getattr(target, op["name"], _Missing))}
+            if kind == "load_state":
+                target.load_state_dict(op["state"])
+                return {"value": None}
+            if kind == "forward":
+                module = copy.deepcopy(target) if op.get("copy") else target
+                if op.get("mode"):
+                    module.train(op["mode"] == "train")
+                for sub, mode in (op.get("submodes") or {}).items():
+                    module.get_submodule(sub).train(mode == "train")
+                args = self._resolve(op.get("args", []))
+                with _seeded(op.get("seed")), torch.set_grad_enabled(bool(op.get("grad"))):
+                    result = module(*args)
+                return {"value": self._export(result)}
+        except _NoSubject as err:
+            return {"error": "NameError", "message": str(err), "where": "the subject", "stub": False}
+        except BaseException as err:  # the learner's code, whatever it raised
+            return error_info(err, label)
+        raise ValueError(f"unknown operation {kind!r}")
+
+    def _describe(self, obj) -> dict:
+        if not isinstance(obj, nn.Module):
+            return {"module": False, "type": type(obj).__name__}
+        return {"module": True, "type": type(obj).__name__, "is_conv2d": isinstance(obj, nn.Conv2d),
+                "convs": conv_description(obj),
+                "state": {k: list(v.shape) for k, v in obj.state_dict().items()}}
+
+    def handle(self, request: str) -> str:
+        """One request document in, one answer document out (a list: one result per operation)."""
+        ops = wire.loads(request)
+        answers = []
+        for op in ops:
+            try:
+                result = self.run(op)
+            except Exception as err:  # the check's request itself was wrong
+                result = {"error": type(err).__name__, "message": str(err)[:300], "where": "the check",
+                          "stub": False, "agent": True}
+            try:
+                answers.append(wire.dumps(result))
+            except BaseException as err:  # a result that is not data (a meta tensor, a hostile subclass)
+                answers.append(wire.dumps({"error": "WireError", "where": op.get("label") or "your code",
+                                           "message": f"the result could not be sent back: {err}"[:300],
+                                           "stub": False}))
+        return "[" + ",".join(answers) + "]"
+
+
+_Missing = wire.Opaque("missing", "no such attribute")
+
+
+class _seeded:
+    """torch's global generator seeded for a block (``seed=None``: untouched), restored after."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def __enter__(self):
+        if self.seed is not None:
+            self._fork = torch.random.fork_rng(devices=[])
+            self._fork.__enter__()
+            torch.manual_seed(int(self.seed))
+
+    def __exit__(self, *exc):
+        if self.seed is not None:
+            self._fork.__exit__(*exc)
+        return False
+
+
+def serve(ns: dict, request_path: str, answer_path: str) -> None:
+    """The grader's probe cell: answer the request in ``request_path`` into ``answer_path``."""
+    agent = ns.get("__van_edu_agent__")
+    if not isinstance(agent, Agent):
+        agent = ns["__van_edu_agent__"] = Agent(ns)
+    with open(request_path, encoding="utf-8") as f:
+        request = f.read()
+    os.remove(request_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        answer = agent.handle(request)
+    finally:
+        torch.set_num_threads(threads)
+    tmp = answer_path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(answer)
+    os.replace(tmp, answer_path)
