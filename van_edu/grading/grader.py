@@ -1,40 +1,53 @@
-"""The grader: run a learner's notebook in a fresh kernel, apply the source's tests, score each task.
+"""The grader: run a learner's notebook in its own box, ask it for its answers, judge them here.
 
 How a notebook is graded:
 
 1. Its exercise set is found (notebook metadata, then file name, then the ``grade_id``s it holds)
-   and the teacher's source is read from ``exercises/source/``.
-2. The learner's cells run in order in a fresh Python kernel (this interpreter), one by one, each
-   with a time limit; errors do not stop the run. Each test cell (nbgrader ``grade: true``) is
-   replaced by the source's test cell, hidden tests included, so a learner can neither edit nor
-   delete the tests; a task whose test cell is missing is tested at the end.
-3. A task scores its points when its test cell runs without an exception, within the time limit,
-   printing less than the output limit; otherwise 0, with the reason.
+   and the teacher's source is read from ``exercises/source/``. Every file is read into memory
+   before any learner code runs, so nothing a submission writes can change what is graded.
+2. A fresh kernel starts in a fresh temporary folder holding only a copy of the notebook, with
+   limits on memory, processes, file sizes and time, and (on Linux) Landlock's file, network and
+   signal rules (:mod:`.box`). The learner's cells run there in order, one by one; errors do not
+   stop the run. Test cells are not run in that kernel at all.
+3. Where each test cell stands (or at the end, for a test cell the learner deleted), the task's
+   check runs here, in the grader's process: it asks the kernel to call the learner's function or
+   module on inputs, weights and seeds drawn from a secret seed made for this run, gets the outputs
+   back as data (:mod:`.wire`), and compares them with the reference. The kernel never sees a
+   reference, an expected output, or the check's code; whatever the learner's code does there, it
+   can change only its own outputs.
+4. A task scores its points when its check passes; otherwise 0, with the reason. An answer that
+   imports or calls the course's own implementation of what the task asks for is flagged in the
+   report (``forbid_reference``: scored 0).
 
 Nothing a learner writes can crash the grader: exceptions, syntax errors and missing functions
 fail their task; an infinite loop is interrupted at the time limit (and, if it ignores the
 interrupt, the kernel is restarted and the earlier cells replayed without it); a crashed kernel
 is restarted the same way; output beyond the limit is dropped and fails the task that printed it.
 Shell escapes (``!pip ...``, ``%pip``) in learner cells are skipped: grade in an environment that
-already has the course installed. Learner code runs with your permissions, as in nbgrader:
-grade untrusted submissions in a container.
+already has the course installed.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
+import random
 import re
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
 from ..errors import VanEduError
+from ..fileio import atomic_write_text
+from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
 from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, tasks_of
-from .kernel import CellRun, run_cells
+from .check import CHECKS
+from .kernel import BoxedKernel, CellRun, KernelLost, Limits
 from .limits import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT
+from .provenance import reference_use
 
 __all__ = ["TaskResult", "GradeReport", "grade_notebook", "grade_folder", "DEFAULT_TIMEOUT",
            "DEFAULT_OUTPUT_LIMIT"]
@@ -54,6 +67,7 @@ class GradeReport:
     source: str
     tasks: list[TaskResult]
     cells: list = field(default_factory=list, repr=False)  # _CellRecord per executed cell
+    box: dict = field(default_factory=dict)                # the protections the kernel ran with
 
     @property
     def score(self) -> float:
@@ -65,7 +79,7 @@ class GradeReport:
 
     def to_json(self) -> dict:
         return {"notebook": self.notebook, "score": self.score, "max_score": self.max_score,
-                "tasks": [asdict(t) for t in self.tasks]}
+                "tasks": [asdict(t) for t in self.tasks], "box": self.box}
 
     def errors(self) -> list[tuple[int, str, str]]:
         """(cell number, exception name, message) of every cell that raised, timed out or crashed."""
@@ -97,17 +111,18 @@ def _num(x: float) -> str:
 class _Step:
     code: str
     kind: str            # "learner", "setup" or "test"
-    task: str | None     # the task a test cell tests, or a learner cell answers
+    task: str | None     # the task a test step checks, or a learner cell answers
     number: int | None   # 1-based cell number in the learner's notebook (None: appended test)
 
 
 @dataclass
 class _CellRecord(CellRun):
-    """A step's ``CellRun`` and where it came from."""
+    """A step's ``CellRun`` and where it came from (for a test step: the check's outcome)."""
 
     number: int | None = None
     kind: str = "learner"
     task: str | None = None
+    reason: str | None = None  # why a test step's check failed; None when it passed
 
 
 _SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$")
@@ -123,17 +138,17 @@ def _neutralize(code: str) -> str:
 
 
 def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
-    """The learner's cells, with the source's tests in place of theirs; returns the steps and the
-    tasks whose test cell the learner's notebook lacked (they are appended at the end)."""
+    """The learner's cells, with a check step where each of the source's test cells stands; returns
+    the steps and the tasks whose test cell the learner's notebook lacked (checked at the end)."""
     by_name = {t.name: t for t in tasks}
     steps, placed = [], set()
     for number, cell in enumerate(nb.cells, start=1):
-        if cell.cell_type != "code":
+        if cell.get("cell_type") != "code":
             continue
         gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if is_test_cell(cell) and gid in by_name:
             if gid not in placed:
-                steps.append(_Step(by_name[gid].test_code, "test", gid, number))
+                steps.append(_Step("", "test", gid, number))
                 placed.add(gid)
             continue
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
@@ -142,7 +157,7 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
     missing = {t.name for t in tasks} - placed
     for t in tasks:
         if t.name in missing:
-            steps.append(_Step(t.test_code, "test", t.name, None))
+            steps.append(_Step("", "test", t.name, None))
     following = None  # each learner cell answers the next task tested after it
     for step in reversed(steps):
         if step.kind == "test":
@@ -152,38 +167,49 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
     return steps, missing
 
 
+def check_of(task: Task):
+    """The check a source's test cell calls, and the name of the learner's object it checks.
+
+    The test cell reads ``check.<name>(<subject>, ...)``; the first such call is the task's check.
+    """
+    try:
+        tree = ast.parse(task.test_code)
+    except SyntaxError as err:
+        raise VanEduError(f"the source's test cell for {task.name} does not parse: {err}") from None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "check"
+                and node.func.attr in CHECKS and node.args and isinstance(node.args[0], ast.Name)):
+            return CHECKS[node.func.attr], node.args[0].id
+    raise VanEduError(f"the source's test cell for {task.name} calls none of the course's checks "
+                      f"(expected check.<task>(<your answer>) with one of {', '.join(sorted(CHECKS))})")
+
+
+def _judge(kernel: BoxedKernel, task: Task, secret: int) -> str | None:
+    """Run the task's check here, against the kernel; None when it passed, else the reason."""
+    check, subject = check_of(task)
+    session = Session(kernel.ask, subject)
+    rng = random.Random(f"{secret}:{task.name}")
+    try:
+        check.verdict(session, True, rng)
+    except _NotAnswered as err:
+        return f"not answered yet ({err} still raises NotImplementedError)"
+    except SubjectMissing as err:
+        return (f"{_first_line(str(err))}; the tests call `{err.name}` by name: did you rename or delete "
+                "it, or did the cell that defines it fail?")
+    except CheckFailed as err:
+        return _first_line(str(err), 500) or "the check failed"
+    except KernelLost as err:
+        return str(err)
+    except Exception as err:  # a bug in a check must not crash the grading of a class
+        return f"the check itself failed ({type(err).__name__}: {_first_line(str(err), 200)}); tell the teacher"
+    return None
+
+
 # --------------------------------------------------------------------------- scoring
 def _first_line(text: str, limit: int = 300) -> str:
     text = (text or "").strip().split("\n")[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _failure(rec: _CellRecord, task: str, timeout: int, output_limit: int) -> str | None:
-    """Why a test cell failed, for the learner; None when it passed."""
-    if rec.skipped:
-        return rec.skipped
-    if rec.timed_out:
-        return f"the tests timed out after {timeout} s (an infinite loop, or far too slow?)"
-    if rec.died:
-        return "the Python kernel died while testing (os._exit, a crash, or out of memory?)"
-    if rec.truncated:
-        return f"the tests printed more than {output_limit:,} characters; print less"
-    if rec.error is None:
-        return None
-    ename, evalue = rec.error
-    evalue = re.sub(r"\x1b\[[0-9;]*m", "", evalue)
-    if evalue.startswith(f"{task}: "):
-        evalue = evalue[len(task) + 2:]
-    if ename == "NotImplementedError":
-        return f"not answered yet ({_first_line(evalue)})"
-    if ename == "CheckFailed":
-        return _first_line(evalue, 500)
-    if ename == "NameError":
-        name = re.search(r"name '([^']+)'", evalue)
-        what = f"`{name.group(1)}`" if name else "it"
-        return (f"NameError: {_first_line(evalue)}; the tests call {what} by name: did you rename or delete "
-                "it, or did the cell that defines it fail?")
-    return f"{ename}: {_first_line(evalue)}"
 
 
 def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | None:
@@ -200,18 +226,24 @@ def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | 
 
 
 def _score(tasks: list[Task], records: list[_CellRecord], missing: set[str], timeout: int,
-           output_limit: int) -> list[TaskResult]:
+           output_limit: int, flagged: dict[str, str], forbid_reference: bool) -> list[TaskResult]:
     results = []
     for task in tasks:
         rec = next(r for r in records if r.kind == "test" and r.task == task.name)
-        reason = _failure(rec, task.name, timeout, output_limit)
+        reason = rec.skipped or rec.reason
         flooded = [r.number for r in records if r.kind == "learner" and r.task == task.name and r.truncated]
         if reason is None and flooded:
             reason = (f"your cell {flooded[0]} printed more than {output_limit:,} characters of output; "
                       "remove the printing loop")
+        used = flagged.get(task.name)
+        if reason is None and used and forbid_reference:
+            reason = f"your answer {used}; the task asks for your own implementation (--forbid-reference)"
         if reason is None:
-            results.append(TaskResult(task.name, task.points, task.points, "passed"))
+            note = f" (reference code: your answer {used})" if used else ""
+            results.append(TaskResult(task.name, task.points, task.points, "passed" + note))
             continue
+        if used and "forbid-reference" not in reason:
+            reason += f" (reference code: your answer {used})"
         note = _learner_note(records, task.name, timeout)
         if note and note.split(" raised ")[-1] not in reason:
             reason += f" ({note})"
@@ -232,60 +264,128 @@ def _sources(source_dir: Path | None) -> dict[str, Path]:
 
 
 def _grade_ids(nb) -> set[str]:
-    return {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells} - {None}
+    ids = set()
+    for c in nb.cells:
+        gid = (c.get("metadata", {}) or {}).get("nbgrader", {}) or {}
+        gid = gid.get("grade_id") if isinstance(gid, dict) else None
+        if isinstance(gid, str):
+            ids.add(gid)
+    return ids
 
 
-def find_source(nb, path: Path, sources: dict[str, Path]) -> Path:
-    """The source notebook a submission answers: by metadata, file name, then grade_ids."""
-    name = (nb.metadata.get("van_edu", {}) or {}).get("exercise_set") if nb is not None else None
-    if name in sources:
-        return sources[name]
+def find_source(nb, path: Path, sources: dict[str, Path], notebooks: dict | None = None) -> str:
+    """The exercise set (a key of ``sources``) a submission answers: by metadata, file name, then grade_ids."""
+    meta = nb.get("metadata", {}) if nb is not None else {}
+    name = (meta.get("van_edu", {}) or {}).get("exercise_set") if isinstance(meta, dict) else None
+    if isinstance(name, str) and name in sources:
+        return name
     if path.stem in sources:
-        return sources[path.stem]
+        return path.stem
     for stem in sorted(sources, key=len, reverse=True):
         if stem in path.stem:
-            return sources[stem]
+            return stem
     if nb is not None:
         ids = _grade_ids(nb)
-        overlap = {stem: len(ids & _grade_ids(nbformat.read(p, as_version=4))) for stem, p in sources.items()}
+        notebooks = notebooks or {stem: nbformat.read(p, as_version=4) for stem, p in sources.items()}
+        overlap = {stem: len(ids & _grade_ids(notebooks[stem])) for stem in sources}
         best = max(overlap, key=overlap.get)
         if overlap[best]:
-            return sources[best]
+            return best
     raise VanEduError(f"{path}: cannot tell which exercise set this is (known: {', '.join(sources)}); "
                       "keep the file name of the student copy")
 
 
 # --------------------------------------------------------------------------- public entry points
+def _read_notebook(text: str | None):
+    """(notebook, None) or (None, why it cannot be read) for a submission's text."""
+    if text is None:
+        return None, "the file could not be read"
+    try:
+        nb = nbformat.reads(text, as_version=4)
+        if not isinstance(nb.get("cells"), list) or not all(isinstance(c, dict) for c in nb.cells):
+            raise ValueError("it has no list of cells")
+        for cell in nb.cells:
+            if not isinstance(cell.get("source", ""), (str, list)):
+                raise ValueError("a cell's source is not text")
+    except Exception as err:  # not JSON, not a notebook: the learner's file, graded 0
+        return None, f"{type(err).__name__}: {_first_line(str(err), 200)}"
+    return nb, None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def grade_notebook(path, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                   output_limit: int = DEFAULT_OUTPUT_LIMIT, source=None) -> GradeReport:
+                   output_limit: int = DEFAULT_OUTPUT_LIMIT, source=None, *, limits: Limits | None = None,
+                   forbid_reference: bool = False, secret: int | None = None, text: str | None = None,
+                   sources: dict | None = None) -> GradeReport:
     """Grade one submitted notebook; never raises for the learner's mistakes.
 
     ``source`` (a path) forces the source notebook; otherwise it is looked up in ``source_dir``
-    (default ``exercises/source``).
+    (default ``exercises/source``). ``limits`` (default: ``timeout`` and ``output_limit`` with the
+    box's default sizes) bound the submission's kernel; ``secret`` seeds the hidden tests' inputs
+    (default: a fresh secret). ``text`` and ``sources`` are the submission's and the sources'
+    contents when the caller has already read them (a folder is read whole before grading starts).
     """
     path = Path(path)
-    if not path.is_file():
-        raise VanEduError(f"no such notebook: {path}")
-    nb, unreadable = None, None
-    try:
-        nb = nbformat.read(path, as_version=4)
-        if not isinstance(nb.get("cells"), list):
-            raise ValueError("it has no list of cells")
-    except Exception as err:  # not JSON, not a notebook: the learner's file, graded 0
-        nb, unreadable = None, f"{type(err).__name__}: {_first_line(str(err), 200)}"
-    src_path = Path(source) if source else find_source(nb, path, _sources(source_dir))
-    src = nbformat.read(src_path, as_version=4)
+    if text is None:
+        if not path.is_file():
+            raise VanEduError(f"no such notebook: {path}")
+        text = _read_text(path)
+    nb, unreadable = _read_notebook(text)
+    if sources is None:
+        sources = _load_sources([Path(source)] if source else _sources(source_dir).values())
+    if source:
+        src_path, src = Path(source), sources[Path(source).stem][1]
+    else:
+        try:
+            stem = find_source(nb, path, {k: v[0] for k, v in sources.items()}, {k: v[1] for k, v in sources.items()})
+        except VanEduError:
+            if nb is None:
+                raise VanEduError(f"{path}: not a Jupyter notebook ({unreadable})") from None
+            raise
+        src_path, src = sources[stem]
     tasks = tasks_of(src)
+    for task in tasks:
+        check_of(task)  # a source whose tests call no check is the teacher's problem: say so now
     if nb is None:
         return GradeReport(str(path), str(src_path),
                            [TaskResult(t.name, 0.0, t.points, f"the notebook could not be read ({unreadable})")
                             for t in tasks])
+    secret = secrets.randbits(64) if secret is None else secret
+    limits = limits or Limits(timeout=timeout, output_limit=output_limit)
     steps, missing = _plan(nb, tasks)
-    with tempfile.TemporaryDirectory(prefix="van-edu-grade-") as cwd:
-        runs = run_cells([s.code for s in steps], timeout, output_limit, cwd,
-                         replayable=[s.kind != "test" for s in steps])
-    records = [_CellRecord(**vars(run), number=s.number, kind=s.kind, task=s.task) for run, s in zip(runs, steps)]
-    return GradeReport(str(path), str(src_path), _score(tasks, records, missing, timeout, output_limit), records)
+    by_name = {t.name: t for t in tasks}
+    hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir()]
+    records = []
+    with BoxedKernel(path.name, text, limits, hide) as kernel:
+        for step in steps:
+            if step.kind == "test":
+                reason = _judge(kernel, by_name[step.task], secret)
+                records.append(_CellRecord(number=step.number, kind="test", task=step.task, reason=reason))
+            else:
+                run = kernel.run(step.code)
+                records.append(_CellRecord(**vars(run), number=step.number, kind=step.kind, task=step.task))
+        box = dict(kernel.protections)
+    flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks])
+    results = _score(tasks, records, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
+    return GradeReport(str(path), str(src_path), results, records, box)
+
+
+def _load_sources(paths) -> dict:
+    """``stem -> (path, notebook)`` for the teacher's sources, read now."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        try:
+            out[p.stem] = (p, nbformat.read(p, as_version=4))
+        except Exception as err:
+            raise VanEduError(f"cannot read the source notebook {p}: {type(err).__name__}: {err}") from None
+    return out
 
 
 def _submissions(folder: Path) -> dict[str, list[Path]]:
@@ -301,26 +401,34 @@ def _submissions(folder: Path) -> dict[str, list[Path]]:
 
 
 def grade_folder(folder, csv_path=None, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                 output_limit: int = DEFAULT_OUTPUT_LIMIT, progress=None) -> tuple[list[dict], list[GradeReport]]:
+                 output_limit: int = DEFAULT_OUTPUT_LIMIT, progress=None, *, limits: Limits | None = None,
+                 forbid_reference: bool = False) -> tuple[list[dict], list[GradeReport]]:
     """Grade every learner's notebooks; one CSV row per learner (written to ``csv_path`` if given).
 
+    Every submission and every source is read into memory before the first kernel starts, and
+    each notebook runs in its own box, so one learner's code can reach neither another's notebook
+    nor the CSV (written, atomically, at the end): the scores do not depend on the order.
     A learner's ``max_score`` counts every exercise set that anyone submitted, so a missing
     notebook scores 0 rather than shrinking the total.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise VanEduError(f"no such folder: {folder}")
-    sources = _sources(source_dir)
+    sources = _load_sources(_sources(source_dir).values())
     learners = _submissions(folder)
     if not learners:
         raise VanEduError(f"no notebooks (*.ipynb) under {folder}")
+    texts = {path: _read_text(path) for paths in learners.values() for path in paths}
+    secret = secrets.randbits(64)
     reports: list[GradeReport] = []
     per_learner: dict[str, dict[str, GradeReport]] = {}
     problems: dict[str, list[str]] = {}
     for learner, paths in learners.items():
         for path in paths:
             try:
-                report = grade_notebook(path, source_dir, timeout, output_limit)
+                report = grade_notebook(path, source_dir, timeout, output_limit, limits=limits,
+                                        forbid_reference=forbid_reference, secret=secret, text=texts[path],
+                                        sources=sources)
             except VanEduError as err:
                 problems.setdefault(learner, []).append(str(err))
                 continue
@@ -329,8 +437,8 @@ def grade_folder(folder, csv_path=None, source_dir=None, timeout: int = DEFAULT_
             if progress:
                 progress(learner, report)
     sets = sorted({stem for r in per_learner.values() for stem in r})
-    columns = [t.name for stem in sets for t in tasks_of(nbformat.read(sources[stem], as_version=4))]
-    max_total = sum(t.points for stem in sets for t in tasks_of(nbformat.read(sources[stem], as_version=4)))
+    columns = [t.name for stem in sets for t in tasks_of(sources[stem][1])]
+    max_total = sum(t.points for stem in sets for t in tasks_of(sources[stem][1]))
     rows = []
     for learner in learners:
         graded = per_learner.get(learner, {})
@@ -342,8 +450,22 @@ def grade_folder(folder, csv_path=None, source_dir=None, timeout: int = DEFAULT_
         row["notes"] = "; ".join(notes)
         rows.append(row)
     if csv_path:
-        Path(csv_path).write_text(rows_to_csv(rows), encoding="utf-8")
+        atomic_write_text(csv_path, rows_to_csv(rows))
     return rows, reports
+
+
+def box_summary(box: dict) -> str:
+    """The protections a submission's kernel ran with, in one line."""
+    parts = []
+    if box.get("memory_mb"):
+        parts.append(f"memory {box['memory_mb']} MiB")
+    parts.append(f"processes: {box['procs']}" if box.get("procs") else "processes: not limited (root without cgroups)")
+    abi = box.get("landlock", 0)
+    if abi:
+        parts.append(f"Landlock ABI {abi}: files" + (", network" if abi >= 4 else "") + (", signals" if abi >= 6 else ""))
+    else:
+        parts.append("no Landlock: files, network and signals not confined (use a container)")
+    return "; ".join(parts)
 
 
 def rows_to_csv(rows: list[dict]) -> str:
@@ -356,4 +478,4 @@ def rows_to_csv(rows: list[dict]) -> str:
 
 
 def write_json(obj, path) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")

@@ -1,23 +1,33 @@
-"""Running code cells in a fresh kernel so that nothing a learner writes can stop the run.
+"""A learner's kernel in its box: run their cells, and ask it questions whose answers are data.
 
-``run_cells`` executes cells one by one in a Python kernel (this interpreter, one thread) with
-nbclient, each with a time limit and a cap on the output kept:
+:class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient,
+through :mod:`.box` (memory, process and file limits, Landlock where Linux has it), in a fresh
+temporary folder of its own; the environment it gets names nothing of the grader's (its ``HOME``,
+caches and temporary files are inside the box).
 
-* an exception is recorded and the next cell runs (``allow_errors``);
-* a cell past its time limit is interrupted; if the kernel does not answer a probe within a few
-  seconds (the code swallowed the interrupt), or if the kernel dies (``os._exit``, a crash, out of
-  memory), a fresh kernel is started, the earlier cells are replayed without the culprit, and the
-  run goes on;
-* output beyond the cap is dropped (the first characters are kept) and the cell is flagged.
+* :meth:`~BoxedKernel.run` executes one cell with a time limit and a cap on the output kept: an
+  exception is recorded and the run goes on; a cell past its limit is interrupted, and if the
+  kernel does not answer a probe within a few seconds (the code swallowed the interrupt), or if it
+  died (``os._exit``, a crash, out of memory), a fresh kernel is started and the earlier cells are
+  replayed without the culprit;
+* :meth:`~BoxedKernel.ask` writes a request into the box, runs the agent's probe cell, and returns
+  the answer file's text, read as bytes with a size cap (never executed, never unpickled): the
+  check that sent the request judges it in the grader's process.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import secrets
+import shutil
+import stat
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from nbclient import NotebookClient
@@ -26,16 +36,40 @@ from nbclient.util import run_sync
 from nbformat.v4 import new_code_cell, new_notebook
 
 from ..errors import VanEduError
-from .limits import MAX_RESTARTS, PROBE_TIMEOUT
+from . import wire
+from .limits import (
+    DEFAULT_FILE_MB,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_NOTEBOOK_TIMEOUT,
+    DEFAULT_OUTPUT_LIMIT,
+    DEFAULT_PROCS,
+    DEFAULT_TIMEOUT,
+    MAX_RESTARTS,
+    PROBE_TIMEOUT,
+)
 
-__all__ = ["CellRun", "run_cells"]
+__all__ = ["CellRun", "Limits", "BoxedKernel", "KernelLost"]
 
-WARM_UP = "import torch, van_edu.grading.check  # the grader's own imports, outside the learner's time"
+WARM_UP = ("import torch, van_edu.grading.agent, van_edu.grading.fixtures  "
+           "# the grader's own imports, outside the learner's time")
 WARM_UP_TIMEOUT = 300
 
 _QUIET = logging.getLogger("van_edu.grading.kernel")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
+
+
+@dataclass
+class Limits:
+    """What one submission may use. Times in seconds; 0 switches a size limit off."""
+
+    timeout: int = DEFAULT_TIMEOUT                    # per cell (and per check's question)
+    notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT  # for the whole notebook, checks included
+    output_limit: int = DEFAULT_OUTPUT_LIMIT          # characters of output kept per cell
+    memory_mb: int = DEFAULT_MEMORY_MB                # address space of the kernel
+    procs: int = DEFAULT_PROCS                        # processes and threads
+    file_mb: int = DEFAULT_FILE_MB                    # size of one file written
+    landlock: bool = True                             # files, network and signals (Linux)
 
 
 @dataclass
@@ -50,23 +84,33 @@ class CellRun:
     stdout: str = ""
 
 
-class _ThisPython(KernelSpecManager):
-    """Kernels run in the grader's own interpreter, whatever kernelspecs the machine has."""
+class KernelLost(Exception):
+    """A question to the kernel got no answer: it timed out, or the kernel died (and was restarted)."""
+
+
+class _Restart(Exception):
+    pass
+
+
+class _BoxSpec(KernelSpecManager):
+    """Kernels run in the grader's own interpreter, through the box, whatever kernelspecs exist."""
+
+    argv: list = []
 
     def get_kernel_spec(self, kernel_name):
-        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                          display_name="Python 3 (grader)", language="python", resource_dir="")
+        return KernelSpec(argv=self.argv, display_name="Python 3 (grader box)", language="python", resource_dir="")
 
 
 class _Client(NotebookClient):
     """nbclient with a cap on the output kept per cell, in this interpreter."""
 
-    def __init__(self, nb, output_limit: int, **kw):
+    def __init__(self, nb, output_limit: int, spec: _BoxSpec, **kw):
         super().__init__(nb, **kw)
         self.output_task = None
         self.output_limit = output_limit
         self.output_used: dict[int, int] = {}
         self.truncated: set[int] = set()
+        self.spec = spec
 
     async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
         # nbclient leaves this task running after a cell times out, and it would then swallow the
@@ -75,7 +119,7 @@ class _Client(NotebookClient):
         return await super()._async_poll_output_msg(parent_msg_id, cell, cell_index)
 
     def create_kernel_manager(self):
-        self.km = self.kernel_manager_class(kernel_name="python3", kernel_spec_manager=_ThisPython(),
+        self.km = self.kernel_manager_class(kernel_name="python3", kernel_spec_manager=self.spec,
                                             config=self.config)
         return self.km
 
@@ -95,79 +139,281 @@ class _Client(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-class _Restart(Exception):
-    """The kernel died or ignored an interrupt: start a fresh one and replay the cells before."""
-
-
-def _kernel_env() -> dict:
-    # One thread: exercises use tiny tensors, and several threads only fight on a busy machine.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def run_cells(codes: list[str], timeout: int, output_limit: int, cwd: str,
-              replayable: list[bool] | None = None) -> list[CellRun]:
-    """Run ``codes`` in order in a fresh kernel; one ``CellRun`` per cell, never an exception from
-    the code itself. ``replayable[i]`` says whether cell ``i`` is re-run after a kernel restart."""
-    runs = [CellRun() for _ in codes]
-    replayable = replayable or [True] * len(codes)
-    never_again: set[int] = set()  # cells that killed or hung a kernel
-    done, restarts = 0, 0
-    while done < len(codes):
-        # the cells, then two spare ones: a probe (does the kernel answer?) and the warm-up imports
-        nb = new_notebook(cells=[new_code_cell(c) for c in codes] + [new_code_cell("pass"), new_code_cell(WARM_UP)])
-        probe, warm = len(codes), len(codes) + 1
-        nb.cells[probe].metadata["grader_timeout"] = min(PROBE_TIMEOUT, timeout)
-        nb.cells[warm].metadata["grader_timeout"] = max(WARM_UP_TIMEOUT, timeout)
-        client = _Client(nb, output_limit, timeout=timeout, allow_errors=True, shutdown_kernel="immediate",
-                         timeout_func=lambda c: c.metadata.get("grader_timeout", timeout),
-                         record_timing=False, log=_QUIET, iopub_timeout=2)
-        session = client.setup_kernel(cwd=cwd, env=_kernel_env(), stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+def _pids_cgroup(procs: int) -> Path | None:
+    """A fresh pids cgroup limited to ``procs`` tasks, where this process may make one (else None)."""
+    for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        if not (base / "cgroup.procs").exists() or (base == Path("/sys/fs/cgroup") and
+                                                     "pids" not in _read(base / "cgroup.controllers")):
+            continue
+        group = base / f"van-edu-grade-{secrets.token_hex(6)}"
         try:
-            session.__enter__()
-            client.execute_cell(nb.cells[warm], warm)
+            group.mkdir()
+            (group / "pids.max").write_text(str(procs))
+            return group
+        except OSError:
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _empty_cgroup(group: Path | None) -> None:
+    if group is None:
+        return
+    for _ in range(50):
+        pids = [int(p) for p in _read(group / "cgroup.procs").split()]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        time.sleep(0.02)
+    try:
+        group.rmdir()
+    except OSError:
+        pass
+
+
+def read_answer(path: Path, limit: int = wire.MAX_BYTES) -> str | None:
+    """The text of a regular file the kernel wrote (no links, no FIFOs), or None; at most ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+        return data.decode("utf-8", errors="replace") if len(data) <= limit else None
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Step:
+    code: str
+    replayable: bool
+    run: CellRun = field(default_factory=CellRun)
+
+
+class BoxedKernel:
+    """One submission's kernel, in a fresh folder; use as a context manager."""
+
+    def __init__(self, notebook_name: str, notebook_text: str, limits: Limits | None = None,
+                 hide: list[Path] | None = None):
+        self.limits = limits or Limits()
+        self.hide = [Path(h) for h in (hide or [])]
+        self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
+        self.box = self.root / "box"
+        self.box.mkdir()
+        (self.box / Path(notebook_name).name).write_text(notebook_text, encoding="utf-8")
+        (self.root / "runtime").mkdir()
+        self.deadline = time.monotonic() + self.limits.notebook_timeout
+        self.steps: list[_Step] = []
+        self.never_again: set[int] = set()
+        self.restarts = 0
+        self.client = self.session = self.cgroup = None
+        self.protections: dict = {}
+
+    # ---------------------------------------------------------------- life cycle
+    def __enter__(self):
+        self._start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        return False
+
+    def _env(self) -> dict:
+        home = self.box
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONHASHSEED")}
+        return {**keep, "HOME": str(home), "TMPDIR": str(home), "IPYTHONDIR": str(home / ".ipython"),
+                "MPLCONFIGDIR": str(home / ".matplotlib"), "XDG_CACHE_HOME": str(home / ".cache"),
+                "HF_HOME": str(home / ".hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"), "MPLBACKEND": "agg",
+                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def _argv(self) -> list:
+        lim = self.limits
+        argv = [sys.executable, "-m", "van_edu.grading.box", "--box", str(self.box), "--memory", str(lim.memory_mb),
+                "--procs", str(lim.procs), "--file-size", str(lim.file_mb), "--landlock", str(int(lim.landlock))]
+        if self.cgroup is not None:
+            argv += ["--cgroup", str(self.cgroup)]
+        for h in self.hide:
+            argv += ["--hide", str(h)]
+        return argv + ["-f", "{connection_file}"]
+
+    def _start(self) -> None:
+        self.cgroup = _pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
+        spec = _BoxSpec()
+        spec.argv = self._argv()
+        # two spare cells: a probe (does the kernel answer?) and the warm-up imports
+        nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
+        nb.cells[0].metadata["grader_timeout"] = min(PROBE_TIMEOUT, self.limits.timeout)
+        nb.cells[1].metadata["grader_timeout"] = max(WARM_UP_TIMEOUT, self.limits.timeout)
+        self.nb = nb
+        self.client = _Client(nb, self.limits.output_limit, spec, timeout=self.limits.timeout, allow_errors=True,
+                              shutdown_kernel="immediate", record_timing=False, log=_QUIET, iopub_timeout=2,
+                              timeout_func=lambda c: c.metadata.get("grader_timeout", self.limits.timeout))
+        self.client.km = None
+        self.session = self.client.setup_kernel(cwd=str(self.box), env=self._env(), stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
+        try:
+            self.session.__enter__()
+            self.client.execute_cell(nb.cells[1], 1)
+            probe = new_code_cell("import os, json; print(os.environ.get('VAN_EDU_BOX', '{}'))")
+            self.nb.cells.append(probe)
+            self.client.execute_cell(probe, len(self.nb.cells) - 1)
+            text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
+            import json
+            self.protections = json.loads(text.strip() or "{}")
         except Exception as err:  # the grading environment, not the learner
-            _shutdown(session)
+            self._stop()
             raise VanEduError(f"could not start a Python kernel with the course installed "
                               f"({type(err).__name__}: {err})") from err
-        try:
-            for i in range(done):  # replay after a restart, leaving out what broke the kernel
-                if i in never_again or not replayable[i] or runs[i].timed_out:
+
+    def _stop(self) -> None:
+        if self.session is not None:
+            try:
+                self.session.__exit__(None, None, None)  # shuts the kernel down (immediately)
+            except Exception:  # a kernel that is already gone
+                pass
+            self.session = None
+        _empty_cgroup(self.cgroup)
+        self.cgroup = None
+
+    def _restart(self) -> None:
+        """A fresh kernel with the earlier cells replayed, leaving out those that broke one."""
+        while True:
+            self.restarts += 1
+            if self.restarts > MAX_RESTARTS:
+                raise _Restart(f"the kernel had to be restarted {MAX_RESTARTS} times")
+            self._stop()
+            self._start()
+            for i, step in enumerate(self.steps):
+                if i in self.never_again or not step.replayable or step.run.timed_out or step.run.died:
                     continue
-                if not _run_cell(client, nb, i, probe, CellRun()):
-                    never_again.add(i)
-                    raise _Restart
-            while done < len(codes):
-                i, done = done, done + 1
-                if not _run_cell(client, nb, i, probe, runs[i]):
-                    never_again.add(i)
-                    raise _Restart
-        except _Restart:
-            restarts += 1
-            if restarts > MAX_RESTARTS:
-                for run in runs[done:]:
-                    run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
-                break
+                if not self._execute(step.code, CellRun()):
+                    self.never_again.add(i)
+                    break
+            else:
+                return
+
+    # ---------------------------------------------------------------- running code
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _execute(self, code: str, run: CellRun, timeout: float | None = None) -> bool:
+        """Run ``code`` into ``run``; False when the kernel died or ignored the interrupt."""
+        cell = new_code_cell(code)
+        limit = max(1, int(min(timeout or self.limits.timeout, self.time_left())))
+        cell.metadata["grader_timeout"] = limit
+        self.nb.cells.append(cell)
+        index = len(self.nb.cells) - 1
+        try:
+            self.client.execute_cell(cell, index)
+        except CellTimeoutError:
+            run.timed_out = True
+            _record_outputs(run, cell)
+            run.error = None  # what it printed before the limit is kept; the time limit is the reason
+            return self._recover()
+        except DeadKernelError:
+            run.died = True
+            return False
         finally:
-            _shutdown(session)
-    return runs
+            cell.source = ""  # keep the in-memory notebook small
+        _record_outputs(run, cell)
+        run.truncated = index in self.client.truncated
+        cell.outputs = []
+        return True
 
+    def _recover(self) -> bool:
+        """Interrupt a cell past its time limit; True when the kernel answers again."""
+        task = self.client.output_task
+        if task is not None and not task.done():
+            task.cancel()
+        try:
+            run_sync(self.client.km.interrupt_kernel)()
+            self.client.execute_cell(self.nb.cells[0], 0)
+            return True
+        except Exception:
+            return False
 
-def _run_cell(client, nb, i: int, probe: int, run: CellRun) -> bool:
-    """Run cell ``i`` into ``run``; False when the kernel died or ignored the interrupt."""
-    try:
-        client.execute_cell(nb.cells[i], i)
-    except CellTimeoutError:
-        run.timed_out = True
-        _record_outputs(run, nb.cells[i])
-        run.error = None  # what it printed before the limit is kept; the time limit is the reason
-        return _recover(client, nb, probe)
-    except DeadKernelError:
-        run.died = True
-        return False
-    _record_outputs(run, nb.cells[i])
-    run.truncated = i in client.truncated
-    return True
+    def run(self, code: str, replayable: bool = True) -> CellRun:
+        """Run one of the notebook's cells; never raises for what the code does."""
+        step = _Step(code, replayable)
+        self.steps.append(step)
+        if self.time_left() <= 0:
+            step.run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
+            return step.run
+        if self.session is None:
+            step.run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
+            return step.run
+        if not self._execute(code, step.run):
+            self.never_again.add(len(self.steps) - 1)
+            self._try_restart()
+        return step.run
+
+    def _try_restart(self) -> None:
+        try:
+            self._restart()
+        except _Restart:
+            self._stop()
+        except VanEduError:
+            self._stop()
+
+    def ask(self, request: str) -> str:
+        """Send the agent a request; its answer text. KernelLost when it gives none."""
+        if self.session is None:
+            raise KernelLost(f"the kernel had to be restarted {MAX_RESTARTS} times; nothing more was run")
+        if self.time_left() <= 0:
+            raise KernelLost(f"the notebook used up its {self.limits.notebook_timeout} s")
+        token = secrets.token_hex(8)
+        req, ans = self.box / f".request-{token}.json", self.box / f".answer-{token}.json"
+        req.write_text(request, encoding="utf-8")
+        code = (f"import van_edu.grading.agent as __van_edu_agent_module__\n"
+                f"__van_edu_agent_module__.serve(globals(), {str(req)!r}, {str(ans)!r})")
+        run = CellRun()
+        alive = self._execute(code, run)
+        for path in (req,):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        if not alive:
+            self._try_restart()
+            raise KernelLost("your code killed the Python kernel while it was being checked "
+                             "(os._exit, a crash, or out of memory?)" if run.died else
+                             f"your code timed out after {self.limits.timeout} s while it was being checked "
+                             "and ignored the interrupt")
+        if run.timed_out:
+            raise KernelLost(f"your code timed out after {self.limits.timeout} s while it was being checked "
+                             "(an infinite loop, or far too slow?)")
+        if run.truncated:
+            raise KernelLost(f"your code printed more than {self.limits.output_limit:,} characters while it was "
+                             "being checked; print less")
+        text = read_answer(ans)
+        try:
+            ans.unlink()
+        except OSError:
+            pass
+        if text is None:
+            reason = f" ({run.error[0]}: {run.error[1][:200]})" if run.error else ""
+            raise KernelLost(f"the check got no answer from your kernel{reason}")
+        return text
 
 
 def _record_outputs(run: CellRun, cell) -> None:
@@ -176,22 +422,3 @@ def _record_outputs(run: CellRun, cell) -> None:
             run.error = (out.ename, out.evalue)
         elif out.output_type == "stream" and out.name == "stdout":
             run.stdout += out.text
-
-
-def _recover(client, nb, probe: int) -> bool:
-    """Interrupt a cell past its time limit; True when the kernel answers again."""
-    if client.output_task is not None and not client.output_task.done():
-        client.output_task.cancel()
-    try:
-        run_sync(client.km.interrupt_kernel)()
-        client.execute_cell(nb.cells[probe], probe)
-        return True
-    except Exception:
-        return False
-
-
-def _shutdown(session) -> None:
-    try:
-        session.__exit__(None, None, None)  # shuts the kernel down (immediately)
-    except Exception:  # a kernel that is already gone
-        pass

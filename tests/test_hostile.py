@@ -1,0 +1,247 @@
+"""Hostile submissions: each tries to fool, read, break or escape the grader, and must score exactly
+what its real answers earn (0 when it answers nothing), without crashing or hanging the grader.
+
+The notebooks are built from the committed student and solution copies (so they follow the
+exercises), graded together as one class by ``grade_folder``, then judged here.
+"""
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from van_edu.cli import main
+from van_edu.grading.assign import tasks_of
+from van_edu.grading.box import landlock_abi
+from van_edu.grading.grader import grade_folder, grade_notebook
+from van_edu.grading.kernel import Limits, _empty_cgroup, _pids_cgroup
+
+pytestmark = pytest.mark.slow
+
+EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
+SET1 = "01_lka_arithmetic"
+SOURCE1 = EXERCISES / "source" / f"{SET1}.ipynb"
+FAKE_CHECK = 'check = type("C", (), {"__getattr__": lambda s, n: lambda *a, **k: None})()'
+
+
+def _procs_limited() -> bool:
+    """Whether the box can limit processes here: RLIMIT_NPROC (not root), or a pids cgroup."""
+    if os.getuid() != 0:
+        return True
+    group = _pids_cgroup(64)
+    _empty_cgroup(group)
+    return group is not None
+
+
+PROCS_LIMITED, LANDLOCK = _procs_limited(), landlock_abi()
+
+
+def _nb(folder: str, name: str = SET1):
+    return nbformat.read(EXERCISES / folder / f"{name}.ipynb", as_version=4)
+
+
+def _answer(nb, task: str):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == f"{task}_answer")
+
+
+def _with(nb, *codes, at: int = 2):
+    at = len(nb.cells) if at < 0 else at
+    for code in reversed(codes):
+        nb.cells.insert(at, nbformat.v4.new_code_cell(code))
+    return nb
+
+
+def _hostile(root: Path) -> dict:
+    """learner -> (notebook or raw text, expected score); every learner hands in set 01."""
+    cases = {}
+
+    def student(*codes):
+        return _with(_nb("student"), *codes)
+
+    cases["fake_check"] = (student(FAKE_CHECK), 0)
+    cases["patched_checks"] = (student(
+        "import van_edu.grading.check as c\n"
+        "for n in list(vars(c)):\n"
+        "    if not n.startswith('_'):\n"
+        "        setattr(c, n, lambda *a, **k: True)\n"
+        "import van_edu.grading._core as core\n"
+        "core.expect_number = core.expect_tensor = lambda *a, **k: None"), 0)
+    cases["patched_torch_numpy"] = (student(
+        "import math, torch, numpy\n"
+        "torch.allclose = torch.equal = lambda *a, **k: True\n"
+        "torch.Tensor.__eq__ = lambda *a, **k: True\n"
+        "numpy.allclose = math.isclose = lambda *a, **k: True\n"
+        "int.__eq__  # builtins cannot be patched, but the learner may try\n"
+        "import builtins; builtins.isinstance = lambda *a: True; builtins.abs = lambda x: 0"), 0)
+    cases["silenced_exceptions"] = (student(
+        "import sys\nget_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)\n"
+        "sys.excepthook = lambda *a: None"), 0)
+    cases["forged_agent"] = (student(
+        "import van_edu.grading.agent as a\n"
+        "def serve(ns, request, answer):\n"
+        "    n = request.count('\"op\"')\n"
+        "    open(answer, 'w').write('[' + ','.join(['{\"value\": 1}'] * n) + ']')\n"
+        "a.serve = serve\n"
+        "a.Agent.handle = lambda self, req: '[{\"value\": 1}]'"), 0)
+    cases["forged_report"] = (student(
+        f"import json, os\nfor p in ['grades.csv', 'report.json', {str(root / 'grades.csv')!r}, "
+        f"{str(root / 'victim' / (SET1 + '.ipynb'))!r}]:\n"
+        "    try:\n"
+        "        open(p, 'w').write('learner,score\\nforged_report,999\\n')\n"
+        "    except OSError as err:\n"
+        "        print('refused', p, err)"), 0)
+    cases["reads_hidden_tests"] = (student(
+        f"text = open({str(SOURCE1)!r}).read()\n"
+        "hidden = text.count('HIDDEN')"), 0)
+    cases["imports_reference"] = (student("import van_edu.grading.reference as ref"), 0)
+    # real answers next to hostile ones: exactly the points of the true answers
+    nb = _nb("solutions")
+    _answer(nb, "same_padding").source = "def same_padding(kernel, dilation=1):\n    raise SystemExit(0)"
+    _answer(nb, "decompose").source = "def decompose(K, d):\n    raise KeyboardInterrupt"
+    _answer(nb, "eq3_params").source = "import os\ndef eq3_params(K, d, C):\n    os._exit(3)"
+    _answer(nb, "best_dilation").source = (
+        "import time\ndef best_dilation(K):\n    while True:\n        try:\n            time.sleep(0.05)\n"
+        "        except KeyboardInterrupt:\n            pass")
+    _answer(nb, "receptive_field").source = (
+        "def receptive_field(layers):\n    print('x' * 300_000)\n    return 1 + sum(d * (k - 1) for k, d in layers)")
+    _answer(nb, "table2_row").source = (  # a true answer that does not lean on the hostile eq3_params
+        "def table2_row(C):\n    return {'standard': 441 * C * C, 'mobilenet': 441 * C + C * C, 'van': C * (74 + C)}")
+    cases["hostile_answers"] = (nb, 1)  # only table2_row is a true answer
+    # the hogs run after the answers were checked (what they hold would starve later cells), except
+    # the first, whose allocation fails at once
+    cases["memory_hog"] = (_with(_with(_nb("solutions"), "x = bytearray(64 * 2**30)"),
+                                 "chunks = []\nwhile True:\n    chunks.append(bytearray(2**27))", at=-1), 6)
+    if PROCS_LIMITED:  # without a limit this would be a real fork bomb
+        cases["process_spawner"] = (_with(_nb("solutions"), (
+            "import os, time\nchildren = 0\ntry:\n    for _ in range(2000):\n        if os.fork() == 0:\n"
+            "            time.sleep(120)\n            os._exit(0)\n        children += 1\nfinally:\n"
+            "    print('children', children)"), at=-1), 6)
+    if LANDLOCK >= 6:  # without signal scoping this would kill the test run
+        cases["kills_the_grader"] = (_with(_nb("solutions"), "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), 6)
+    cases["output_flood"] = (_with(_nb("student"), "import sys\nfor _ in range(20000):\n    sys.stdout.write('y' * 1000)"), 0)
+    cases["not_json"] = ("{ this is not json", 0)
+    cases["json_list"] = ("[1, 2, 3]", 0)
+    cases["cells_not_dicts"] = (json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [1, "x"]}), 0)
+    cases["binary"] = (os.urandom(2048).decode("latin-1"), 0)
+    cases["empty_file"] = ("", 0)
+    cases["victim"] = (_nb("solutions"), 6)  # another learner's honest work, written before the others run
+    return cases
+
+
+@pytest.fixture(scope="module")
+def hostile_class(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    cases = _hostile(root)
+    for learner, (nb, _) in cases.items():
+        (root / learner).mkdir()
+        path = root / learner / f"{SET1}.ipynb"
+        if isinstance(nb, str):
+            path.write_text(nb, encoding="latin-1")
+        else:
+            nbformat.write(nb, path)
+    limits = Limits(timeout=10, notebook_timeout=240, memory_mb=4096, procs=64)
+    rows, reports = grade_folder(root, root / "grades.csv", limits=limits)
+    by_learner = {Path(r.notebook).parent.name: r for r in reports}
+    return root, cases, rows, by_learner
+
+
+@pytest.mark.parametrize("learner", sorted(_hostile(Path("/nowhere"))))
+def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, learner):
+    root, cases, rows, by_learner = hostile_class
+    expected = cases[learner][1]
+    row = next(r for r in rows if r["learner"] == learner)
+    assert row["score"] == expected, (row, by_learner.get(learner) and by_learner[learner].format())
+    table = {r["learner"]: float(r["score"]) for r in csv.DictReader((root / "grades.csv").open())}
+    assert table[learner] == expected  # the CSV the grader wrote, not a forged one
+
+
+def test_the_hostile_answers_fail_with_their_reasons(hostile_class):
+    tasks = {t.name: t.message for t in hostile_class[3]["hostile_answers"].tasks}
+    assert "SystemExit" in tasks["same_padding"]
+    assert "KeyboardInterrupt" in tasks["decompose"]
+    assert "killed the Python kernel" in tasks["eq3_params"]
+    assert "timed out after 10 s" in tasks["best_dilation"]
+    assert "printed more than" in tasks["receptive_field"]
+    assert tasks["table2_row"] == "passed"
+
+
+def test_unreadable_files_are_graded_zero_with_a_reason(hostile_class):
+    for learner in ("not_json", "json_list", "cells_not_dicts", "binary", "empty_file"):
+        report = hostile_class[3][learner]
+        assert all("could not be read" in t.message for t in report.tasks), report.format()
+
+
+def test_the_box_confines_files_and_reading(hostile_class):
+    by_learner = hostile_class[3]
+    if not LANDLOCK:
+        pytest.skip("no Landlock on this kernel: files are not confined (the README says so)")
+    errors = {e[1] for e in by_learner["reads_hidden_tests"].errors()}
+    assert "PermissionError" in errors  # the teacher's source cannot be read from the kernel
+    assert any(e[1] in ("PermissionError", "ModuleNotFoundError") for e in by_learner["imports_reference"].errors())
+    printed = "".join(c.stdout for c in by_learner["forged_report"].cells)
+    assert printed.count("refused") == 2  # the class's CSV and the victim's notebook; its own box is writable
+    victim = nbformat.read(hostile_class[0] / "victim" / f"{SET1}.ipynb", as_version=4)
+    assert len(victim.cells) == len(_nb("solutions").cells)
+
+
+def test_memory_and_processes_are_limited(hostile_class):
+    by_learner = hostile_class[3]
+    assert "MemoryError" in {e[1] for e in by_learner["memory_hog"].errors()}
+    if "process_spawner" in by_learner:
+        printed = "".join(c.stdout for c in by_learner["process_spawner"].cells)
+        children = int(printed.split("children")[-1].split()[0])
+        assert children < 64, printed
+
+
+def test_the_order_of_grading_does_not_change_the_scores(tmp_path):
+    """An attacker graded first or last: the victim's score is the same, and so is the attacker's."""
+    scores = []
+    for attacker in ("aaa", "zzz"):
+        root = tmp_path / attacker
+        root.mkdir()
+        victim = root / "mmm" / f"{SET1}.ipynb"
+        victim.parent.mkdir()
+        nbformat.write(_nb("solutions"), victim)
+        (root / attacker).mkdir()
+        nbformat.write(_with(_nb("student"), f"open({str(victim)!r}, 'w').write('{{}}')\n"
+                                             f"open({str(root / 'grades.csv')!r}, 'w').write('x')"),
+                       root / attacker / f"{SET1}.ipynb")
+        rows, _ = grade_folder(root, root / "grades.csv", limits=Limits(timeout=10))
+        scores.append({r["learner"].replace(attacker, "attacker"): r["score"] for r in rows})
+    assert scores[0] == scores[1] == {"attacker": 0, "mmm": 6}
+
+
+def test_reference_use_is_flagged_and_can_be_forbidden(tmp_path, capsys):
+    nb = _nb("solutions")
+    _answer(nb, "eq3_params").source = ("from van_edu.lka import lka_params\n\n"
+                                       "def eq3_params(K, d, C):\n    return lka_params(K, d, C)")
+    _answer(nb, "best_dilation").source = ("import van_edu.lka as L\n\n"
+                                          "def best_dilation(K):\n    return L.best_dilation(K)")
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(nb, path)
+    report = grade_notebook(path, limits=Limits(timeout=10))
+    tasks = {t.name: t for t in report.tasks}
+    assert report.score == 6
+    assert "van_edu.lka.lka_params" in tasks["eq3_params"].message
+    assert "van_edu.lka.best_dilation" in tasks["best_dilation"].message
+    assert tasks["same_padding"].message == "passed"
+    assert main(["grade", str(path), "--forbid-reference", "--timeout", "10"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"total\s+4/6", out) and "--forbid-reference" in out
+
+
+def test_the_source_is_untouched_and_the_max_score_is_the_sources(hostile_class):
+    rows = hostile_class[2]
+    total = sum(t.points for t in tasks_of(nbformat.read(SOURCE1, as_version=4)))
+    assert all(r["max_score"] == total for r in rows)
+
+
+def test_a_file_that_is_not_a_notebook_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "essay.txt"
+    path.write_text("my homework")
+    assert main(["grade", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a Jupyter notebook" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
