@@ -69,13 +69,17 @@ def _hostile(root: Path) -> dict:
         "        setattr(c, n, lambda *a, **k: True)\n"
         "import van_edu.grading._core as core\n"
         "core.expect_number = core.expect_tensor = lambda *a, **k: None"), 0)
-    cases["patched_torch_numpy"] = (student(
-        "import math, torch, numpy\n"
-        "torch.allclose = torch.equal = lambda *a, **k: True\n"
+    wrong = _nb("student")  # every answer wrong, and everything a comparison might use patched
+    for task in ("same_padding", "decompose", "eq3_params", "best_dilation", "receptive_field", "table2_row"):
+        _answer(wrong, task).source = f"def {task}(*args, **kwargs):\n    return 0"
+    cases["patched_torch_numpy"] = (_with(wrong, (
+        "import math, operator, torch, numpy\n"
+        "torch.allclose = torch.equal = torch.isclose = lambda *a, **k: True\n"
         "torch.Tensor.__eq__ = lambda *a, **k: True\n"
-        "numpy.allclose = math.isclose = lambda *a, **k: True\n"
-        "int.__eq__  # builtins cannot be patched, but the learner may try\n"
-        "import builtins; builtins.isinstance = lambda *a: True; builtins.abs = lambda x: 0"), 0)
+        "numpy.allclose = numpy.array_equal = math.isclose = operator.eq = lambda *a, **k: True")), 0)
+    cases["patched_builtins"] = (student(
+        "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.abs = lambda x: 0\n"
+        "builtins.int = builtins.float = lambda *a: 0"), 0)
     cases["silenced_exceptions"] = (student(
         "import sys\nget_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)\n"
         "sys.excepthook = lambda *a: None"), 0)

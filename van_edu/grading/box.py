@@ -178,15 +178,21 @@ def _my_task_count() -> int:
     return count
 
 
+def _setrlimit(which, value: int) -> bool:
+    """Lower a resource limit; False where the platform does not enforce it (macOS and RLIMIT_AS)."""
+    try:
+        resource.setrlimit(which, (value, value))
+        return True
+    except (ValueError, OSError):
+        return False
+
+
 def _limits(memory_mb: int, procs: int, file_mb: int, cgroup: str | None) -> dict:
     done = {}
-    if memory_mb > 0:
-        limit = memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if memory_mb > 0 and sys.platform.startswith("linux") and _setrlimit(resource.RLIMIT_AS, memory_mb * 2**20):
         done["memory_mb"] = memory_mb
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if file_mb > 0:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb * 2**20, file_mb * 2**20))
+    _setrlimit(resource.RLIMIT_CORE, 0)
+    if file_mb > 0 and _setrlimit(resource.RLIMIT_FSIZE, file_mb * 2**20):
         done["file_mb"] = file_mb
     if cgroup:
         try:
@@ -195,9 +201,8 @@ def _limits(memory_mb: int, procs: int, file_mb: int, cgroup: str | None) -> dic
         except OSError:
             cgroup = None
     if not cgroup and procs > 0 and sys.platform.startswith("linux") and os.getuid() != 0:
-        n = _my_task_count() + procs
-        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
-        done["procs"] = f"RLIMIT_NPROC, {procs} more than the user has"
+        if _setrlimit(resource.RLIMIT_NPROC, _my_task_count() + procs):
+            done["procs"] = f"RLIMIT_NPROC, {procs} more than the user has"
     return done
 
 
