@@ -1,9 +1,13 @@
 """Exercises with autograded solutions: the checks learners run, and the grader teachers run.
 
 * ``van_edu.grading.check``: one check per task (``check.eq3_params(eq3_params)``), usable on
-  Colab and offline; it needs only torch and ``van_edu``.
+  Colab and offline; it needs only torch and ``van_edu``. A check talks to the learner's code
+  only through a ``Session`` (``_core``): the ``agent`` runs the code and sends its results back
+  as data (``wire``), so the same check is a self-check in a notebook and a verdict in the grader.
 * ``van_edu.grading.assign``: nbgrader-style sources -> student and solution copies.
-* ``van_edu.grading.grader``: runs a submission in a fresh kernel and scores it (needs nbclient).
+* ``van_edu.grading.grader``: runs a submission in its own box (``kernel``, ``box``: a fresh
+  kernel and folder with limits, Landlock on Linux) and judges each task in the grader's process
+  (needs nbclient); ``provenance`` flags answers that use the course's own implementation.
 
 Only ``check`` is imported eagerly; the grader's dependencies load when it is used.
 """
