@@ -123,6 +123,30 @@ def test_samples_equals_subset_of_full_load(cifar_like, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # errors
 
+def test_a_count_above_the_split_is_an_error_from_the_cache_and_from_decoding(cifar_like, monkeypatch):
+    folder, _ = cifar_like
+    for cache in ("off", str(folder.parent / "cache")):   # decoding, then (second pass) the cache
+        monkeypatch.setenv("VAN_EDU_CACHE", cache)
+        D.load_image_dataset(str(folder), "train")
+        with pytest.raises(VanEduError, match=r"asked for 41 samples of the 'train' split of .*, which has 40"):
+            D.load_image_dataset(str(folder), "train", samples=41)
+    assert len(D.load_image_dataset(str(folder), "train", samples=40)) == 40
+
+
+def test_one_class_is_not_a_classification_data_set(tmp_path, hf_cache):  # noqa: F811 (fixture)
+    import datasets
+    from data_fixtures import rgb_images, write_card, write_parquet
+    from PIL import Image
+
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["cat"])})
+    for split in ("train", "test"):
+        write_parquet(tmp_path / "cats", "default", split,
+                      {"img": [Image.fromarray(a) for a in rgb_images(4, 8, 0)], "label": [0] * 4}, features)
+    write_card(tmp_path / "cats", "default", ["train", "test"])
+    with pytest.raises(VanEduError, match=r"has one class \('cat'\); a classifier needs at least two classes"):
+        D.load_image_dataset(str(tmp_path / "cats"), "train")
+
+
 def test_unknown_name_offline_names_the_choices():
     with pytest.raises(VanEduError) as info:
         D.load_image_dataset("no_such_dataset_xyz")

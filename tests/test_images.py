@@ -79,7 +79,9 @@ def test_subset_by_count_and_fraction_is_seeded():
     assert torch.equal(a.images[:, 0, 0, 0].long(), a.labels)  # images travel with their labels
     quarter = data.subset(0.25, seed=4)
     assert len(quarter) == 25 and torch.equal(quarter.labels, data.subset(0.25, seed=4).labels)
-    assert len(data.subset(1.0)) == 100 and len(data.subset(500)) == 100
+    assert len(data.subset(1.0)) == 100 and len(data.subset(100)) == 100
+    with pytest.raises(VanEduError, match="asked for 500 samples of 'indexed', which has 100"):
+        data.subset(500)                                # not silently all of it
 
 
 def test_presets_by_name():

@@ -23,7 +23,7 @@ from .augment import AUGMENT_PRESETS, AugmentConfig, augment
 from .cache import TensorCache, files_digest, folder_files
 from .errors import VanEduError
 from .hub import hub_reachable
-from .images import ImageData, batches, normalize, subset_index
+from .images import ImageData, batches, check_seed, check_subset_size, normalize, subset_index
 from .sources import BUNDLED_DIR, DATASETS, DatasetSpec, Source, known_name
 
 __all__ = ["normalize", "ImageData", "AugmentConfig", "AUGMENT_PRESETS", "augment", "batches",
@@ -43,10 +43,15 @@ def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train"
     size = image_size if image_size is not None else (spec.image_size if spec else None)
     if size is not None and size < 1:
         raise VanEduError(f"image_size must be a positive number of pixels, got {image_size}")
-    if samples is not None:
-        subset_index(1, samples, seed)                       # check it now, before any decoding
+    if samples is not None:                                  # check them now, before any decoding
+        check_subset_size(samples)
+        check_seed(seed)
     source = Source.resolve(name_or_path, spec)
     data = _load_cached_or_decode(source, split, size, samples, seed)
+    if data.num_classes < 2:
+        named = f"one class ({data.classes[0]!r})" if data.classes else "no classes"
+        raise VanEduError(f"split {split!r} of {source.name!r} has {named}; a classifier needs at least "
+                          "two classes (expected labels of two or more classes)")
     if spec and spec.classes and len(spec.classes) == data.num_classes:
         data.classes = list(spec.classes)
     elif spec and spec.class_names and all(c in spec.class_names for c in data.classes):
@@ -57,22 +62,61 @@ def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train"
 def _load_cached_or_decode(source: Source, split: str, size, samples, seed) -> ImageData:
     """Serve the full split from the tensor cache when its key matches, else decode (and cache)."""
     cache = TensorCache(source, split, size)
+    what = f"the {split!r} split of {source.name!r}"
     if source.local:                         # a folder: its files are known before opening it
-        source.fingerprint = files_digest(folder_files(Path(source.path)))
+        files = folder_files(Path(source.path))
+        source.fingerprint = files_digest(files)
         cache.set_key(source.fingerprint)
         if (data := cache.read()) is not None:
-            return data.subset(samples, seed) if samples is not None else data
+            return _subset(data, samples, seed, what)
     dataset = hub.open_split(source, split)
     if not source.local:                     # the Hub: its files are the downloaded Arrow copy
         cache.set_key(files_digest([Path(f["filename"]) for f in dataset.cache_files]))
         if (data := cache.read()) is not None:
-            return data.subset(samples, seed) if samples is not None else data
+            return _subset(data, samples, seed, what)
+    if source.local and not hub.has_labels(dataset) and (why := _unlabelled_folder(source, files)):
+        raise VanEduError(why)
     image_column, label_column = hub.find_columns(dataset)
     labels, classes = hub.read_labels(dataset, label_column)
     if samples is not None:                                   # decode only the rows kept
-        index = subset_index(len(dataset), samples, seed)
+        index = subset_index(len(dataset), samples, seed, what)
         images = hub.decode_images(dataset.select(index.tolist()), image_column, size)
         return ImageData(images, labels[index], classes, source.name)
     data = ImageData(hub.decode_images(dataset, image_column, size), labels, classes, source.name)
     cache.write(data)
     return data
+
+
+def _subset(data: ImageData, samples, seed: int, what: str) -> ImageData:
+    """``data.subset(samples, seed)`` (or all of it for None), naming the split in errors."""
+    if samples is None:
+        return data
+    index = subset_index(len(data), samples, seed, what)
+    return ImageData(data.images[index], data.labels[index], data.classes, data.name)
+
+
+_SPLIT_FOLDERS = {"train", "training", "test", "testing", "eval", "valid", "validation", "val", "dev"}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _unlabelled_folder(source: Source, files: list[Path]) -> str | None:
+    """Why an image folder has no labels: ``datasets`` takes them from class subfolders and makes
+    none from fewer than two, so say how many it found (None where that is not the reason)."""
+    root = Path(source.path)
+    classes = set()
+    for path in files:
+        if path.suffix.lower() in _IMAGE_SUFFIXES:
+            parts = [p for p in path.relative_to(root).parts[:-1] if p.lower() not in _SPLIT_FOLDERS]
+            classes.add(parts[-1] if parts else "")
+    named = sorted(classes - {""})
+    if not classes or len(named) >= 2:
+        return None
+    if not named:
+        found = "its images are not in class subfolders"
+    elif "" in classes:
+        found = f"it has one class subfolder ({named[0]!r}) and images outside it"
+    else:
+        found = f"its images are all in one class subfolder ({named[0]!r})"
+    return (f"the image folder {source.name!r} has no labels: {found}, and a classifier needs at least "
+            "two classes (expected FOLDER/<class>/<image> with two or more class subfolders, "
+            "optionally under FOLDER/train/ and FOLDER/test/)")

@@ -20,7 +20,7 @@ from torch import Tensor
 from .errors import VanEduError
 from .sources import DATASETS, Source, known_choices
 
-__all__ = ["hub_reachable", "open_split", "find_columns", "read_labels", "decode_images"]
+__all__ = ["hub_reachable", "open_split", "has_labels", "find_columns", "read_labels", "decode_images"]
 
 
 def _offline_env() -> bool:
@@ -80,15 +80,23 @@ def open_split(source: Source, split: str):
 
     with _offline_from_env(needs_hub=not source.local) as offline:
         builder = _builder(source, offline)
-        available = list(builder.config.data_files or builder.info.splits or [])
+        available = [str(name) for name in builder.config.data_files or builder.info.splits or []]
         chosen = split if split in available else None
         if chosen is None and split == "test" and "validation" in available:
             chosen = "validation"
         if chosen is None:
+            wanted = "a 'test' or 'validation' split" if split == "test" else f"a {split!r} split"
+            folders = ("; for class subfolders of images, put them under FOLDER/train/ and FOLDER/test/"
+                       if source.local else "")
             raise VanEduError(f"{source.name!r} has no split {split!r}; its splits are: "
-                              f"{', '.join(available) or 'none'}")
-        builder.download_and_prepare()
-        dataset = builder.as_dataset(split=chosen)
+                              f"{', '.join(available) or 'none'} (expected {wanted}{folders})")
+        try:
+            builder.download_and_prepare()
+            dataset = builder.as_dataset(split=chosen)
+        except Exception as error:                            # a damaged file, a full disk, ...
+            raise VanEduError(f"could not read split {chosen!r} of {source.name!r} ({source.path}): "
+                              f"{type(error).__name__}: {error} (expected readable parquet or image "
+                              "files)") from error
     if not isinstance(dataset, datasets.Dataset) or len(dataset) == 0:
         raise VanEduError(f"split {chosen!r} of {source.name!r} is empty")
     return dataset
@@ -145,6 +153,20 @@ _IMAGE_NAMES = ("image", "img", "images", "pixel_values", "picture")
 _LABEL_NAMES = ("label", "labels", "fine_label", "class", "target", "category", "y")
 
 
+def _label_columns(features) -> list[str]:
+    """The columns that can be labels: ClassLabel ones, else those with a common label name."""
+    import datasets
+
+    class_labels = [k for k, v in features.items() if isinstance(v, datasets.ClassLabel)]
+    named = [k for k in features if k.lower() in _LABEL_NAMES and isinstance(features[k], datasets.Value)]
+    return class_labels or named
+
+
+def has_labels(dataset) -> bool:
+    """Whether ``find_columns`` finds a label column."""
+    return bool(_label_columns(dataset.features))
+
+
 def find_columns(dataset) -> tuple[str, str]:
     """(image column, label column): images by their ``datasets.Image`` feature, labels by
     ClassLabel first, then by a common name."""
@@ -156,9 +178,7 @@ def find_columns(dataset) -> tuple[str, str]:
     if not images:
         raise VanEduError(f"no image column (a datasets.Image feature) in this dataset; "
                           f"its columns are: {described}")
-    class_labels = [k for k, v in features.items() if isinstance(v, datasets.ClassLabel)]
-    named = [k for k in features if k.lower() in _LABEL_NAMES and isinstance(features[k], datasets.Value)]
-    labels = class_labels or named
+    labels = _label_columns(features)
     if not labels:
         raise VanEduError(f"no label column (a ClassLabel, or one named {', '.join(_LABEL_NAMES)}) "
                           f"in this dataset; its columns are: {described}")
@@ -202,8 +222,18 @@ def decode_images(dataset, column: str, size: int | None, chunk: int = 2000) -> 
     arrays = []
     for start in range(0, len(dataset), chunk):
         for entry in rows[start:start + chunk].column(column).to_pylist():
-            arrays.append(_pil_to_array(feature.decode_example(entry), size))
+            arrays.append(_pil_to_array(_decode(feature, entry), size))
     return _stack(arrays)
+
+
+def _decode(feature, entry):
+    """One image as PIL, or a VanEduError naming the file that is not an image."""
+    try:
+        return feature.decode_example(entry)
+    except Exception as error:                                # PIL's UnidentifiedImageError, OSError
+        where = (entry or {}).get("path") or "an image of this dataset"
+        raise VanEduError(f"cannot decode {where} ({type(error).__name__}: {error}); expected an image "
+                          "file PIL can read (PNG, JPEG, ...): remove or replace it") from error
 
 
 def _pil_to_array(image, size: int | None) -> np.ndarray:
@@ -241,7 +271,7 @@ def _stack(arrays: list[np.ndarray]) -> Tensor:
     if len(shapes) > 1:
         examples = " and ".join(f"{h}x{w}" for h, w in sorted(shapes)[:2])
         raise VanEduError(f"images have different sizes (e.g. {examples}); pass image_size=... "
-                          "to resize them all to one square size")
+                          "(--image-size on the command line) to resize them all to one square size")
     stacked = torch.from_numpy(np.stack(arrays))               # [N, H, W] or [N, H, W, 3]
     if stacked.dim() == 3:
         return stacked[:, None].contiguous()                   # [N, 1, H, W]

@@ -18,7 +18,7 @@ from torch import Tensor
 from .augment import AugmentConfig, apply_params, as_config, draw_params
 from .errors import VanEduError
 
-__all__ = ["normalize", "ImageData", "batches", "subset_index"]
+__all__ = ["normalize", "ImageData", "batches", "subset_index", "check_subset_size", "check_seed"]
 
 
 def normalize(images: Tensor) -> Tensor:
@@ -72,31 +72,49 @@ class ImageData:
         return ImageData(self.images.to(device), self.labels.to(device), self.classes, self.name)
 
     def subset(self, n: int | float, seed: int = 0) -> "ImageData":
-        """A seeded random subset, kept in the original order: ``n`` a count or a fraction in (0, 1]."""
-        index = subset_index(len(self), n, seed).to(self.images.device)
+        """A seeded random subset, kept in the original order: ``n`` a count (at most ``len(self)``)
+        or a fraction in (0, 1]."""
+        index = subset_index(len(self), n, seed, what=f"{self.name or 'this data'!r}").to(self.images.device)
         return ImageData(self.images[index], self.labels[index], self.classes, self.name)
 
 
-def subset_index(total: int, n: int | float, seed: int) -> Tensor:
-    """Sorted indices of a seeded random subset of ``range(total)``; a count above ``total`` gives all."""
+def check_subset_size(n: int | float) -> None:
+    """A subset size is a count (an int >= 1) or a fraction (a float in (0, 1]); else VanEduError."""
     if isinstance(n, bool) or not isinstance(n, (int, float)):
         raise VanEduError(f"subset size must be a count (int) or a fraction (float), got {n!r}")
-    if isinstance(n, float):
-        if not 0.0 < n <= 1.0:
-            raise VanEduError(f"a subset fraction must be in (0, 1], got {n}")
-        count = max(1, round(n * total))
-    elif n < 1:
+    if isinstance(n, float) and not 0.0 < n <= 1.0:
+        raise VanEduError(f"a subset fraction must be in (0, 1], got {n}")
+    if isinstance(n, int) and n < 1:
         raise VanEduError(f"a subset count must be at least 1, got {n}")
+
+
+def check_seed(seed: int, what: str = "seed") -> None:
+    """A seed is a whole number in [0, 2**63): what torch and numpy's generators both accept."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise VanEduError(f"{what} must be a whole number >= 0 and < 2**63, got {seed!r}")
+
+
+def subset_index(total: int, n: int | float, seed: int, what: str = "the data") -> Tensor:
+    """Sorted indices of a seeded random subset of ``range(total)``. A count above ``total`` is an
+    error (it would silently mean "all of it"); ``what`` names the data in that message."""
+    check_subset_size(n)
+    check_seed(seed)
+    if isinstance(n, float):
+        count = max(1, round(n * total))
+    elif n > total:
+        raise VanEduError(f"asked for {n} samples of {what}, which has {total} (expected a count up to "
+                          f"{total}, or a fraction in (0, 1] such as 0.5)")
     else:
-        count = min(n, total)
+        count = n
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(total, generator=generator)[:count].sort().values
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator whose state depends only on (seed, epoch), well mixed by SeedSequence."""
-    if seed < 0 or epoch < 0:
-        raise VanEduError(f"seed and epoch must be >= 0, got seed={seed}, epoch={epoch}")
+    check_seed(seed)
+    if epoch < 0:
+        raise VanEduError(f"epoch must be >= 0, got {epoch}")
     state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
