@@ -1,9 +1,11 @@
-"""Tests of van_edu.fileio.atomic_write: a reader sees the old file or the new one, never a torn one."""
+"""Tests of van_edu.fileio: atomic_write (a reader sees the old file or the new one, never a torn one)
+and the checks that a job's results can be written before the job runs."""
 from __future__ import annotations
 
 import pytest
 
-from van_edu.fileio import atomic_write, atomic_write_text
+from van_edu.errors import VanEduError
+from van_edu.fileio import atomic_write, atomic_write_text, check_output_dir, check_output_file
 
 
 def test_a_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path):
@@ -35,3 +37,20 @@ def test_a_failing_first_write_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / "new.txt", crash)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_checks_refuse_files_in_the_way_and_create_nothing(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep")
+    assert check_output_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert check_output_file(tmp_path / "new" / "bench.json") == tmp_path / "new" / "bench.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]       # nothing made
+    with pytest.raises(VanEduError, match=r"out_dir '.*notes.txt' is a file \(expected a folder"):
+        check_output_dir(blocker, "out_dir")
+    with pytest.raises(VanEduError, match="cannot be made: .*notes.txt is a file"):
+        check_output_dir(blocker / "run")
+    with pytest.raises(VanEduError, match="is a folder"):
+        check_output_file(tmp_path)
+    with pytest.raises(VanEduError, match="cannot be made: .*notes.txt is a file"):
+        check_output_file(blocker / "bench.json")
+    assert blocker.read_text() == "keep"

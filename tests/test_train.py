@@ -99,7 +99,22 @@ def test_configuration_errors(data):
         fit(BatchNormNet(), train, test, quick_config(batch_size=1024))
     with pytest.raises(VanEduError, match="num_classes=4"):
         fit(BatchNormNet(num_classes=3), train, test, quick_config())
+    with pytest.raises(VanEduError, match=r"lr=inf \(expected a finite number > 0\)"):
+        fit(BatchNormNet(), train, test, quick_config(lr=float("inf")))
+    with pytest.raises(VanEduError, match=r"seed=-1 \(expected a whole number >= 0"):
+        fit(BatchNormNet(), train, test, quick_config(seed=-1))
+    with pytest.raises(VanEduError, match=r"epochs=0 \(expected an int >= 1\)$"):  # not warmup too
+        fit(BatchNormNet(), train, test, quick_config(epochs=0))
     assert set(TRAIN_PRESETS) >= {"cpu", "gpu"}
+
+
+def test_an_out_dir_that_is_a_file_is_refused_before_training(data, tmp_path):
+    train, test = data
+    blocker = tmp_path / "results"
+    blocker.write_text("keep")
+    with pytest.raises(VanEduError, match="out_dir .* is a file"):      # a FileExistsError before
+        fit(BatchNormNet(), train, test, quick_config(), out_dir=blocker)
+    assert blocker.read_text() == "keep"
 
 
 def test_bf16_autocast_and_channels_last_run_on_cpu(data):

@@ -3,7 +3,7 @@
 What `fit` does, in order, for any classifier ``nn.Module`` mapping ``[B, C, H, W]`` float images to
 ``[B, num_classes]`` logits:
 
-1. checks the config, picks the device (CUDA, then Apple's MPS, then the CPU) and, under
+1. checks the config and ``out_dir``, picks the device (CUDA, then Apple's MPS, then the CPU) and, under
    ``torchrun``, joins the process group (NCCL on CUDA, gloo on the CPU);
 2. moves the model to the device (channels-last if asked) and builds AdamW (no weight decay on
    biases, norm weights, layer scales: every 1-D parameter) with a learning rate that warms up
@@ -56,9 +56,10 @@ from .data import AUGMENT_PRESETS, ImageData, batches
 from .distributed import DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed, teardown, wrap_ddp
 from .errors import VanEduError
 from .evaluation import eval_sums, evaluate, metrics, sum_dtype
+from .fileio import check_output_dir
 from .runtime import AMP_MODES, autocast, resolve_amp, synchronize
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "param_groups", "WarmupCosine", "make_optimizer", "evaluate",
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "check_config", "param_groups", "WarmupCosine", "make_optimizer", "evaluate",
            "FitResult", "fit"]  # evaluate lives in van_edu.evaluation; notebooks import it from here
 
 
@@ -96,21 +97,23 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def _check_config(config: TrainConfig, train_size: int) -> None:
-    """Reject values that would fail late or silently do something else."""
+def check_config(config: TrainConfig, train_size: int | None = None) -> None:
+    """Reject values that would fail late or silently do something else; ``train_size`` (when
+    known) bounds the batch size. Cheap: callers run it before loading any data."""
     problems = []
-    if not (isinstance(config.epochs, int) and config.epochs >= 1):
+    epochs_ok = isinstance(config.epochs, int) and not isinstance(config.epochs, bool) and config.epochs >= 1
+    if not epochs_ok:
         problems.append(f"epochs={config.epochs!r} (expected an int >= 1)")
     if not (isinstance(config.batch_size, int) and config.batch_size >= 1):
         problems.append(f"batch_size={config.batch_size!r} (expected an int >= 1)")
-    elif config.batch_size > train_size:
+    elif train_size is not None and config.batch_size > train_size:
         problems.append(f"batch_size={config.batch_size} is larger than the training set "
                         f"({train_size} images; expected at most that, since incomplete batches are dropped)")
-    if not config.lr > 0:
-        problems.append(f"lr={config.lr!r} (expected > 0)")
-    if not config.weight_decay >= 0:
-        problems.append(f"weight_decay={config.weight_decay!r} (expected >= 0)")
-    if not 0 <= config.warmup_epochs <= config.epochs:
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        problems.append(f"lr={config.lr!r} (expected a finite number > 0)")
+    if not (config.weight_decay >= 0 and math.isfinite(config.weight_decay)):
+        problems.append(f"weight_decay={config.weight_decay!r} (expected a finite number >= 0)")
+    if epochs_ok and not 0 <= config.warmup_epochs <= config.epochs:
         problems.append(f"warmup_epochs={config.warmup_epochs!r} (expected between 0 and epochs)")
     if not 0 <= config.label_smoothing < 1:
         problems.append(f"label_smoothing={config.label_smoothing!r} (expected in [0, 1))")
@@ -122,6 +125,8 @@ def _check_config(config: TrainConfig, train_size: int) -> None:
         problems.append(f"amp={config.amp!r} (expected one of {AMP_MODES})")
     if not (isinstance(config.eval_batch_size, int) and config.eval_batch_size >= 1):
         problems.append(f"eval_batch_size={config.eval_batch_size!r} (expected an int >= 1)")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
+        problems.append(f"seed={config.seed!r} (expected a whole number >= 0 and < 2**63)")
     if problems:
         raise VanEduError("bad TrainConfig: " + "; ".join(problems))
 
@@ -202,7 +207,9 @@ def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
     with each epoch's history row, after the checkpoint is written (e.g. to plot live curves).
     """
     config = config if config is not None else TrainConfig()
-    _check_config(config, len(train))
+    check_config(config, len(train))
+    if out_dir is not None:
+        check_output_dir(out_dir, "out_dir")
     ctx, device = setup_distributed(config.device)
     run = None
     try:
