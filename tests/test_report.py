@@ -55,3 +55,14 @@ def test_write_report_writes_the_report_plots_and_results_without_histories(tmp_
 def test_export_assets_needs_a_finished_comparison(tmp_path):
     with pytest.raises(VanEduError, match="results.json does not exist"):
         export_assets(tmp_path / "nothing", tmp_path / "assets")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "results.json").write_text("{not json")
+    with pytest.raises(VanEduError, match="is not the results.json of a comparison"):
+        export_assets(broken, tmp_path / "assets")
+    (broken / "results.json").write_text('{"runs": [{"model": "van_mini"}]}')
+    with pytest.raises(VanEduError, match="lacks report.md, van_mini-seed0/checkpoint.pt"):
+        export_assets(broken, tmp_path / "assets")
+    with pytest.raises(VanEduError, match="own folder"):
+        export_assets(broken, broken)
+    assert not (tmp_path / "assets").exists()

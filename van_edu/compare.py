@@ -17,13 +17,16 @@ import torch
 
 from .complexity import count_macs, count_params
 from .data import load_image_dataset
+from .errors import VanEduError
+from .fileio import check_output_dir
+from .images import check_seed, check_subset_size
 from .models import DEMO_MODELS, build_model, model_family
 from .report import write_report
-from .runtime import machine_description
+from .runtime import machine_description, pick_device
 from .scaling import throughput
-from .train import TRAIN_PRESETS, TrainConfig, fit
+from .train import TRAIN_PRESETS, TrainConfig, check_config, fit
 
-__all__ = ["CompareSetup", "COMPARE_PRESETS", "load_splits", "train_one", "compare"]
+__all__ = ["CompareSetup", "COMPARE_PRESETS", "load_splits", "train_one", "check_setup", "compare"]
 
 
 @dataclass(frozen=True)
@@ -99,17 +102,47 @@ def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_d
     return results
 
 
+def check_setup(setup: CompareSetup, **more) -> None:
+    """Every value of a comparison that can be checked without its data: model names, seeds, the
+    training recipe (``more``: overrides such as epochs, device); VanEduError for the first bad one."""
+    for what, values in (("models", setup.models), ("seeds", setup.seeds)):
+        if not values:
+            raise VanEduError(f"a comparison needs at least one of {what}, got none")
+        repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+        if repeated:
+            raise VanEduError(f"{what} {list(values)} repeat {', '.join(map(repr, repeated))} "
+                              f"(expected distinct {what}: a repeated run would overwrite its folder)")
+    for name in setup.models:
+        model_family(name)
+    for seed in setup.seeds:
+        check_seed(seed, f"seed {seed!r}")
+    if setup.train not in TRAIN_PRESETS:
+        raise VanEduError(f"train={setup.train!r} (expected one of {sorted(TRAIN_PRESETS)})")
+    config = setup.train_config(setup.seeds[0], **more)
+    check_config(config)
+    pick_device(config.device)
+    for samples in (setup.train_samples, setup.test_samples):
+        if samples is not None:
+            check_subset_size(samples)
+
+
 def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: str | None = None,
             epochs: int | None = None, log=print) -> dict:
     """Train every model of ``setup`` for every seed; write the report; return results.json's content."""
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "the comparison's folder")
     more = {k: v for k, v in (("device", device), ("epochs", epochs)) if v is not None}
+    check_setup(setup, **more)
     runs = []
     start = time.perf_counter()
     train_data, test_data = load_splits(setup.dataset, setup.train_samples, setup.test_samples,
                                         setup.image_size, seed=0, device=None)
     log(f"data: {setup.dataset}: {len(train_data)} training and {len(test_data)} test images, "
         f"{train_data.in_chans}x{train_data.image_size}x{train_data.image_size}")
+    check_config(setup.train_config(setup.seeds[0], **more), len(train_data))
+    for name in setup.models:               # each model fits the data, before the first one trains
+        with torch.device("meta"):
+            model = build_model(name, train_data)
+        count_macs(model, (1, train_data.in_chans, train_data.image_size, train_data.image_size))
     for seed in setup.seeds:
         for name in setup.models:
             config = setup.train_config(seed, **more)

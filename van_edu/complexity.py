@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import VanEduError
 from .lka import LKA, conv_params, lka_params, mobilenet_params
-from .models import create_model
+from .models import create_model, list_models, model_family
 
 __all__ = ["PAPER_TABLE2", "PAPER_TABLE5", "PAPER_TABLE6", "count_params", "input_shape", "MacCounter",
            "count_macs", "variant_table", "table2", "format_table"]
@@ -49,8 +50,13 @@ def input_shape(model: nn.Module, input_size) -> tuple[int, ...]:
     ``config.in_chans`` channels (3 if it has no config); a shape is returned as it is."""
     if isinstance(input_size, int):
         chans = getattr(getattr(model, "config", None), "in_chans", 3)
-        return (1, chans, input_size, input_size)
-    return tuple(input_size)
+        shape = (1, chans, input_size, input_size)
+    else:
+        shape = tuple(input_size)
+    if not all(isinstance(n, int) and n >= 1 for n in shape):
+        raise VanEduError(f"input size {input_size!r} has a dimension below 1 (expected a side length "
+                          "or a shape [B, C, H, W] of positive whole numbers)")
+    return shape
 
 
 # --- The counter -----------------------------------------------------------------------------------
@@ -135,8 +141,16 @@ def variant_table(names=None, resolution: int = 224, macs: bool = True) -> list[
     or None when ``macs=False``), paper_gflops, paper_top1. The models are built on the meta
     device: counting needs their shapes, not their weights.
     """
+    names = list(names or PAPER_TABLE5)
+    vans = list_models("van")
+    for name in names:
+        if name not in vans:
+            what = f"a {model_family(name)} model, not a VAN variant" if name in list_models() else "unknown"
+            raise VanEduError(f"{name!r} is {what} (expected VAN variants: {', '.join(vans)})")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise VanEduError(f"resolution must be a positive number of pixels, got {resolution!r}")
     rows = []
-    for name in names or list(PAPER_TABLE5):
+    for name in names:
         with torch.device("meta"):
             model = create_model(name, num_classes=1000)
         paper = PAPER_TABLE5.get(name, (None, None, None))

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from .errors import VanEduError
+from .fileio import check_output_dir
 from .stats import mean_std
 
-__all__ = ["summarise", "write_report", "export_assets"]
+__all__ = ["summarise", "write_report", "check_export", "export_assets"]
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -99,6 +100,16 @@ def _report_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def check_export(out_dir: str | Path, dest: str | Path, what: str = "the export folder") -> Path:
+    """VanEduError unless ``dest`` can take a copy of the comparison in ``out_dir``: a folder that
+    can be written, and not ``out_dir`` itself. Creates nothing; returns ``dest`` as a Path."""
+    dest = check_output_dir(dest, what)
+    if dest.resolve() == Path(out_dir).expanduser().resolve():
+        raise VanEduError(f"{what} {str(dest)!r} is the comparison's own folder (expected another folder, "
+                          "e.g. notebooks/assets/compare)")
+    return dest
+
+
 def export_assets(out_dir: str | Path = "runs/compare", dest: str | Path = "notebooks/assets/compare",
                   seed: int = 0) -> Path:
     """Copy a comparison's report and seed ``seed``'s trained weights where the notebooks read them.
@@ -106,15 +117,25 @@ def export_assets(out_dir: str | Path = "runs/compare", dest: str | Path = "note
     Writes ``results.json``, ``report.md`` and the PNGs as they are, ``history-<model>.json`` and
     ``<model>.pt`` (a plain state dict, a few MB: the checkpoint without the optimiser state).
     """
-    out, dest = Path(out_dir), Path(dest)
+    out, dest = Path(out_dir), check_export(out_dir, dest)
     results_file = out / "results.json"
     if not results_file.is_file():
         raise VanEduError(f"{results_file} does not exist: run `van-edu compare --out {out}` first")
-    results = json.loads(results_file.read_text())
+    try:
+        models = list(dict.fromkeys(r["model"] for r in json.loads(results_file.read_text())["runs"]))
+    except (ValueError, KeyError, TypeError) as err:         # not JSON, or not a comparison's
+        raise VanEduError(f"{results_file} is not the results.json of a comparison ({type(err).__name__}: "
+                          f"{err}); expected the file `van-edu compare` writes") from err
+    needed = ["results.json", "report.md"] + [f"{m}-seed{seed}/{f}" for m in models
+                                              for f in ("checkpoint.pt", "history.json")]
+    missing = [name for name in needed if not (out / name).is_file()]
+    if missing:
+        raise VanEduError(f"{out} lacks {', '.join(missing)} (expected a finished comparison that ran "
+                          f"seed {seed}: `van-edu compare --out {out}`)")
     dest.mkdir(parents=True, exist_ok=True)
     for name in ["results.json", "report.md"] + sorted(p.name for p in out.glob("*.png")):
         shutil.copy(out / name, dest / name)
-    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+    for model in models:
         run_dir = out / f"{model}-seed{seed}"
         ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
         torch.save(ckpt["model"], dest / f"{model}.pt")

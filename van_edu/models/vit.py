@@ -79,7 +79,10 @@ class ViT(MeanPoolHead, nn.Module):
         super().__init__()
         self.config = c = config
         if c.image_size % c.patch_size:
-            raise VanEduError(f"image_size {c.image_size} must be a multiple of patch_size {c.patch_size}")
+            raise VanEduError(f"image_size {c.image_size} must be a multiple of patch_size {c.patch_size} "
+                              "(expected images resized to a multiple of it, e.g. --image-size "
+                              f"{max(1, round(c.image_size / c.patch_size)) * c.patch_size}, or a ViT with "
+                              "smaller patches)")
         self.grid = c.image_size // c.patch_size
         self.patch_embed = nn.Conv2d(c.in_chans, c.embed_dim, c.patch_size, stride=c.patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, c.embed_dim))
