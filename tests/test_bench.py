@@ -20,4 +20,4 @@ def test_scaling_fits_one_slope_per_method():
 
 def test_bench_rejects_a_bad_repeat(capsys):
     assert main(["bench", "--repeat", "0"]) == 2
-    assert "--repeat must be at least 1" in capsys.readouterr().err
+    assert "argument --repeat: expected a whole number >= 1, got '0'" in capsys.readouterr().err
