@@ -6,8 +6,13 @@
    for the input and all weights), checks both give the same output and gradients, and reports
    the ratio. Times are the best of ``repeat`` runs, plain and fast alternating so both see the
    same load on a shared machine; the JSON also holds the medians.
-2. Whole training steps of van_mini, ``lka_impl="plain"`` against ``"auto"``, in images/s.
-3. Training and inference throughput of the demo's three models (van_mini, vit_mini, resnet_mini).
+2. Whole training steps of van_mini, ``lka_impl="plain"`` against ``"auto"`` (the fast block and
+   its fast LKA), in images/s.
+3. The demo's three models (van_mini, vit_mini, resnet_mini): training and inference images/s,
+   and how much of the machine each training step uses: the machine's fp32 (and, where oneDNN
+   has it, bf16) matrix-product rate is measured in the same run, and a training step is counted
+   as 6 x the model's multiply-adds per image (forward 2, backward 4 FLOPs per multiply-add), so
+   ``fraction = 6 * MACs * images/s / matmul FLOP/s``. FLOPs are not time: the fractions differ.
 4. Scaling: LKA vs global self-attention vs a dense 21x21 depth-wise conv, time and peak memory
    against resolution, with the fitted log-log slopes against the number of pixels.
 """
@@ -121,19 +126,43 @@ def train_speed(stem_stride: int, steps: int, batch: int = 128) -> dict:
     return result
 
 
+def matmul_rate(dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5) -> float | None:
+    """FLOP/s of an n x n matrix product in ``dtype`` on this CPU (best of ``repeats``); None for
+    bfloat16 where oneDNN has no bf16 kernels here (it would be emulated, not the machine's rate)."""
+    if dtype == torch.bfloat16 and not torch.backends.mkldnn.is_available():
+        return None
+    if dtype == torch.bfloat16 and not getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)():
+        return None
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    seconds = best_time(lambda: torch.mm(a, b), repeats=repeats, warmup=1)
+    return 2 * n ** 3 / seconds
+
+
 def demo_throughput(batch: int = 128, steps: int = 5) -> list[dict]:
-    """Training and inference images/s of the demo's models on 28x28 grey images (synthetic)."""
-    from .complexity import count_params
+    """Training and inference images/s of the demo's models on 28x28 grey images (synthetic), with
+    the share of the fp32 matrix-product rate each training step reaches (module docstring)."""
+    from .complexity import count_macs, count_params
     from .models import DEMO_MODELS, create_model, model_family
     from .scaling import throughput
 
-    rows = []
+    rate = matmul_rate()
+    models = {}
     for name in DEMO_MODELS:
         kw = {"image_size": 28} if model_family(name) == "vit" else {}
         torch.manual_seed(0)
-        model = create_model(name, num_classes=10, in_chans=1, **kw)
-        rows.append({"model": name, "params": count_params(model), "batch": batch,
-                     "train_img_per_s": throughput(model, (1, 1, 28, 28), batch, train=True, steps=steps),
+        models[name] = create_model(name, num_classes=10, in_chans=1, **kw)
+    train = {name: 0.0 for name in models}
+    for _ in range(steps):  # round robin: the three models see the same load
+        for name, model in models.items():
+            train[name] = max(train[name], throughput(model, (1, 1, 28, 28), batch, train=True, steps=1, warmup=1))
+    rate = max(rate, matmul_rate())
+    rows = []
+    for name, model in models.items():
+        macs = count_macs(model, (1, 1, 28, 28))
+        flops = 6 * macs * train[name]
+        rows.append({"model": name, "params": count_params(model), "batch": batch, "macs_per_image": macs,
+                     "train_img_per_s": train[name], "train_gflop_per_s": flops / 1e9,
+                     "fraction_of_matmul_fp32": flops / rate, "matmul_fp32_gflop_per_s": rate / 1e9,
                      "inference_img_per_s": throughput(model, (1, 1, 28, 28), batch, train=False, steps=steps)})
     return rows
 
@@ -177,11 +206,23 @@ def run_bench(quick: bool = False, repeat: int = 7, train_steps: int = 8, log=pr
     report["train"] = [train_speed(2, train_steps)]
     t = report["train"][0]
     log(f"plain {t['plain_img_per_s']:.0f} img/s, auto {t['auto_img_per_s']:.0f} img/s: {t['speedup']:.2f}x")
-    log("\n3. The demo's models, 28x28x1, batch 128 (images/s)")
+    log("\n3. The demo's models, 28x28x1, batch 128: images/s, and the share of the machine a training step uses")
     report["models"] = demo_throughput(steps=3 if quick else 5)
+    bf16 = matmul_rate(torch.bfloat16)
+    report["matmul"] = {"fp32_gflop_per_s": report["models"][0]["matmul_fp32_gflop_per_s"],
+                        "bf16_gflop_per_s": bf16 / 1e9 if bf16 else None}
+    log(f"matrix product 1024x1024: fp32 {report['matmul']['fp32_gflop_per_s']:.0f} GFLOP/s, bf16 "
+        + (f"{report['matmul']['bf16_gflop_per_s']:.0f} GFLOP/s" if bf16 else "no oneDNN bf16 kernels here"))
+    log(f"{'model':<12} {'params':>9} {'MACs/img':>10} {'train img/s':>12} {'GFLOP/s':>8} {'of fp32 mm':>10} "
+        f"{'inference img/s':>16}")
     for r in report["models"]:
-        log(f"{r['model']:<12} {r['params']:>9,d} params  train {r['train_img_per_s']:7.0f}  "
-            f"inference {r['inference_img_per_s']:7.0f}")
+        log(f"{r['model']:<12} {r['params']:>9,d} {r['macs_per_image'] / 1e6:>9.1f}M {r['train_img_per_s']:12.0f} "
+            f"{r['train_gflop_per_s']:8.1f} {100 * r['fraction_of_matmul_fp32']:9.1f}% {r['inference_img_per_s']:16.0f}")
+    by_name = {r["model"]: r for r in report["models"]}
+    if "van_mini" in by_name and "resnet_mini" in by_name:
+        ratio = by_name["van_mini"]["train_img_per_s"] / by_name["resnet_mini"]["train_img_per_s"]
+        report["van_over_resnet_train"] = ratio
+        log(f"van_mini trains at {ratio:.2f}x resnet_mini's images/s")
     log("\n4. Scaling with resolution (forward, batch 1, 32 channels)")
     report["scaling"] = scaling(sizes=(16, 32, 48) if quick else (16, 32, 48, 64, 96))
     for method, s in report["scaling"]["slopes"].items():
