@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELS := .cache/colab-wheels
 
-.PHONY: demo test test-fast lint lab notebooks exercises install colab-wheels clean
+.PHONY: demo test test-fast lint lab notebooks exercises book install colab-wheels clean
 
 demo: $(STAMP)  ## the main job: VAN vs ViT vs ResNet on the bundled Fashion-MNIST (report in runs/compare)
 	$(BIN)/van-edu compare
@@ -26,6 +26,9 @@ notebooks: $(STAMP)  ## re-execute the course notebooks in full from fresh kerne
 	$(BIN)/python tools/notebooks.py stamp
 	$(BIN)/python tools/notebooks.py execute
 
+book: $(STAMP)  ## the course as a static website in build/book/, from the committed notebooks (nothing re-executed)
+	$(BIN)/python tools/book.py
+
 exercises: $(STAMP)  ## regenerate exercises/student and exercises/solutions from exercises/source
 	$(BIN)/python -m van_edu.grading generate
 
@@ -45,8 +48,8 @@ $(WHEELS)/.done: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,docs]"
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .cache
+	rm -rf $(VENV) runs build .pytest_cache .cache

@@ -112,7 +112,7 @@ def lka_attention_maps(model: nn.Module, images: torch.Tensor, reduce: str | Non
 
     A forward hook on each ``LKA`` module (``...attn.spatial_gating_unit``) recomputes
     ``attention_map(u)`` from the module's input ``u`` during one forward pass. ``reduce``:
-    ``"mean_abs"`` gives ``[B, h, w]`` (mean of |attention| over channels: where the block
+    ``"mean_abs"`` gives ``[B, h, w]`` (mean of the absolute attention over channels: where the block
     amplifies or suppresses most), ``"mean"`` the signed channel mean, ``None`` the full
     ``[B, C, h, w]``. Keys are the module names without ``.attn.spatial_gating_unit``.
     """
