@@ -188,3 +188,36 @@ def test_hooks_and_flop_counters_see_the_plain_convs():
             LKA(4, impl=impl)(x)
         flops[impl] = counter.get_total_flops()
     assert flops["fast"] == flops["plain"] > 0
+
+
+def _model_grads(model, x, g):
+    x = x.detach().clone().requires_grad_()
+    model.zero_grad(set_to_none=True)
+    y = model(x)
+    (y * g).sum().backward()
+    return y.detach(), x.grad, [p.grad for p in model.parameters()], [b.clone() for b in model.buffers()]
+
+
+@pytest.mark.parametrize("name, shape", [("van_mini", (8, 1, 28, 28)), ("van_mini", (1, 1, 29, 31)),
+                                         ("van_b0", (2, 3, 64, 64))])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_whole_model_on_the_fast_path_equals_the_plain_one(name, shape, train, channels_last):
+    """``lka_impl="auto"`` on the CPU (fast LKA, channels-last stages) against ``"plain"``: logits
+    within 1e-5, gradients within 1e-4 of the largest one, BatchNorm statistics alike."""
+    torch.manual_seed(0)
+    kw = {"num_classes": 10, "in_chans": shape[1]}
+    plain = create_model(name, lka_impl="plain", **kw).train(train)
+    fast = create_model(name, **kw).train(train)
+    fast.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(shape)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    assert fast.uses_channels_last(x) and not plain.uses_channels_last(x)
+    g = torch.randn(shape[0], 10)
+    (ya, gxa, gpa, ba), (yb, gxb, gpb, bb) = _model_grads(plain, x, g), _model_grads(fast, x, g)
+    torch.testing.assert_close(yb, ya, atol=1e-5, rtol=0)
+    scale = max(p.abs().max() for p in gpa)
+    assert max((a - b).abs().max() for a, b in zip(gpa, gpb)) <= 1e-4 * scale
+    torch.testing.assert_close(gxb, gxa, atol=1e-4 * gxa.abs().max().item(), rtol=0)
+    for a, b in zip(ba, bb):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)

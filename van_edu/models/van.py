@@ -176,9 +176,21 @@ class VAN(MeanPoolHead, nn.Module):
                 f"{c.total_stride}, so it needs at least {c.total_stride}x{c.total_stride} pixels "
                 "(use a small-image variant such as van_mini for 28-32 px images)")
 
+    def uses_channels_last(self, x: torch.Tensor) -> bool:
+        """Whether the stages keep their activations channels-last in memory (same values).
+
+        With ``lka_impl="auto"`` on a CPU (or ``"fast"`` anywhere): oneDNN's 1x1 and depth-wise
+        convolutions then need no layout conversions, which made a van_mini training step 1.14 to
+        1.29 times faster on a 2-core AMD EPYC (torch 2.13); ``"plain"`` keeps PyTorch's default.
+        """
+        impl = self.config.lka_impl
+        return impl == "fast" or (impl == "auto" and x.device.type == "cpu")
+
     def forward_stage(self, x: torch.Tensor, s: int) -> torch.Tensor:
         """Stage ``s`` (1-based): patch embedding, blocks, channel LayerNorm."""
         x = getattr(self, f"patch_embed{s}")(x)              # [B, C_s, H_s, W_s]
+        if self.uses_channels_last(x):
+            x = x.contiguous(memory_format=torch.channels_last)
         for blk in getattr(self, f"block{s}"):
             x = blk(x)
         x = getattr(self, f"norm{s}")(x.permute(0, 2, 3, 1))  # LayerNorm over C: [B, H_s, W_s, C_s]
