@@ -66,3 +66,19 @@ def test_history_has_loss_and_accuracy_panels_with_train_and_test():
     assert [len(ax.get_lines()) for ax in (loss, accuracy)] == [2, 2]
     assert list(accuracy.get_lines()[1].get_ydata()) == pytest.approx([70.0, 80.0, 90.0])
     assert list(loss.get_xticks()) == [1, 2, 3]
+
+
+def test_scaling_plot_has_one_line_per_method_and_slope_guides_through_the_lowest_start():
+    from van_edu.viz import plot_scaling
+
+    rows = [{"method": m, "pixels": n, "seconds": c * n ** p} for m, c, p in (("a", 2.0, 1), ("b", 1.0, 2))
+            for n in (16, 64, 256)]
+    fig = plot_scaling(rows, slopes={"a": 1.0, "b": 2.0})
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert set(lines) == {"a (slope 1.00)", "b (slope 2.00)", "slope 1 (guide)", "slope 2 (guide)"}
+    guide = lines["slope 2 (guide)"]
+    assert list(guide.get_xdata()) == [16, 64, 256]
+    # from the lower first point (a's, 2 * 16), rising as n^2 over the 16x range of pixels
+    assert guide.get_ydata()[0] == 32.0 and guide.get_ydata()[-1] == 32.0 * 16 ** 2
+    assert fig.axes[0].get_xscale() == "log"
+    assert not plot_scaling(rows, guides=False).axes[0].get_lines()[-1].get_label().endswith("(guide)")

@@ -22,7 +22,7 @@ from .errors import VanEduError
 from .lka import LKA, conv_params, lka_params, mobilenet_params
 from .models import create_model, list_models, model_family
 
-__all__ = ["PAPER_TABLE2", "PAPER_TABLE5", "PAPER_TABLE6", "count_params", "input_shape", "MacCounter",
+__all__ = ["PAPER_TABLE2", "PAPER_TABLE5", "PAPER_TABLE6", "PAPER_THROUGHPUT", "count_params", "input_shape", "MacCounter",
            "count_macs", "variant_table", "table2", "format_table"]
 
 # Table 5 of the paper: (params in millions, GFLOPs = G multiply-adds at 224^2, ImageNet top-1 %).
@@ -38,6 +38,8 @@ PAPER_TABLE2 = {
 }
 # Table 6 of the paper (VAN-B0 with other kernel sizes): (K, d) -> (params in millions, top-1 %).
 PAPER_TABLE6 = {(7, 2): (4.03, 74.8), (14, 3): (4.07, 75.3), (21, 3): (4.11, 75.4), (28, 4): (4.14, 75.4)}
+# The paper's measured throughput (images/s at 224^2 on an RTX 3090).
+PAPER_THROUGHPUT = {"van_b0": 2140, "van_b1": 1420, "van_b2": 762, "van_b3": 452, "van_b4": 341}
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

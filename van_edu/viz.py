@@ -120,9 +120,13 @@ def plot_eq3(kernel_sizes=(7, 14, 21, 28, 35), max_dilation: int = 8):
 
 
 def plot_scaling(rows: list[dict], key: str = "seconds", ylabel: str = "time per forward pass (s)",
-                 title: str = "Cost against resolution", slopes: dict | None = None):
+                 title: str = "Cost against resolution", slopes: dict | None = None, guides: bool = True):
     """Log-log plot of ``key`` against the number of pixels, one line per method (the rows of
-    ``scaling.measure_scaling``); ``slopes`` (method -> fitted exponent) go into the legend."""
+    ``scaling.measure_scaling``); ``slopes`` (method -> fitted exponent) go into the legend.
+
+    ``guides`` draws grey dashed lines of slope 1 and 2 (cost proportional to n and to n^2),
+    through the lowest first point, for the eye to compare the measured lines with.
+    """
     by_method = defaultdict(list)
     for r in rows:
         if r.get(key) is not None:
@@ -131,6 +135,11 @@ def plot_scaling(rows: list[dict], key: str = "seconds", ylabel: str = "time per
     for method, group in by_method.items():
         label = method if not slopes or method not in slopes else f"{method} (slope {slopes[method]:.2f})"
         ax.plot([r["pixels"] for r in group], [r[key] for r in group], marker="o", ms=3, label=label)
+    if guides and by_method:
+        xs = sorted({r["pixels"] for group in by_method.values() for r in group})
+        y0 = min(group[0][key] for group in by_method.values())
+        for p, style in ((1, "--"), (2, ":")):
+            ax.plot(xs, [y0 * (x / xs[0]) ** p for x in xs], style, color="grey", lw=1, label=f"slope {p} (guide)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(title=title, xlabel="pixels per map, H x W (log scale)", ylabel=ylabel)
