@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["Handle", "ParamRef", "Opaque", "WireError", "dumps", "loads", "MAX_BYTES"]
 
-MAX_BYTES = 256 * 2**20  # a kernel's answer larger than this is refused unread
+MAX_BYTES = 64 * 2**20  # a kernel's answer larger than this is refused unread (the largest real one: ~4 MB)
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8, torch.int16,
     torch.int32, torch.int64, torch.bool)}
