@@ -199,13 +199,17 @@ def plot_image_grid(images, titles, suptitle: str, columns: int = 8):
 
 
 def plot_history(history: list[dict], title: str = "Training curves"):
-    """Loss and accuracy (%) against epoch from a ``fit`` history: train and test, two panels."""
+    """Loss and accuracy (%) against epoch from a ``fit`` history: train and test, two panels.
+
+    The two losses are not the same quantity: the training loss is label-smoothed cross-entropy on
+    augmented images, the test loss plain cross-entropy; the legend says so.
+    """
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.8), dpi=90)
     left.plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3, label="train (label-smoothed)")
     right.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", ms=3, label="train (augmented)")
     if history and history[0].get("test_loss") is not None:
-        left.plot(epochs, [h["test_loss"] for h in history], marker="s", ms=3, label="test")
+        left.plot(epochs, [h["test_loss"] for h in history], marker="s", ms=3, label="test (plain)")
         right.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="s", ms=3, label="test")
     left.set(title="loss", xlabel="epoch", ylabel="cross-entropy (nats)")
     right.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)")
