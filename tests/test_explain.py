@@ -109,3 +109,14 @@ def test_lka_attention_maps_record_every_block_and_equal_attention_map():
     assert not any(m._forward_hooks for m in model.modules()), "hooks must be removed"
     with pytest.raises(VanEduError):
         lka_attention_maps(OneRegion(), torch.rand(1, 1, 4, 4))
+
+
+def test_the_effective_receptive_field_of_an_even_map_is_centred_on_the_image():
+    """On an even-sized map the default unit is the middle 2x2: for a symmetric model, the field
+    is then symmetric about the image centre (the unit at (h/2, w/2) would sit off-centre)."""
+    pool = torch.nn.AvgPool2d(4)                       # 16x16 -> 4x4, each unit sees its own 4x4 block
+    erf = effective_receptive_field(pool, torch.randn(2, 1, 16, 16, dtype=torch.float64))
+    assert torch.equal(erf, erf.flip(0)) and torch.equal(erf, erf.flip(1))
+    assert (erf > 0).nonzero().min(0).values.tolist() == [4, 4] and (erf > 0).nonzero().max(0).values.tolist() == [11, 11]
+    one = effective_receptive_field(pool, torch.randn(2, 1, 16, 16, dtype=torch.float64), position=(2, 2))
+    assert (one > 0).nonzero().min(0).values.tolist() == [8, 8]

@@ -70,8 +70,10 @@ def effective_receptive_field(fn: Callable[[torch.Tensor], torch.Tensor], inputs
     ``forward_features``); ``inputs`` are the images (random or real) to average over. The unit
     is the output at ``position`` (``(row, col)``; default the centre), summed over channels;
     the result is ``|d unit / d input|`` averaged over images and input channels, divided by its
-    maximum. Modules should be in evaluation mode: then images do not interact (BatchNorm uses its
-    running statistics) and one backward pass gives every image's gradient.
+    maximum. The default centre of a map with an even side has no middle unit: there the unit is
+    the sum of the two (or four) middle ones, whose fields together are centred on the image.
+    Modules should be in evaluation mode: then images do not interact (BatchNorm uses its running
+    statistics) and one backward pass gives every image's gradient.
     """
     if inputs.dim() != 4:
         raise VanEduError(f"effective_receptive_field expects inputs [B, C, H, W], got {list(inputs.shape)}")
@@ -80,8 +82,13 @@ def effective_receptive_field(fn: Callable[[torch.Tensor], torch.Tensor], inputs
         out = fn(x)
         if out.dim() != 4:
             raise VanEduError(f"fn must return a map [B, C, h, w], got shape {list(out.shape)}")
-        row, col = position if position is not None else (out.shape[2] // 2, out.shape[3] // 2)
-        grad, = torch.autograd.grad(out[:, :, row, col].sum(), x)  # [B, C, H, W]
+        if position is not None:
+            unit = out[:, :, position[0], position[1]]
+        else:  # the middle unit, or the two middle ones along an even side
+            rows = slice((out.shape[2] - 1) // 2, out.shape[2] // 2 + 1)
+            cols = slice((out.shape[3] - 1) // 2, out.shape[3] // 2 + 1)
+            unit = out[:, :, rows, cols]
+        grad, = torch.autograd.grad(unit.sum(), x)                 # [B, C, H, W]
     erf = grad.abs().mean(dim=(0, 1))                              # [H, W]
     return erf / erf.max().clamp_min(1e-30)
 
