@@ -1,9 +1,20 @@
-"""Summaries of repeated runs: the mean and the spread over seeds that reports and plots print."""
+"""Summaries of repeated runs: the mean and spread over seeds, and whether two models differ.
+
+* :func:`mean_std`: what reports and plots print for a model's seeds;
+* :func:`welch_test`: Welch's t-test on two models' per-seed accuracies (unequal variances), with
+  the two-sided p-value and a confidence interval for the difference of the means;
+* :func:`binomial_se`: the standard error of an accuracy measured on n test images, the noise of
+  the test set itself (a different source from the seeds' training randomness).
+
+The Student t distribution is computed here from the regularised incomplete beta function (a
+continued fraction), so the package needs no SciPy.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-__all__ = ["mean_std"]
+__all__ = ["mean_std", "binomial_se", "t_cdf", "t_quantile", "welch_test", "WelchResult"]
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -12,3 +23,83 @@ def mean_std(values) -> tuple[float, float]:
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
     return mean, std
+
+
+def binomial_se(accuracy: float, n: int) -> float:
+    """Standard error of an accuracy measured on ``n`` independent test images: sqrt(p (1 - p) / n)."""
+    return math.sqrt(accuracy * (1.0 - accuracy) / n)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz's method)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, dof: float) -> float:
+    """P(T <= t) for Student's t with ``dof`` degrees of freedom."""
+    tail = 0.5 * _betainc(dof / 2.0, 0.5, dof / (dof + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(q: float, dof: float) -> float:
+    """The t with ``t_cdf(t, dof) = q`` (bisection)."""
+    lo, hi = -1e3, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, dof) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class WelchResult:
+    difference: float   # mean(a) - mean(b)
+    t: float
+    dof: float          # Welch-Satterthwaite degrees of freedom
+    p: float            # two-sided
+    low: float          # confidence interval of the difference
+    high: float
+    level: float
+
+
+def welch_test(a, b, level: float = 0.95) -> WelchResult:
+    """Welch's t-test of mean(a) = mean(b) for two samples with unequal variances (each n >= 2)."""
+    a, b = list(a), list(b)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's test needs at least two values in each sample")
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    se = math.sqrt(va + vb)
+    diff = ma - mb
+    if se == 0.0:
+        return WelchResult(diff, math.inf if diff else 0.0, math.inf, 0.0 if diff else 1.0, diff, diff, level)
+    dof = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+    t = diff / se
+    p = 2.0 * (1.0 - t_cdf(abs(t), dof))
+    half = t_quantile(0.5 + level / 2.0, dof) * se
+    return WelchResult(diff, t, dof, p, diff - half, diff + half, level)
