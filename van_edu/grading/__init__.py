@@ -7,7 +7,8 @@
 * ``van_edu.grading.assign``: nbgrader-style sources -> student and solution copies.
 * ``van_edu.grading.grader``: runs a submission in its own box (``kernel``, ``box``: a fresh
   kernel and folder with limits, Landlock on Linux) and judges each task in the grader's process
-  (needs nbclient); ``provenance`` flags answers that use the course's own implementation.
+  (needs nbclient; ``host``: the pids cgroup and the answer files, ``scores``: results, reasons,
+  CSV and JSON); ``provenance`` flags answers that use the course's own implementation.
 
 Only ``check`` is imported eagerly; the grader's dependencies load when it is used.
 """

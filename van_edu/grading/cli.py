@@ -40,11 +40,12 @@ def add_grade_command(sub) -> None:
 
 def _cmd_grade(args) -> int:
     try:
-        from .grader import box_summary, grade_folder, grade_notebook, write_json
+        from .grader import grade_folder, grade_notebook
+        from .scores import box_summary, write_json
     except ImportError as err:
         raise VanEduError(f"the grader needs nbclient and ipykernel ({err}); install the course with "
                           "`pip install -e .[dev]`") from err
-    from .kernel import Limits
+    from .limits import Limits
 
     for flag in ("timeout", "notebook_timeout", "output_limit", "memory", "procs"):
         if getattr(args, flag) < 1:

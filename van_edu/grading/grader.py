@@ -29,13 +29,10 @@ already has the course installed.
 from __future__ import annotations
 
 import ast
-import csv
-import io
-import json
 import random
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -48,62 +45,10 @@ from .check import CHECKS
 from .kernel import BoxedKernel, CellRun, KernelLost, Limits
 from .limits import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT
 from .provenance import reference_use
+from .scores import GradeReport, TaskResult, first_line, rows_to_csv, score
 
 __all__ = ["TaskResult", "GradeReport", "grade_notebook", "grade_folder", "DEFAULT_TIMEOUT",
            "DEFAULT_OUTPUT_LIMIT"]
-
-
-@dataclass
-class TaskResult:
-    name: str
-    score: float
-    max_score: float
-    message: str
-
-
-@dataclass
-class GradeReport:
-    notebook: str
-    source: str
-    tasks: list[TaskResult]
-    cells: list = field(default_factory=list, repr=False)  # _CellRecord per executed cell
-    box: dict = field(default_factory=dict)                # the protections the kernel ran with
-
-    @property
-    def score(self) -> float:
-        return sum(t.score for t in self.tasks)
-
-    @property
-    def max_score(self) -> float:
-        return sum(t.max_score for t in self.tasks)
-
-    def to_json(self) -> dict:
-        return {"notebook": self.notebook, "score": self.score, "max_score": self.max_score,
-                "tasks": [asdict(t) for t in self.tasks], "box": self.box}
-
-    def errors(self) -> list[tuple[int, str, str]]:
-        """(cell number, exception name, message) of every cell that raised, timed out or crashed."""
-        out = []
-        for r in self.cells:
-            if r.error:
-                out.append((r.number, r.error[0], r.error[1]))
-            elif r.timed_out:
-                out.append((r.number, "Timeout", "timed out"))
-            elif r.died:
-                out.append((r.number, "DeadKernel", "the kernel died"))
-        return out
-
-    def format(self) -> str:
-        width = max([len(t.name) for t in self.tasks] + [5])
-        lines = [f"{self.notebook}  (tests from {self.source})"]
-        for t in self.tasks:
-            lines.append(f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}")
-        lines.append(f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}")
-        return "\n".join(lines)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 # --------------------------------------------------------------------------- the execution plan
@@ -195,62 +140,15 @@ def _judge(kernel: BoxedKernel, task: Task, secret: int) -> str | None:
     except _NotAnswered as err:
         return f"not answered yet ({err} still raises NotImplementedError)"
     except SubjectMissing as err:
-        return (f"{_first_line(str(err))}; the tests call `{err.name}` by name: did you rename or delete "
+        return (f"{first_line(str(err))}; the tests call `{err.name}` by name: did you rename or delete "
                 "it, or did the cell that defines it fail?")
     except CheckFailed as err:
-        return _first_line(str(err), 500) or "the check failed"
+        return first_line(str(err), 500) or "the check failed"
     except KernelLost as err:
         return str(err)
     except Exception as err:  # a bug in a check must not crash the grading of a class
-        return f"the check itself failed ({type(err).__name__}: {_first_line(str(err), 200)}); tell the teacher"
+        return f"the check itself failed ({type(err).__name__}: {first_line(str(err), 200)}); tell the teacher"
     return None
-
-
-# --------------------------------------------------------------------------- scoring
-def _first_line(text: str, limit: int = 300) -> str:
-    text = (text or "").strip().split("\n")[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | None:
-    for rec in records:
-        if rec.kind != "learner" or rec.task != task or rec.number is None:
-            continue
-        if rec.timed_out:
-            return f"your cell {rec.number} timed out after {timeout} s"
-        if rec.died:
-            return f"your cell {rec.number} crashed the kernel and was skipped"
-        if rec.error and rec.error[0] != "NotImplementedError":
-            return f"your cell {rec.number} raised {rec.error[0]}: {_first_line(rec.error[1], 160)}"
-    return None
-
-
-def _score(tasks: list[Task], records: list[_CellRecord], missing: set[str], timeout: int,
-           output_limit: int, flagged: dict[str, str], forbid_reference: bool) -> list[TaskResult]:
-    results = []
-    for task in tasks:
-        rec = next(r for r in records if r.kind == "test" and r.task == task.name)
-        reason = rec.skipped or rec.reason
-        flooded = [r.number for r in records if r.kind == "learner" and r.task == task.name and r.truncated]
-        if reason is None and flooded:
-            reason = (f"your cell {flooded[0]} printed more than {output_limit:,} characters of output; "
-                      "remove the printing loop")
-        used = flagged.get(task.name)
-        if reason is None and used and forbid_reference:
-            reason = f"your answer {used}; the task asks for your own implementation (--forbid-reference)"
-        if reason is None:
-            note = f" (reference code: your answer {used})" if used else ""
-            results.append(TaskResult(task.name, task.points, task.points, "passed" + note))
-            continue
-        if used and "forbid-reference" not in reason:
-            reason += f" (reference code: your answer {used})"
-        note = _learner_note(records, task.name, timeout)
-        if note and note.split(" raised ")[-1] not in reason:
-            reason += f" ({note})"
-        if task.name in missing:
-            reason += " (your notebook had no test cell for this task; tested at the end)"
-        results.append(TaskResult(task.name, 0.0, task.points, reason))
-    return results
 
 
 # --------------------------------------------------------------------------- finding the source
@@ -308,7 +206,7 @@ def _read_notebook(text: str | None):
             if not isinstance(cell.get("source", ""), (str, list)):
                 raise ValueError("a cell's source is not text")
     except Exception as err:  # not JSON, not a notebook: the learner's file, graded 0
-        return None, f"{type(err).__name__}: {_first_line(str(err), 200)}"
+        return None, f"{type(err).__name__}: {first_line(str(err), 200)}"
     return nb, None
 
 
@@ -372,7 +270,7 @@ def grade_notebook(path, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
                 records.append(_CellRecord(**vars(run), number=step.number, kind=step.kind, task=step.task))
         box = dict(kernel.protections)
     flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks])
-    results = _score(tasks, records, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
+    results = score(tasks, records, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
     return GradeReport(str(path), str(src_path), results, records, box)
 
 
@@ -454,28 +352,3 @@ def grade_folder(folder, csv_path=None, source_dir=None, timeout: int = DEFAULT_
     return rows, reports
 
 
-def box_summary(box: dict) -> str:
-    """The protections a submission's kernel ran with, in one line."""
-    parts = []
-    if box.get("memory_mb"):
-        parts.append(f"memory {box['memory_mb']} MiB")
-    parts.append(f"processes: {box['procs']}" if box.get("procs") else "processes: not limited (root without cgroups)")
-    abi = box.get("landlock", 0)
-    if abi:
-        parts.append(f"Landlock ABI {abi}: files" + (", network" if abi >= 4 else "") + (", signals" if abi >= 6 else ""))
-    else:
-        parts.append("no Landlock: files, network and signals not confined (use a container)")
-    return "; ".join(parts)
-
-
-def rows_to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["learner", "score", "max_score"])
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _num(v) if isinstance(v, float) else v for k, v in row.items()})
-    return buf.getvalue()
-
-
-def write_json(obj, path) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")

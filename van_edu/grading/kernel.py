@@ -21,7 +21,6 @@ import logging
 import os
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -36,19 +35,10 @@ from nbclient.util import run_sync
 from nbformat.v4 import new_code_cell, new_notebook
 
 from ..errors import VanEduError
-from . import wire
-from .limits import (
-    DEFAULT_FILE_MB,
-    DEFAULT_MEMORY_MB,
-    DEFAULT_NOTEBOOK_TIMEOUT,
-    DEFAULT_OUTPUT_LIMIT,
-    DEFAULT_PROCS,
-    DEFAULT_TIMEOUT,
-    MAX_RESTARTS,
-    PROBE_TIMEOUT,
-)
+from .host import empty_cgroup, pids_cgroup, read_answer
+from .limits import MAX_RESTARTS, PROBE_TIMEOUT, Limits
 
-__all__ = ["CellRun", "Limits", "BoxedKernel", "KernelLost"]
+__all__ = ["CellRun", "Limits", "BoxedKernel", "KernelLost", "read_answer"]
 
 WARM_UP = ("import torch, van_edu.grading.agent, van_edu.grading.fixtures  "
            "# the grader's own imports, outside the learner's time")
@@ -57,19 +47,6 @@ WARM_UP_TIMEOUT = 300
 _QUIET = logging.getLogger("van_edu.grading.kernel")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
-
-
-@dataclass
-class Limits:
-    """What one submission may use. Times in seconds; 0 switches a size limit off."""
-
-    timeout: int = DEFAULT_TIMEOUT                    # per cell (and per check's question)
-    notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT  # for the whole notebook, checks included
-    output_limit: int = DEFAULT_OUTPUT_LIMIT          # characters of output kept per cell
-    memory_mb: int = DEFAULT_MEMORY_MB                # address space of the kernel
-    procs: int = DEFAULT_PROCS                        # processes and threads
-    file_mb: int = DEFAULT_FILE_MB                    # size of one file written
-    landlock: bool = True                             # files, network and signals (Linux)
 
 
 @dataclass
@@ -139,68 +116,6 @@ class _Client(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-def _pids_cgroup(procs: int) -> Path | None:
-    """A fresh pids cgroup limited to ``procs`` tasks, where this process may make one (else None)."""
-    for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
-        if not (base / "cgroup.procs").exists() or (base == Path("/sys/fs/cgroup") and
-                                                     "pids" not in _read(base / "cgroup.controllers")):
-            continue
-        group = base / f"van-edu-grade-{secrets.token_hex(6)}"
-        try:
-            group.mkdir()
-            (group / "pids.max").write_text(str(procs))
-            return group
-        except OSError:
-            try:
-                group.rmdir()
-            except OSError:
-                pass
-    return None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def _empty_cgroup(group: Path | None) -> None:
-    if group is None:
-        return
-    for _ in range(50):
-        pids = [int(p) for p in _read(group / "cgroup.procs").split()]
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except OSError:
-                pass
-        time.sleep(0.02)
-    try:
-        group.rmdir()
-    except OSError:
-        pass
-
-
-def read_answer(path: Path, limit: int = wire.MAX_BYTES) -> str | None:
-    """The text of a regular file the kernel wrote (no links, no FIFOs), or None; at most ``limit`` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(limit + 1)
-        return data.decode("utf-8", errors="replace") if len(data) <= limit else None
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class _Step:
     code: str
@@ -257,7 +172,7 @@ class BoxedKernel:
         return argv + ["-f", "{connection_file}"]
 
     def _start(self) -> None:
-        self.cgroup = _pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
+        self.cgroup = pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
         spec = _BoxSpec()
         spec.argv = self._argv()
         # two spare cells: a probe (does the kernel answer?) and the warm-up imports
@@ -292,7 +207,7 @@ class BoxedKernel:
             except Exception:  # a kernel that is already gone
                 pass
             self.session = None
-        _empty_cgroup(self.cgroup)
+        empty_cgroup(self.cgroup)
         self.cgroup = None
 
     def _restart(self) -> None:

@@ -1,0 +1,147 @@
+"""The grader's scores: each task's result and reason, the report, and the CSV and JSON it writes.
+
+``score`` turns what happened to a notebook's cells and checks (the grader's records) into one
+:class:`TaskResult` per task: its points when the check passed, else 0 and the reason a learner
+can act on, with a note on the learner's own cell that failed first and on reference use.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fileio import atomic_write_text
+from .assign import Task
+
+if TYPE_CHECKING:
+    from .grader import _CellRecord
+
+__all__ = ["TaskResult", "GradeReport", "score", "first_line", "box_summary", "rows_to_csv", "write_json"]
+
+
+@dataclass
+class TaskResult:
+    name: str
+    score: float
+    max_score: float
+    message: str
+
+
+@dataclass
+class GradeReport:
+    notebook: str
+    source: str
+    tasks: list[TaskResult]
+    cells: list = field(default_factory=list, repr=False)  # _CellRecord per executed cell
+    box: dict = field(default_factory=dict)                # the protections the kernel ran with
+
+    @property
+    def score(self) -> float:
+        return sum(t.score for t in self.tasks)
+
+    @property
+    def max_score(self) -> float:
+        return sum(t.max_score for t in self.tasks)
+
+    def to_json(self) -> dict:
+        return {"notebook": self.notebook, "score": self.score, "max_score": self.max_score,
+                "tasks": [asdict(t) for t in self.tasks], "box": self.box}
+
+    def errors(self) -> list[tuple[int, str, str]]:
+        """(cell number, exception name, message) of every cell that raised, timed out or crashed."""
+        out = []
+        for r in self.cells:
+            if r.error:
+                out.append((r.number, r.error[0], r.error[1]))
+            elif r.timed_out:
+                out.append((r.number, "Timeout", "timed out"))
+            elif r.died:
+                out.append((r.number, "DeadKernel", "the kernel died"))
+        return out
+
+    def format(self) -> str:
+        width = max([len(t.name) for t in self.tasks] + [5])
+        lines = [f"{self.notebook}  (tests from {self.source})"]
+        for t in self.tasks:
+            lines.append(f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}")
+        lines.append(f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}")
+        return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    text = (text or "").strip().split("\n")[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | None:
+    for rec in records:
+        if rec.kind != "learner" or rec.task != task or rec.number is None:
+            continue
+        if rec.timed_out:
+            return f"your cell {rec.number} timed out after {timeout} s"
+        if rec.died:
+            return f"your cell {rec.number} crashed the kernel and was skipped"
+        if rec.error and rec.error[0] != "NotImplementedError":
+            return f"your cell {rec.number} raised {rec.error[0]}: {first_line(rec.error[1], 160)}"
+    return None
+
+
+def score(tasks: list[Task], records: list[_CellRecord], missing: set[str], timeout: int,
+           output_limit: int, flagged: dict[str, str], forbid_reference: bool) -> list[TaskResult]:
+    results = []
+    for task in tasks:
+        rec = next(r for r in records if r.kind == "test" and r.task == task.name)
+        reason = rec.skipped or rec.reason
+        flooded = [r.number for r in records if r.kind == "learner" and r.task == task.name and r.truncated]
+        if reason is None and flooded:
+            reason = (f"your cell {flooded[0]} printed more than {output_limit:,} characters of output; "
+                      "remove the printing loop")
+        used = flagged.get(task.name)
+        if reason is None and used and forbid_reference:
+            reason = f"your answer {used}; the task asks for your own implementation (--forbid-reference)"
+        if reason is None:
+            note = f" (reference code: your answer {used})" if used else ""
+            results.append(TaskResult(task.name, task.points, task.points, "passed" + note))
+            continue
+        if used and "forbid-reference" not in reason:
+            reason += f" (reference code: your answer {used})"
+        note = _learner_note(records, task.name, timeout)
+        if note and note.split(" raised ")[-1] not in reason:
+            reason += f" ({note})"
+        if task.name in missing:
+            reason += " (your notebook had no test cell for this task; tested at the end)"
+        results.append(TaskResult(task.name, 0.0, task.points, reason))
+    return results
+
+
+def box_summary(box: dict) -> str:
+    """The protections a submission's kernel ran with, in one line."""
+    parts = []
+    if box.get("memory_mb"):
+        parts.append(f"memory {box['memory_mb']} MiB")
+    parts.append(f"processes: {box['procs']}" if box.get("procs") else "processes: not limited (root without cgroups)")
+    abi = box.get("landlock", 0)
+    if abi:
+        parts.append(f"Landlock ABI {abi}: files" + (", network" if abi >= 4 else "") + (", signals" if abi >= 6 else ""))
+    else:
+        parts.append("no Landlock: files, network and signals not confined (use a container)")
+    return "; ".join(parts)
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["learner", "score", "max_score"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _num(v) if isinstance(v, float) else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_json(obj, path) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
