@@ -85,8 +85,10 @@ def draw_decomposition(kernel_size: int = 21, dilation: int = 3, ax=None):
     """The LKA decomposition of a K x K kernel on a pixel grid, centred on one output pixel.
 
     Cells: the DW-Conv taps, the DW-D-Conv's dilated taps, the pixels their composition reaches
-    (footprint) and, outlined in red, the K x K square the decomposition replaces. Returns the
-    Figure; ``marked_cells(ax)`` reads the marked cells back from the drawn image.
+    (footprint) and, outlined in red, the K x K square the decomposition replaces; a cross marks
+    the output pixel. Returns the Figure (the one holding ``ax`` when given: several panels side by
+    side then get a compact title and legend). ``marked_cells(ax)`` reads the marked cells back
+    from the drawn image.
     """
     taps = decomposition_taps(kernel_size, dilation)
     dec = decomposition(kernel_size, dilation)
@@ -97,8 +99,8 @@ def draw_decomposition(kernel_size: int = 21, dilation: int = 3, ax=None):
     for cells, value in ((taps.footprint, 1), (taps.dwd, 2), (taps.dw, 3), (taps.dw & taps.dwd, 4)):
         for r, c in cells:
             grid[r - lo, c - lo] = value
-    fig = None
-    if ax is None:
+    alone = ax is None
+    if alone:
         fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     fig = ax.figure
     ax.imshow(grid, cmap=ListedColormap(_GRID_COLOURS), vmin=-0.5, vmax=len(GRID_CLASSES) - 0.5,
@@ -118,13 +120,17 @@ def draw_decomposition(kernel_size: int = 21, dilation: int = 3, ax=None):
                Patch(fc=_GRID_COLOURS[4], label="tap of both (the centre)"),
                Patch(fc=_GRID_COLOURS[1], label=f"footprint of the two: {side}x{side}"),
                Patch(fc="none", ec="red", label=f"the {kernel_size}x{kernel_size} kernel it replaces")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=7, frameon=False)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1 if alone else -0.14),
+              ncol=2 if alone else 1, fontsize=7 if alone else 6.5, frameon=False)
     ax.set_title(f"K={kernel_size}, d={dilation}: {dec.dw_kernel}x{dec.dw_kernel} DW-Conv, "
-                 f"{dec.dwd_kernel}x{dec.dwd_kernel} DW-D-Conv -> {side}x{side} field", fontsize=9)
-    ax.set_xlabel("column offset from the output pixel (pixels)", fontsize=8)
-    ax.set_ylabel("row offset (pixels)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    fig.tight_layout()
+                 f"{dec.dwd_kernel}x{dec.dwd_kernel} DW-D-Conv{' ' if alone else chr(10)}"
+                 f"-> {side}x{side} field", fontsize=9 if alone else 8)
+    ax.set_xlabel("column offset from the output pixel (pixels)" if alone else "column offset (pixels)",
+                  fontsize=8 if alone else 7)
+    ax.set_ylabel("row offset (pixels)", fontsize=8 if alone else 7)
+    ax.tick_params(labelsize=7 if alone else 6)
+    if alone:
+        fig.tight_layout()
     return fig
 
 
