@@ -15,10 +15,8 @@ import platform
 import random
 import sys
 
-from .fileio import atomic_write
-
 __all__ = ["COURSE_REPO", "COURSE_BRANCH", "COLAB_DEPS", "QUICK", "QUICK_ENV", "pick", "setup",
-           "colab_url", "badge_markdown", "install_lines", "colab_lines", "COURSE_DIR_ENV", "in_colab", "raw_url", "fetch_course_files"]
+           "colab_url", "badge_markdown", "install_lines", "colab_lines", "COURSE_DIR_ENV", "in_colab"]
 
 # PLACEHOLDER: the course's public repository. Change it here only, then run
 # `python tools/notebooks.py stamp` to rewrite every notebook's badge and install line.
@@ -104,51 +102,6 @@ def colab_lines(folder: str = "notebooks", repo: str = COURSE_REPO, branch: str 
         'if "google.colab" in sys.modules:  # work inside the course, as in a clone',
         f'    os.chdir(os.path.join(os.environ["{COURSE_DIR_ENV}"], "{folder}"))',
     ]
-
-
-def raw_url(path: str, repo: str = COURSE_REPO, branch: str = COURSE_BRANCH) -> str:
-    """The address of the file ``path`` (relative to the repository root) as raw bytes on GitHub."""
-    return f"https://raw.githubusercontent.com/{_repo_path(repo)}/{branch}/{path.lstrip('/')}"
-
-
-def fetch_course_files(names, dest, repo_dir: str, base_url: str | None = None, timeout: float = 60) -> bool:
-    """Make sure ``dest/<name>`` exists for every name; fetch the missing ones from the course
-    repository's ``repo_dir/<name>``.
-
-    Notebooks 07 and 08 read the bundled results of the comparison from ``notebooks/assets/compare``.
-    In a clone they are there and nothing is fetched; on Colab, which opens a notebook without the
-    rest of the repository, they are fetched (a few MB). Nothing is ever fetched in test mode.
-    ``base_url`` replaces the repository's raw address (``raw_url(repo_dir)``; a ``file://`` folder
-    works too). Each file is written through ``van_edu.fileio.atomic_write``, so a failed download
-    leaves no half-written file. Returns whether all files are present; when not, prints one line
-    saying why, and the notebook goes on without them.
-    """
-    import shutil
-    import urllib.request
-    from pathlib import Path
-
-    dest = Path(dest)
-    missing = [n for n in names if not (dest / n).is_file()]
-    if not missing:
-        return True
-    if QUICK:
-        print(f"{len(missing)} file(s) missing in {dest}; test mode never downloads")
-        return False
-    base = (base_url or raw_url(repo_dir)).rstrip("/")
-    dest.mkdir(parents=True, exist_ok=True)
-
-    def download(url: str, tmp: Path) -> None:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
-
-    for name in missing:
-        try:
-            atomic_write(dest / name, lambda tmp, url=f"{base}/{name}": download(url, tmp))
-        except OSError as err:                     # URLError, HTTPError and timeouts are OSErrors
-            print(f"could not fetch {name} from {base}: {err}")
-            return False
-    print(f"fetched {len(missing)} file(s) into {dest} from {base}")
-    return True
 
 
 def _seed_everything(seed: int) -> None:
