@@ -29,7 +29,9 @@ What is not prose, and so not checked:
 - identifiers of documents: arXiv ids (``2202.09741``), numbers of sections, equations, tables and
   figures ("Sec. 3.2", "Table 5.1"), and version numbers (anything with two dots, such as
   "3.11.7", or a number right after the name of a package or "version"/"v"/"≥": "torch 2.4",
-  "transformers ≥ 4.31"), and a number that ends a hyphenated name ("top-1 %", "ResNet-18").
+  "transformers ≥ 4.31"), and a number that ends a hyphenated name ("top-1 %", "ResNet-18");
+- the levels of statistical statements, chosen rather than measured: a percentage right before
+  "interval", "confidence", "CI", "level" or "significance" ("the 95% interval", "the 5% level").
 
 The sign is not compared ("−0.42" in prose matches "+0.42" printed; the prose's wording carries
 the direction), nor are thousands separators normalised (compare as written). Integers without a
@@ -68,6 +70,8 @@ REFERENCE_BEFORE = re.compile(
     r"|§|\barxiv:?|\b(?:python|torch|pytorch|numpy|cuda|cudnn|transformers|datasets|timm|nbformat|"
     r"nbval|jupyter|jupyterlab|matplotlib|huggingface_hub|einops|torchinfo|sphinx|version|versions|v)"
     r"\s*(?:[≥≤><]=?|==|>=|<=)?)\s*\(?$")
+# Words right after a percentage that make it the level of a test or an interval.
+LEVEL_AFTER = re.compile(r"(?i)^\s*(?:(?:welch|confidence|t-test)\S*\s+)?(?:interval|confidence|ci\b|level|significance)")
 SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+(?=[A-Z*_(\[`\"'])|\n\s*\n|\n\s*(?:[-*+]|\d+\.)\s+|\n#+\s")
 
 
@@ -112,6 +116,8 @@ def prose_numbers(markdown: str):
             continue                                     # integers are not checked
         if REFERENCE_BEFORE.search(masked[max(0, m.start() - 30):m.start()].replace("\0", " ")):
             continue                                     # "Table 5.1", "torch 2.4"
+        if percent and LEVEL_AFTER.match(masked[m.end():m.end() + 40].replace("\0", " ")):
+            continue                                     # "the 95% interval", "the 5% level"
         found.append((digits, percent, _sentence(markdown, m.start(), m.end())))
     return found
 
@@ -226,7 +232,8 @@ def test_what_is_not_prose_is_not_checked():
 
 
 def test_folded_answers_are_prose_and_integer_percentages_count():
-    text = "<details><summary>Answer</summary>About 4.9x faster, within 15% of it.</details>"
+    text = ("<details><summary>Answer</summary>About 4.9x faster, within 15% of it; the 95% interval "
+            "and the 5% level are not results.</details>")
     assert [(d, p) for d, p, _ in prose_numbers(text)] == [("4.9", False), ("15", True)]
 
 
