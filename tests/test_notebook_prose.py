@@ -41,6 +41,7 @@ code.
 A failure lists, per notebook, every offending number with its cell and the sentence around it.
 """
 import ast
+import functools
 import json
 import re
 from pathlib import Path
@@ -174,12 +175,13 @@ def paper_constants(source: str) -> set[float]:
     return values
 
 
-def package_paper_values() -> set[float]:
+@functools.cache
+def package_paper_values() -> frozenset[float]:
     """The paper's values that ``van_edu`` records: the numbers of its ``PAPER_*`` constants."""
     values = set()
     for path in sorted((ROOT / "van_edu").rglob("*.py")):
         values |= paper_constants(path.read_text(encoding="utf-8"))
-    return values
+    return frozenset(values)
 
 
 def is_paper_value(digits: str, paper: set[float]) -> bool:
@@ -187,9 +189,9 @@ def is_paper_value(digits: str, paper: set[float]) -> bool:
     return any(abs(value - v) < 1e-9 for v in paper)
 
 
-def offenders(nb, paper: set[float]) -> list[str]:
+def offenders(nb, paper) -> list[str]:
     """One line per number of the notebook's prose that neither an output nor the paper backs."""
-    paper = paper | set().union(*(paper_constants(_source(c)) for c in nb["cells"] if c["cell_type"] == "code"))
+    paper = set(paper) | set().union(*(paper_constants(_source(c)) for c in nb["cells"] if c["cell_type"] == "code"))
     outputs = output_text(nb)
     lines = []
     for index, cell in enumerate(nb["cells"]):
