@@ -138,9 +138,19 @@ def _real_stages(name, size):
     return out, model.config.depths
 
 
-@pytest.mark.parametrize("name,size", [("van_b0", 224), ("van_mini", 28), ("van_b0", 96)])
-def test_stage_drawing_labels_are_the_models_shapes(name, size):
-    shapes, depths = _real_stages(name, size)
+def _conv_arithmetic_stages(name, size):
+    """(H, W, C) after each stage from each patch embedding's conv: floor((H + 2p - k) / s) + 1."""
+    with torch.device("meta"):
+        model = create_model(name)
+    out = []
+    for s in range(1, model.num_stages + 1):
+        proj = getattr(model, f"patch_embed{s}").proj
+        size = (size + 2 * proj.padding[0] - proj.kernel_size[0]) // proj.stride[0] + 1
+        out.append((size, size, proj.out_channels))
+    return out, model.config.depths
+
+
+def _check_stage_labels(name, size, shapes, depths):
     texts = [t for t in _texts(diagrams.draw_stages(name, size)) if t.startswith("stage")]
     assert len(texts) == len(shapes)
     for s, (text, (h, w, c), n) in enumerate(zip(texts, shapes, depths), start=1):
@@ -149,3 +159,16 @@ def test_stage_drawing_labels_are_the_models_shapes(name, size):
         assert lines[2] == f"{n} blocks"
         assert lines[3] == f"{h}\u00d7{w}\u00d7{c}"
     assert [(r["height"], r["width"], r["channels"]) for r in diagrams.stage_shapes(name, size)] == shapes
+
+
+@pytest.mark.parametrize("name,size", [("van_mini", 28), ("van_b0", 64)])
+def test_stage_drawing_labels_are_the_shapes_of_a_real_forward(name, size):
+    _check_stage_labels(name, size, *_real_stages(name, size))
+
+
+@pytest.mark.parametrize("name,size", [("van_b0", 224), ("van_mini", 28), ("van_cifar", 32)])
+def test_stage_drawing_labels_follow_the_patch_embeddings(name, size):
+    shapes, depths = _conv_arithmetic_stages(name, size)
+    if (name, size) == ("van_b0", 224):
+        assert shapes == [(56, 56, 32), (28, 28, 64), (14, 14, 160), (7, 7, 256)]   # the paper's B0
+    _check_stage_labels(name, size, shapes, depths)

@@ -22,6 +22,7 @@ from matplotlib.patches import FancyBboxPatch, Patch, Rectangle  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .lka import LKA, decomposition, same_padding  # noqa: E402
+from .models import create_model  # noqa: E402
 
 __all__ = ["Taps", "decomposition_taps", "draw_decomposition", "marked_cells", "GRID_CLASSES",
            "block_layers", "draw_lka_module", "draw_van_block", "stage_shapes", "draw_stages"]
@@ -252,17 +253,16 @@ def block_layers(block: nn.Module) -> list[tuple[str, nn.Module]]:
     """The layers a VAN block calls, in the order it calls them, as (name, module).
 
     Found by running the block on a small input (where its parameters are; on the meta device
-    nothing is computed) with a hook on every leaf module; an LKA counts as one layer, dropout and drop path are left out
-    (they change nothing at evaluation).
+    nothing is computed) with a hook on every leaf module; an LKA counts as one layer, dropout
+    and drop path are left out (they change nothing at evaluation).
     """
     names = {m: n for n, m in block.named_modules()}
-    units = [m for m in block.modules() if isinstance(m, LKA) or
-             (not list(m.children()) and not any(isinstance(p, LKA) for p in _parents(block, m)))]
-    order, handles = [], []
-    for m in units:
-        if isinstance(m, (nn.Dropout, nn.Identity)) or type(m).__name__ == "DropPath":
-            continue
-        handles.append(m.register_forward_hook(lambda mod, i, o: order.append(mod)))
+    lkas = [m for m in block.modules() if isinstance(m, LKA)]
+    inside_lka = {id(m) for lka in lkas for m in lka.modules() if m is not lka}
+    units = lkas + [m for m in block.modules() if not list(m.children()) and id(m) not in inside_lka
+                    and not isinstance(m, (nn.Dropout, nn.Identity)) and type(m).__name__ != "DropPath"]
+    order = []
+    handles = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in units]
     dim = block.norm1.num_features
     try:
         with torch.no_grad():
@@ -271,11 +271,6 @@ def block_layers(block: nn.Module) -> list[tuple[str, nn.Module]]:
         for h in handles:
             h.remove()
     return [(names[m], m) for m in order]
-
-
-def _parents(root: nn.Module, target: nn.Module) -> list[nn.Module]:
-    """The modules of ``root`` that contain ``target`` (not itself)."""
-    return [m for m in root.modules() if m is not target and any(c is target for c in m.modules())]
 
 
 def _wrap(name: str, width: int = 12) -> str:
@@ -305,7 +300,7 @@ def _layer_text(name: str, m: nn.Module) -> tuple[str, str]:
 
 
 def _default_block(name: str = "van_b0", stage: int = 1) -> nn.Module:
-    from .models import create_model
+    """The first block of stage ``stage`` of ``create_model(name)``, built on the meta device."""
     with torch.device("meta"):
         model = create_model(name)
     return getattr(model, f"block{stage}")[0]
@@ -353,7 +348,6 @@ def stage_shapes(name: str = "van_b0", image_size: int = 224) -> list[dict]:
     The model is built and run on the meta device (shapes only, nothing computed). Each row has
     ``stage``, ``kernel``, ``stride``, ``blocks``, ``channels``, ``height``, ``width``.
     """
-    from .models import create_model
     with torch.device("meta"):
         model = create_model(name)
     x = torch.empty(1, model.config.in_chans, image_size, image_size, device="meta")
