@@ -4,7 +4,7 @@
 written where it was asked to put them, so that the job is not lost at the end.
 
 Every file the course writes that another run may read (training checkpoints, histories, the
-decoded-data cache, fetched course files, reports) goes through ``atomic_write``: the content is
+decoded-data cache, reports) goes through ``atomic_write``: the content is
 written to a temporary file in the same folder, which is then renamed over the target with
 ``os.replace``. A crash or an interrupt leaves either the old file or the new one, never a torn one.
 """
