@@ -82,3 +82,33 @@ def test_scaling_plot_has_one_line_per_method_and_slope_guides_through_the_lowes
     assert guide.get_ydata()[0] == 32.0 and guide.get_ydata()[-1] == 32.0 * 16 ** 2
     assert fig.axes[0].get_xscale() == "log"
     assert not plot_scaling(rows, guides=False).axes[0].get_lines()[-1].get_label().endswith("(guide)")
+
+
+def test_ablation_plots_differences_with_error_bars_beside_the_paper_on_one_axis():
+    names = ["no_dw_conv", "add", "sigmoid"]
+    differences, errors, paper = [-1.5, 0.25, -0.5], [0.5, 1.0, 0.75], [-0.5, -0.8, None]
+    fig = viz.plot_ablation(names, differences, errors, paper, "ablation")
+    assert len(fig.axes) == 1                                     # one axis, no twin
+    ax = fig.axes[0]
+    assert _labelled(ax) and "points" in ax.get_ylabel()
+    here = ax.containers[0]
+    xs, ys = here.lines[0].get_data()
+    assert list(ys) == pytest.approx(differences)
+    segments = here.lines[2][0].get_segments()                   # the vertical error bars
+    bars = np.array([seg[:, 1] for seg in segments])
+    assert bars == pytest.approx(np.array([[d - e, d + e] for d, e in zip(differences, errors)]))
+    paper_line = [line for line in ax.get_lines() if line.get_marker() == "s"][0]
+    px, py = paper_line.get_data()
+    assert list(py[:2]) == pytest.approx(paper[:2]) and np.isnan(py[2])
+    assert list(px) == pytest.approx(list(np.asarray(xs) + 0.2))  # beside each measured point
+    zero = [line for line in ax.get_lines() if list(line.get_ydata()) == [0.0, 0.0]]
+    assert zero                                                   # the "same as the baseline" line
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert len(ax.get_legend().get_texts()) == 2 and not ax.patches  # no band unless asked
+
+
+def test_ablation_band_shades_plus_minus_the_given_points_around_zero():
+    fig = viz.plot_ablation(["add"], [-1.0], [0.5], [-0.8], "ablation", band=1.25)
+    (band,) = fig.axes[0].patches
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((-1.25, 1.25))
+    assert len(fig.axes[0].get_legend().get_texts()) == 3

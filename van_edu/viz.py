@@ -252,25 +252,28 @@ def plot_cam_overlays(images, rows: dict, suptitle: str, column_titles=None, alp
     return fig
 
 
-def plot_ablation(names, accuracies, errors, paper, title: str):
-    """Measured accuracy (%) per variant with error bars beside the paper's values (a second axis:
-    the two scales differ)."""
+def plot_ablation(names, differences, errors, paper_differences, title: str,
+                  error_label: str = "here: seed-mean difference, 95% interval", band: float | None = None,
+                  band_label: str = "test-set noise"):
+    """Each variant's accuracy minus the baseline's, in percentage points, on ONE axis: the measured
+    difference with its error bar (e.g. the half-width of a 95% interval) beside the paper's
+    difference (no error bar: the paper gives none). A line at zero marks "same as the baseline";
+    ``band`` (points), if given, shades -band..+band around it (e.g. the test set's own noise).
+    ``paper_differences`` may hold None where the paper has no value."""
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(6.0, 3.2), dpi=90)
     x = np.arange(len(names))
-    ax.errorbar(x - 0.1, accuracies, yerr=errors, fmt="o", capsize=3, color="tab:red", label="measured here")
-    ax.set_ylabel("test accuracy here (%)", color="tab:red")
-    twin = ax.twinx()
-    twin.plot(x + 0.1, [p if p is not None else np.nan for p in paper], "s", color="tab:blue",
-              label="paper, ImageNet top-1")
-    twin.set_ylabel("paper: ImageNet top-1 (%)", color="tab:blue")
-    twin.grid(False)
+    ax.axhline(0.0, color="0.5", linewidth=0.8, zorder=0)
+    if band is not None:
+        ax.axhspan(-band, band, color="0.85", zorder=0, label=band_label)
+    ax.errorbar(x - 0.1, differences, yerr=errors, fmt="o", capsize=3, color="tab:red", label=error_label)
+    ax.plot(x + 0.1, [p if p is not None else np.nan for p in paper_differences], "s", color="tab:blue",
+            label="paper: VAN-B0, ImageNet top-1")
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
-    ax.set(title=title, xlabel="LKA variant")
+    ax.set(title=title, xlabel="LKA variant", ylabel="accuracy − full LKA's (points)")
     ax.title.set_fontsize(9)
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 
