@@ -5,7 +5,7 @@ a fresh kernel (execution counts 1..n); no error outputs; no widget state; under
 Markdown cell with a title, learning goals, prerequisites and the Colab badge stamped from
 ``van_edu.notebook.COURSE_REPO``; a first code cell that starts with the Colab set-up stamped from
 that same repository (never reinstalling torch) and calls ``setup()``; checked cells (``# NBVAL_CHECK_OUTPUT``)
-that have an output; a last cell with a summary, the exercises and a link to the next notebook;
+that have an output; in 01-09 three folded questions and a Predict moment; a last cell with a summary, the exercises and a link to the next notebook;
 relative links that resolve; and no silent redefinition of the package's classes and functions.
 (Running them is nbval's job: ``pytest --nbval-lax notebooks/``.)
 """
@@ -147,6 +147,23 @@ def test_ends_with_a_summary_exercises_and_the_next_notebook(notebook):
         assert "exercises/README.md" in last, f"{path.name}: the summary does not point to the exercises"
     following = NOTEBOOKS[(NOTEBOOKS.index(path) + 1) % len(NOTEBOOKS)]
     assert f"]({following.name})" in last, f"{path.name}: the summary does not link {following.name}"
+
+
+def test_active_reading_questions_and_a_prediction(notebook):
+    """01-09 ask at least three check-your-understanding questions, each answer folded in a
+    ``<details>`` with a non-empty body, and have at least one **Predict** cell that comes right
+    before a code cell (the cell that answers it)."""
+    path, nb = notebook
+    if path == NOTEBOOKS[0]:
+        return
+    markdown = "\n".join(_source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+    answers = re.findall(r"<details>\s*<summary>[^<]*</summary>(.*?)</details>", markdown, re.S)
+    assert len([a for a in answers if len(a.split()) >= 5]) >= 3, (
+        f"{path.name}: {len(answers)} folded answers; at least three questions with answers are required")
+    cells = nb["cells"]
+    predicts = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "**Predict" in _source(c)]
+    assert any(i + 1 < len(cells) and cells[i + 1]["cell_type"] == "code" for i in predicts), (
+        f"{path.name}: no '**Predict**' markdown cell right before a code cell")
 
 
 def test_relative_links_point_at_files_that_exist(notebook):
