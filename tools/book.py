@@ -27,6 +27,9 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+# A link from a notebook to a repository file that is not a page of the book ("../README.md"):
+# in the book it points at that file in the course repository.
+REPO_FILE_LINK = re.compile(r"\]\(\.\./(?!exercises/README\.md)([^)\s#]+)(#[^)\s]*)?\)")
 
 
 def _first_heading(nb) -> tuple[str, str]:
@@ -46,12 +49,20 @@ def _readme_course_part() -> str:
     return text[:end].strip() + "\n"
 
 
+def _repository_link(match: re.Match) -> str:
+    """``](../FILE#anchor)`` -> ``](COURSE_REPO/blob/COURSE_BRANCH/FILE#anchor)``."""
+    from van_edu.notebook import COURSE_BRANCH, COURSE_REPO
+
+    return f"]({COURSE_REPO}/blob/{COURSE_BRANCH}/{match[1]}{match[2] or ''})"
+
+
 def _chapter(src: Path, dest: Path, badge_path: str) -> None:
     """A notebook for the book: the Colab badge drawn from the book, a download link added."""
     nb = nbformat.read(src, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = cell.source.replace("](../exercises/README.md)", "](../exercises/index.md)")
+            cell.source = REPO_FILE_LINK.sub(_repository_link, cell.source)
             if BADGE in cell.source:
                 cell.source = cell.source.replace(BADGE, badge_path)
                 cell.source += f"\n\n{{download}}`Download this notebook <{src.name}>`"
