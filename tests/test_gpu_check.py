@@ -1,23 +1,13 @@
 """The GPU check (benchmarks/gpu_check.py) runs its dry run on the CPU, so it cannot rot unseen."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 @pytest.mark.slow
 def test_dry_run_runs_every_part_and_writes_its_figures(tmp_path, capsys):
-    gpu_check = _load()
+    gpu_check = load_benchmark("gpu_check")
     out = tmp_path / "gpu_check.json"
     assert gpu_check.main(["--dry-run", "--device", "cpu", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -34,6 +24,6 @@ def test_dry_run_runs_every_part_and_writes_its_figures(tmp_path, capsys):
 
 
 def test_without_a_gpu_it_asks_for_the_dry_run(capsys):
-    gpu_check = _load()
+    gpu_check = load_benchmark("gpu_check")
     assert gpu_check.main(["--device", "cpu"]) == 2
     assert "--dry-run" in capsys.readouterr().err

@@ -1,20 +1,11 @@
 """benchmarks/profile_step.py runs (a tiny profile on the CPU), so it cannot rot unseen."""
-import importlib.util
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_profile_prints_the_step_and_its_largest_operators(capsys):
-    profile_step = _load()
+    profile_step = load_benchmark("profile_step")
     best = profile_step.profile_model("van_mini", batch=4, steps=2, top=3)
     out = capsys.readouterr().out
     assert best > 0
