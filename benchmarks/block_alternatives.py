@@ -254,7 +254,7 @@ def compare_blocks(batch: int, rounds: int, repeats: int, compile_too: bool, sta
         x = torch.randn(batch, channels, side, side).contiguous(memory_format=torch.channels_last)
         modules = {"package": ref, **{v: rewrite(ref, "folded" if v == "compiled" else v) for v in variants}}
         if compile_too:
-            modules["compiled"] = torch.compile(modules["compiled"])
+            modules["compiled"] = torch.compile(modules["compiled"], dynamic=False)
         diffs = {v: differences(copy.deepcopy(ref), copy.deepcopy(modules[v]) if v != "compiled"
                                 else modules[v], x) for v in variants}
         xg = x.clone().requires_grad_()
