@@ -134,8 +134,10 @@ def test_unknown_model_name_lists_the_choices():
 
 
 def test_bad_options_and_sizes_are_clear_errors():
-    with pytest.raises(VanEduError, match="num_classes must be a positive"):
-        create_model("van_b0", num_classes=0)
+    with pytest.raises(VanEduError, match=r"num_classes must be a whole number >= 0 \(0: no head\), got -1"):
+        create_model("van_b0", num_classes=-1)
+    with pytest.raises(VanEduError, match="in_chans must be a positive whole number"):
+        create_model("resnet_mini", in_chans=0)
     with pytest.raises(VanEduError, match="unknown van option.*stem_stride"):
         create_model("van_b0", depth=3)
     m = create_model("van_b0")

@@ -6,8 +6,8 @@
    for the input and all weights), checks both give the same output and gradients, and reports
    the ratio. Times are the best of ``repeat`` runs, plain and fast alternating so both see the
    same load on a shared machine; the JSON also holds the medians.
-2. Whole training steps of van_mini, ``lka_impl="plain"`` against ``"auto"`` (the fast block and
-   its fast LKA), in images/s.
+2. Whole training steps of van_mini, ``lka_impl="plain"`` against ``"auto"`` (the fast LKA and
+   channels-last stages), in images/s.
 3. The demo's three models (van_mini, vit_mini, resnet_mini): training and inference images/s,
    and how much of the machine each training step uses: the machine's fp32 (and, where oneDNN
    has it, bf16) matrix-product rate is measured in the same run, and a training step is counted
@@ -25,6 +25,7 @@ import torch
 
 from .lka import LKA
 from .lka_fast import fast_plan
+from .models.layers import init_conv_fan_out
 from .runtime import best_time, machine
 
 # (group, batch, channels, side): the LKA inputs of the course's models.
@@ -61,9 +62,8 @@ def lka_fast_vs_plain(batch: int, channels: int, side: int, repeat: int, kernel_
     torch.manual_seed(0)
     plain = LKA(channels, kernel_size, dilation, impl="plain")   # the authors' initialisation:
     for conv in plain.children():                                   # values of a real model's size
-        fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
-        torch.nn.init.normal_(conv.weight, 0.0, (2.0 / fan_out) ** 0.5)
-        torch.nn.init.normal_(conv.bias, 0.0, 0.1)
+        init_conv_fan_out(conv)
+        torch.nn.init.normal_(conv.bias, 0.0, 0.1)                  # non-zero biases: they are checked too
     fast = LKA(channels, kernel_size, dilation, impl="fast")
     fast.load_state_dict(plain.state_dict(), strict=True)
     x = torch.randn(batch, channels, side, side)

@@ -31,15 +31,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.modules import module as nn_module
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from .conv_arithmetic import same_padding, stack_receptive_field, symmetric_padding
 from .errors import VanEduError
 from .lka_fast import fast_attention_map
+
+# Whether a dispatch mode (FlopCounterMode, ...) is active. torch has no public function for this;
+# the private one is imported defensively. Without it the fast path is never taken (correct, only
+# slower), and tests/test_lka_fast.py fails on the torch that lacks it, so it is not silent.
+try:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+except ImportError:  # pragma: no cover - a torch that moved it
+    _get_current_dispatch_mode = None
 
 __all__ = [
     "same_padding", "Decomposition", "decomposition", "lka_params", "conv_params", "mobilenet_params",
     "best_dilation", "receptive_field", "stack_receptive_field", "measure_receptive_field",
-    "LKA", "LKA_VARIANTS", "LKA_IMPLS",
+    "LKA", "LKA_VARIANTS", "LKA_IMPLS", "LKA_IMPL_DOCS", "observation_probes",
 ]
 
 
@@ -53,24 +61,6 @@ def _check_kd(kernel_size, dilation) -> None:
         raise VanEduError(
             f"dilation d must be between 1 and K={kernel_size}, got {dilation}; the paper uses d=3 for K=21"
         )
-
-
-def same_padding(kernel: int, dilation: int = 1) -> int:
-    """The zero padding on each side that keeps the size under a stride-1 convolution: d (k - 1) / 2.
-
-    A kernel of k taps d apart spans d (k - 1) + 1 pixels, so it needs d (k - 1) pixels of padding
-    in all. When that is odd no symmetric padding keeps the size; the answer is then the smaller
-    side, the one PyTorch's ``padding="same"`` puts before the image (the odd pixel goes after).
-
-    >>> same_padding(5), same_padding(7, 3)
-    (2, 9)
-    """
-    return dilation * (kernel - 1) // 2
-
-
-def _symmetric_padding(kernel: int, dilation: int = 1) -> int | None:
-    """``same_padding`` when the same padding on both sides keeps the size, else None."""
-    return same_padding(kernel, dilation) if dilation * (kernel - 1) % 2 == 0 else None
 
 
 @dataclass(frozen=True)
@@ -104,7 +94,7 @@ def decomposition(kernel_size: int = 21, dilation: int = 3) -> Decomposition:
     _check_kd(kernel_size, dilation)
     dw = 2 * dilation - 1
     dwd = math.ceil(kernel_size / dilation)
-    return Decomposition(kernel_size, dilation, dw, same_padding(dw), dwd, _symmetric_padding(dwd, dilation))
+    return Decomposition(kernel_size, dilation, dw, same_padding(dw), dwd, symmetric_padding(dwd, dilation))
 
 
 def lka_params(kernel_size: int, dilation: int, channels: int) -> int:
@@ -138,14 +128,6 @@ def best_dilation(kernel_size: int) -> int:
     """
     _check_kd(kernel_size, 1)
     return min(range(1, kernel_size + 1), key=lambda d: (lka_params(kernel_size, d, 1), d))
-
-
-def stack_receptive_field(layers) -> int:
-    """Receptive field of stacked stride-1 convolutions given as (kernel, dilation) pairs.
-
-    Each layer widens the field by dilation * (kernel - 1): 1 + sum(d_i (k_i - 1)).
-    """
-    return 1 + sum(d * (k - 1) for k, d in layers)
 
 
 def receptive_field(kernel_size: int = 21, dilation: int = 3) -> int:
@@ -191,7 +173,30 @@ def _depthwise(channels: int, kernel: int, dilation: int, padding: int | None) -
     return nn.Conv2d(channels, channels, kernel, padding=pad, dilation=dilation, groups=channels)
 
 
-LKA_IMPLS = ("auto", "fast", "plain")  # how LKA computes its convs: see LKA below
+LKA_IMPL_DOCS = {   # how LKA computes its convs (the same function, the same weights): see LKA below
+    "auto": "matrix products (van_edu.lka_fast) on a CPU unless hooks or a dispatch mode watch the convs; "
+            "PyTorch's convs elsewhere",
+    "fast": "matrix products (van_edu.lka_fast) on every device unless hooks or a dispatch mode watch the convs",
+    "plain": "PyTorch's convs, as the authors wrote them",
+}
+LKA_IMPLS = tuple(LKA_IMPL_DOCS)
+
+
+def observation_probes() -> dict[str, bool]:
+    """Which of the probes that the fast path's fallback relies on this torch has.
+
+    torch has no public API to ask whether a forward hook or a dispatch mode is active; ``LKA``
+    reads every module's own hook dicts (``Module._forward_hooks``, ``_forward_pre_hooks``),
+    torch's global hook dicts and ``_get_current_dispatch_mode``. A probe that is missing counts
+    as "watched": the fast path is then never taken, which is correct, only slower.
+    """
+    probe = nn.Conv2d(1, 1, 1)
+    return {
+        "module hooks": hasattr(probe, "_forward_hooks") and hasattr(probe, "_forward_pre_hooks"),
+        "global hooks": hasattr(nn_module, "_global_forward_hooks")
+        and hasattr(nn_module, "_global_forward_pre_hooks"),
+        "dispatch mode": _get_current_dispatch_mode is not None,
+    }
 
 
 class LKA(nn.Module):
@@ -202,10 +207,14 @@ class LKA(nn.Module):
         kernel_size: K, the large kernel approximated (21 in VAN).
         dilation: d (3 in VAN).
         variant: one of ``LKA_VARIANTS`` (Table 3 ablations); ``"lka"`` is the paper's module.
-        impl: how the depth-wise convs are computed. ``"plain"``: the three ``nn.Conv2d`` as the
-            authors wrote them. ``"fast"``: the same function with the same parameters through
-            matrix products (see ``van_edu.lka_fast``). ``"auto"``: fast on the CPU where it was
-            measured to be faster, plain elsewhere (GPUs included).
+        impl: how the depth-wise convs are computed (``LKA_IMPL_DOCS``). ``"plain"``: the three
+            ``nn.Conv2d`` as the authors wrote them. ``"fast"``: the same function with the same
+            parameters through matrix products (see ``van_edu.lka_fast``). ``"auto"``: fast on the
+            CPU where it was measured to be faster, plain elsewhere (GPUs included). Both fast
+            choices fall back to the plain convs while something watches them (a forward hook on
+            a conv or on all modules, a dispatch mode such as ``FlopCounterMode``), since the fast
+            path does not call them. ``last_path`` and the ``repr`` say which path the last
+            forward took; ``set_impl`` switches.
 
     Input and output are [B, C, H, W]; the spatial size is kept. The parameters and state-dict
     keys do not depend on ``impl``, so a checkpoint loads into either.
@@ -217,15 +226,14 @@ class LKA(nn.Module):
         _check_channels(dim)
         if variant not in LKA_VARIANTS:
             raise VanEduError(f"unknown LKA variant {variant!r}; choose one of {sorted(LKA_VARIANTS)}")
-        if impl not in LKA_IMPLS:
-            raise VanEduError(f"unknown LKA impl {impl!r}; choose one of {list(LKA_IMPLS)}")
         self.dim = dim
         self.variant = variant
-        self.impl = impl
+        self.set_impl(impl)
+        self.last_path: str | None = None    # "fast" or "plain": the path the last forward took
         self.decomp = decomposition(kernel_size, dilation)
         dec = self.decomp
         if variant == "dense":
-            pad = _symmetric_padding(kernel_size)
+            pad = symmetric_padding(kernel_size)
             self.conv_dense = nn.Conv2d(dim, dim, kernel_size, padding="same" if pad is None else pad)
         else:
             if variant != "no_dw_conv":
@@ -234,6 +242,12 @@ class LKA(nn.Module):
                 self.conv_spatial = _depthwise(dim, dec.dwd_kernel, dec.dilation, dec.dwd_padding)
             if variant != "no_1x1":
                 self.conv1 = nn.Conv2d(dim, dim, 1)
+
+    def set_impl(self, impl: str) -> None:
+        """Choose how the convs are computed: one of ``LKA_IMPLS`` (same weights, same function)."""
+        if impl not in LKA_IMPLS:
+            raise VanEduError(f"unknown LKA impl {impl!r}; choose one of {list(LKA_IMPLS)}")
+        self.impl = impl
 
     def depthwise_convs(self) -> list[nn.Conv2d]:
         """The depth-wise convs this variant has, in order (``conv0``, ``conv_spatial``)."""
@@ -251,12 +265,14 @@ class LKA(nn.Module):
         return self.impl == "fast" or x.device.type == "cpu"
 
     def _convs_observed(self) -> bool:
-        """Hooks on the convs or on every module, or a Python dispatch mode, are active."""
-        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        """Hooks on the convs or on every module, or a Python dispatch mode, are active (or this
+        torch lacks a probe to tell: see ``observation_probes``)."""
+        if _get_current_dispatch_mode is None or _get_current_dispatch_mode() is not None:
             return True
-        if any(conv._forward_hooks or conv._forward_pre_hooks for conv in self.children()):
+        if getattr(nn_module, "_global_forward_hooks", True) or getattr(nn_module, "_global_forward_pre_hooks", True):
             return True
-        return _get_current_dispatch_mode() is not None
+        return any(getattr(conv, "_forward_hooks", True) or getattr(conv, "_forward_pre_hooks", True)
+                   for conv in self.children())
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The attention map (before it meets the input): [B, C, H, W] -> [B, C, H, W]."""
@@ -268,9 +284,12 @@ class LKA(nn.Module):
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         """``attention_map``, possibly as a view with channels outermost in memory."""
         if self.variant == "dense":
+            self.last_path = "plain"
             return self.conv_dense(x)
         if self.uses_fast_path(x):
+            self.last_path = "fast"
             return self._fast_attention_map(x)
+        self.last_path = "plain"
         attn = x
         if hasattr(self, "conv0"):
             attn = self.conv0(attn)          # local context, (2d-1)^2 taps per channel
@@ -299,4 +318,5 @@ class LKA(nn.Module):
 
     def extra_repr(self) -> str:
         d = self.decomp
-        return f"K={d.kernel_size}, d={d.dilation}, variant={self.variant!r}, impl={self.impl!r}"
+        last = f", last forward: {self.last_path}" if self.last_path else ""
+        return f"K={d.kernel_size}, d={d.dilation}, variant={self.variant!r}, impl={self.impl!r}{last}"

@@ -30,6 +30,8 @@ import math
 import torch
 from torch import nn
 
+from .conv_arithmetic import same_padding
+
 __all__ = ["fast_plan", "fast_attention_map", "DENSE_MAX_PIXELS", "POLYPHASE_MAX_PIXELS"]
 
 # The rule's two sizes, from measurements on a 2-core AMD EPYC (Zen 4), torch 2.13 CPU: dense
@@ -43,13 +45,11 @@ POLYPHASE_MAX_PIXELS = 256
 def _padding(conv: nn.Conv2d) -> tuple[int, int]:
     """(top, left): the zero padding a stride-1 conv puts before the image.
 
-    The LKA chooses its paddings (``van_edu.lka.same_padding``); this only reads them back. For
+    The LKA chooses its paddings (``van_edu.conv_arithmetic.same_padding``); this only reads them back. For
     ``padding="same"`` PyTorch pads ``same_padding(k, d)`` before the image and puts the odd
     pixel, if any, after it.
     """
     if isinstance(conv.padding, str):
-        from .lka import same_padding  # here, not at the top: lka imports this module
-
         return tuple(same_padding(k, d) for k, d in zip(conv.kernel_size, conv.dilation))
     return tuple(conv.padding)
 

@@ -1,9 +1,14 @@
 """Small pieces shared by the architectures: drop path and its rates, the initialisation of linear
-layers and norms, and the pooling classifier head every model ends with."""
+layers and norms, and ``ImageClassifier``: the API every model shares (features, the pooling head,
+the input check)."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
+
+from ..errors import VanEduError
 
 
 class DropPath(nn.Module):
@@ -53,14 +58,83 @@ def init_linear_and_norm(m: nn.Module) -> bool:
     return False
 
 
-class MeanPoolHead:
-    """The classifier end of every course model, mixed into the network's class.
+def init_conv_fan_out(conv: nn.Conv2d) -> None:
+    """The authors' convolution initialisation: weights N(0, sqrt(2 / fan_out)) with
+    fan_out = k_h * k_w * out_channels / groups, biases 0."""
+    fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels // conv.groups
+    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
-    The network defines ``forward_features(x) -> [B, C, h, w]`` and a ``head`` (a linear layer, or
-    ``nn.Identity`` for no classes); this adds ``forward_head`` (the mean over all positions, then
-    ``head``) and ``forward``. The head stays the network's own ``head`` attribute, so the
-    state-dict keys are ``head.weight`` and ``head.bias``, as in the authors' checkpoints.
+
+class ImageClassifier(nn.Module):
+    """What every course model shares (VAN, ViT, ResNet), in the shape timm uses.
+
+    A subclass builds its layers, sets ``in_chans``, ``num_features`` (channels of the last map),
+    ``total_stride`` (input pixels per pixel of the last map) and a ``head`` (from
+    ``new_head``), and defines ``forward_features(x) -> [B, num_features, h, w]`` (calling
+    ``check_input`` first). This class adds:
+
+    * ``forward_head(x, pre_logits=False)``: the mean over all positions, then the head
+      (``pre_logits=True`` stops before it and returns the pooled [B, num_features]);
+    * ``forward(x) = forward_head(forward_features(x))``;
+    * ``reset_classifier(num_classes)``: a new head (``num_classes=0``: no head, ``forward``
+      returns the pooled features, as timm's models do);
+    * ``check_input(x)``: images [B, in_chans, H, W] large enough for ``total_stride``, or of
+      exactly ``fixed_size`` pixels where the model needs one size (the ViT's position embedding).
+
+    The head is the model's own ``head`` attribute, so its state-dict keys are ``head.weight`` and
+    ``head.bias``, as in the authors' checkpoints.
     """
+
+    in_chans: int
+    num_features: int
+    total_stride: int
+    fixed_size: int | None = None
+    num_classes: int
+
+    def new_head(self, num_classes: int) -> nn.Module:
+        """A linear layer from ``num_features`` to ``num_classes`` (``nn.Identity`` for 0),
+        initialised by ``init_head``."""
+        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.num_classes = num_classes
+        return head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head by a fresh one for ``num_classes`` classes (0: no head), initialised as
+        the family initialises its head; the rest of the network is untouched."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise VanEduError(f"num_classes must be a whole number >= 0 (0: no head), got {num_classes!r}")
+        like = next(self.parameters(), None)
+        head = self.new_head(num_classes)
+        self.head = head if like is None else head.to(device=like.device, dtype=like.dtype)
+        self.init_head(self.head)
+
+    def init_head(self, head: nn.Module) -> None:
+        """How a new head starts: trunc-normal weights (std 0.02), zero bias (VAN's and the ViT's
+        rule; the ResNet keeps PyTorch's default)."""
+        init_linear_and_norm(head)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ``VanEduError`` saying what was expected unless ``x`` is a batch this model takes."""
+        name = type(self).__name__
+        if self.fixed_size is not None:
+            s = self.fixed_size
+            if x.dim() != 4 or x.shape[1] != self.in_chans or tuple(x.shape[-2:]) != (s, s):
+                raise VanEduError(f"this {name} expects images [B, {self.in_chans}, {s}, {s}], got shape "
+                                  f"{list(x.shape)} (set image_size/in_chans when creating it)")
+            return
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise VanEduError(f"expected images [B, {self.in_chans}, H, W] for in_chans={self.in_chans}, "
+                              f"got shape {list(x.shape)}")
+        need = self.total_stride
+        if min(x.shape[-2:]) < need:
+            hint = " (use a small-image variant such as van_mini for 28-32 px images)" if name == "VAN" else ""
+            raise VanEduError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this {name} down-samples by "
+                              f"{need}, so it needs at least {need}x{need} pixels{hint}")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))                                    # [B, C]: mean over all positions
@@ -68,3 +142,4 @@ class MeanPoolHead:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+

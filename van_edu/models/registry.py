@@ -1,7 +1,8 @@
 """A small registry: every architecture registers named factory functions, one per variant.
 
 ``create_model("van_b0", num_classes=10)`` builds a model by name; ``list_models()`` lists the
-names. Factories take ``num_classes``, ``in_chans`` and keyword overrides of their config.
+names. Each variant is a factory function of its own (``van_b0`` in ``models/van.py``, ...), which
+takes ``num_classes`` (0: no head), ``in_chans`` and keyword overrides of its config.
 ``build_model(name, data)`` sizes a model for a data set (its classes, channels and image size),
 and ``DEMO_MODELS`` names the three models of the course's CPU comparison.
 """
@@ -33,25 +34,15 @@ def register_model(family: str):
     return wrap
 
 
-def register_presets(family: str, configs: dict, build, default_classes: int = 10) -> None:
-    """Register one factory per named config of a family.
-
-    ``factory(num_classes, in_chans, **overrides)`` replaces those fields of the named config
-    (looked up when called, so an edited preset takes effect) and calls ``build(config)``.
-    """
-    for name in configs:
-        def factory(num_classes: int = default_classes, in_chans: int = 3, _name: str = name, **overrides):
-            base = configs[_name]
-            try:
-                config = replace(base, num_classes=num_classes, in_chans=in_chans, **overrides)
-            except TypeError as err:
-                options = ", ".join(f.name for f in fields(base) if f.name not in ("num_classes", "in_chans"))
-                raise VanEduError(f"unknown {family} option in {sorted(overrides)}; options are: {options}") from err
-            return build(config)
-
-        factory.__name__ = name
-        factory.__doc__ = f"{family} preset {name}: {configs[name]}"
-        register_model(family)(factory)
+def configure(base, num_classes: int, in_chans: int, overrides: dict):
+    """``base`` (a variant's config dataclass) with ``num_classes``, ``in_chans`` and ``overrides``
+    replaced; an unknown option is an error that lists the known ones."""
+    try:
+        return replace(base, num_classes=num_classes, in_chans=in_chans, **overrides)
+    except TypeError as err:
+        options = ", ".join(f.name for f in fields(base) if f.name not in ("num_classes", "in_chans"))
+        family = type(base).__name__.removesuffix("Config").lower()
+        raise VanEduError(f"unknown {family} option in {sorted(overrides)}; options are: {options}") from err
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -75,14 +66,16 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **overri
 
     Args:
         name: one of ``list_models()``, e.g. ``"van_b0"`` or ``"van_mini"``.
-        num_classes: size of the classification head.
+        num_classes: size of the classification head; 0 builds none (``forward`` then returns the
+            pooled features, as in timm).
         in_chans: channels of the input images (1 for Fashion-MNIST, 3 for RGB).
         **overrides: fields of the model's config to change (e.g. ``drop_path_rate=0.1``).
     """
     _check_name(name)
-    for arg, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise VanEduError(f"{arg} must be a positive whole number, got {value!r}")
+    for arg, value, least in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            what = "a whole number >= 0 (0: no head)" if least == 0 else "a positive whole number"
+            raise VanEduError(f"{arg} must be {what}, got {value!r}")
     return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
 
 

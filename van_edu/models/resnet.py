@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..errors import VanEduError
-from .layers import MeanPoolHead
-from .registry import register_presets
+from .layers import ImageClassifier
+from .registry import configure, register_model
 
 __all__ = ["ResNetConfig", "ResNet", "BasicBlock"]
 
@@ -49,7 +49,7 @@ class BasicBlock(nn.Module):
         return self.act(out + self.shortcut(x))
 
 
-class ResNet(MeanPoolHead, nn.Module):
+class ResNet(ImageClassifier):
     """ResNet; ``forward_features`` gives [B, C, h, w], ``forward_head`` pools and classifies."""
 
     def __init__(self, config: ResNetConfig):
@@ -64,6 +64,7 @@ class ResNet(MeanPoolHead, nn.Module):
             self.stem = nn.Sequential(nn.Conv2d(c.in_chans, c.widths[0], 7, stride=2, padding=3, bias=False),
                                       nn.BatchNorm2d(c.widths[0]), nn.ReLU(inplace=True),
                                       nn.MaxPool2d(3, stride=2, padding=1))
+        self.in_chans = c.in_chans
         self.total_stride = 2 ** (len(c.depths) - 1) * (4 if c.stem == "imagenet" else c.stem_stride)
         stages, in_dim = [], c.widths[0]
         for i, (dim, depth) in enumerate(zip(c.widths, c.depths)):
@@ -73,7 +74,7 @@ class ResNet(MeanPoolHead, nn.Module):
             in_dim = dim
         self.stages = nn.Sequential(*stages)
         self.num_features = in_dim
-        self.head = nn.Linear(in_dim, c.num_classes)
+        self.head = self.new_head(c.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -81,26 +82,42 @@ class ResNet(MeanPoolHead, nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
+    def init_head(self, head: nn.Module) -> None:
+        """PyTorch's default for a linear layer, as the ResNet's head starts."""
+        if isinstance(head, nn.Linear):
+            head.reset_parameters()
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if x.dim() != 4 or x.shape[1] != c.in_chans:
-            raise VanEduError(f"expected images [B, {c.in_chans}, H, W] for in_chans={c.in_chans}, "
-                              f"got shape {list(x.shape)}")
-        need = self.total_stride
-        if min(x.shape[-2:]) < need:
-            raise VanEduError(f"input {x.shape[-2]}x{x.shape[-1]} is too small: this ResNet down-samples "
-                              f"by {need}, so it needs at least {need}x{need} pixels")
+        self.check_input(x)
         return self.stages(self.stem(x))                   # [B, C_last, H/total_stride, W/total_stride]
 
 
-RESNET_CONFIGS = {
-    # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
-    # The demo's ResNet: the same stride-2 stem as van_mini, so both see 14, 7, 4 px maps.
-    "resnet_mini": ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2), stem_stride=2),
-    "resnet_cifar": ResNetConfig(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)),  # ResNet-18 layout
-    # Imagenette at 160 px, beside the stride-4 van_b0: an ImageNet stem and ResNet-18 depths.
-    "resnet_imagenette": ResNetConfig(widths=(36, 72, 144, 288), depths=(2, 2, 2, 2), stem="imagenet"),
-}
+# One factory per variant, its config in view above it (RESNET_CONFIGS holds them by name). Each
+# is sized to match a VAN's parameter count within 15% (tests/test_models.py checks).
+RESNET_CONFIGS: dict[str, ResNetConfig] = {}
 
 
-register_presets('resnet', RESNET_CONFIGS, ResNet, default_classes=10)
+def _variant(config: ResNetConfig):
+    """Register the decorated factory as a ResNet variant whose config is ``config``."""
+    def wrap(fn):
+        RESNET_CONFIGS[fn.__name__] = config
+        return register_model("resnet")(fn)
+    return wrap
+
+
+@_variant(ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2), stem_stride=2))
+def resnet_mini(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
+    """The CPU demo's ResNet beside van_mini: the same stride-2 stem, so both see 14, 7, 4 px maps."""
+    return ResNet(configure(RESNET_CONFIGS["resnet_mini"], num_classes, in_chans, overrides))
+
+
+@_variant(ResNetConfig(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)))
+def resnet_cifar(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
+    """ResNet-18's layout with a 3x3 stride-1 stem for 32 px images (beside van_cifar)."""
+    return ResNet(configure(RESNET_CONFIGS["resnet_cifar"], num_classes, in_chans, overrides))
+
+
+@_variant(ResNetConfig(widths=(36, 72, 144, 288), depths=(2, 2, 2, 2), stem="imagenet"))
+def resnet_imagenette(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
+    """Imagenette at 160 px, beside the stride-4 van_b0: an ImageNet stem and ResNet-18 depths."""
+    return ResNet(configure(RESNET_CONFIGS["resnet_imagenette"], num_classes, in_chans, overrides))

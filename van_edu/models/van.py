@@ -16,18 +16,18 @@ One stage::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from ..errors import VanEduError
-from ..lka import LKA
-from .layers import DropPath, MeanPoolHead, init_linear_and_norm, linear_drop_path_rates
-from .registry import register_presets
+from ..lka import LKA, LKA_IMPL_DOCS
+from .layers import DropPath, ImageClassifier, init_conv_fan_out, init_linear_and_norm, linear_drop_path_rates
+from .registry import configure, register_model
 
-__all__ = ["VANConfig", "VAN", "OverlapPatchEmbed", "Attention", "Mlp", "DWConv", "Block"]
+__all__ = ["VANConfig", "VAN", "Stage", "OverlapPatchEmbed", "Attention", "Mlp", "DWConv", "Block",
+           "van_b0", "van_b1", "van_b2", "van_b3", "van_b4", "van_b5", "van_b6", "van_mini", "van_cifar"]
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,46 @@ class OverlapPatchEmbed(nn.Module):
         return self.norm(self.proj(x))           # [B, C_in, H, W] -> [B, C, H/stride, W/stride]
 
 
-class VAN(MeanPoolHead, nn.Module):
-    """The network: ``len(depths)`` stages of patch embedding, blocks and a channel LayerNorm,
-    then global average pooling and a linear head.
+class Stage(nn.Module):
+    """One stage: a patch embedding (``patch_embed``), blocks (``blocks``) and a LayerNorm over the
+    channels (``norm``). [B, C_in, H, W] -> [B, C, H / stride, W / stride].
 
-    ``forward_features`` returns the last stage's normalised map [B, C, H', W'] (what Grad-CAM
-    looks at); ``forward_head`` pools it and classifies.
+    ``channels_last`` keeps the activations channels-last in memory (same values): VAN sets it
+    where oneDNN's 1x1 and depth-wise convolutions then need no layout conversions (see
+    ``VAN.uses_channels_last``).
+    """
+
+    def __init__(self, in_chans: int, dim: int, depth: int, mlp_ratio: float, kernel: int, stride: int,
+                 drop_path_rates, config: VANConfig):
+        super().__init__()
+        c = config
+        self.patch_embed = OverlapPatchEmbed(in_chans, dim, kernel, stride)
+        self.blocks = nn.ModuleList(
+            Block(dim, mlp_ratio, c.drop_rate, drop_path_rates[j], c.kernel_size, c.dilation, c.lka_variant,
+                  c.layer_scale_init, c.lka_impl) for j in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        x = self.patch_embed(x)                              # [B, C, H_s, W_s]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x.permute(0, 2, 3, 1))                 # LayerNorm over C: [B, H_s, W_s, C]
+        return x.permute(0, 3, 1, 2)                         # [B, C, H_s, W_s]
+
+
+class VAN(ImageClassifier):
+    """The network: ``len(depths)`` stages (``Stage``: patch embedding, blocks, a channel
+    LayerNorm), then the mean over all positions and a linear head.
+
+    The stages are in ``self.stages`` (a plain list, in order). Their parts are registered under the
+    authors' names, ``patch_embed{s}``, ``block{s}`` and ``norm{s}`` (stages numbered from 1), which
+    makes the state-dict keys of the authors' checkpoints, so their files load with
+    ``strict=True`` and no key map; the list is not registered a second time, so no key appears
+    twice. ``forward_features`` returns the last stage's normalised map [B, C, H', W'] (what
+    Grad-CAM looks at); ``forward_head`` pools it and classifies (``ImageClassifier``).
     """
 
     def __init__(self, config: VANConfig):
@@ -151,30 +185,21 @@ class VAN(MeanPoolHead, nn.Module):
             raise VanEduError("embed_dims, depths and mlp_ratios need one entry per stage, got "
                               f"{len(c.embed_dims)}, {len(c.depths)} and {len(c.mlp_ratios)}")
         self.num_stages = len(c.depths)
+        self.in_chans, self.total_stride = c.in_chans, c.total_stride
         rates = linear_drop_path_rates(c.drop_path_rate, c.depths)
-        in_dim = c.in_chans
+        stages, in_dim = [], c.in_chans
         for s, (dim, depth, ratio) in enumerate(zip(c.embed_dims, c.depths, c.mlp_ratios), start=1):
             kernel, stride = (c.stem_kernel, c.stem_stride) if s == 1 else (3, 2)
-            setattr(self, f"patch_embed{s}", OverlapPatchEmbed(in_dim, dim, kernel, stride))
-            setattr(self, f"block{s}", nn.ModuleList(
-                Block(dim, ratio, c.drop_rate, rates[s - 1][j], c.kernel_size, c.dilation,
-                      c.lka_variant, c.layer_scale_init, c.lka_impl) for j in range(depth)))
-            setattr(self, f"norm{s}", nn.LayerNorm(dim, eps=1e-6))
+            stage = Stage(in_dim, dim, depth, ratio, kernel, stride, rates[s - 1], c)
+            self.add_module(f"patch_embed{s}", stage.patch_embed)    # the authors' keys
+            self.add_module(f"block{s}", stage.blocks)
+            self.add_module(f"norm{s}", stage.norm)
+            stages.append(stage)
             in_dim = dim
+        self.stages: list[Stage] = stages            # a plain list: not registered, keys stay the authors'
         self.num_features = in_dim
-        self.head = nn.Linear(in_dim, c.num_classes) if c.num_classes > 0 else nn.Identity()
+        self.head = self.new_head(c.num_classes)
         self.apply(_init_weights)
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        c = self.config
-        if x.dim() != 4 or x.shape[1] != c.in_chans:
-            raise VanEduError(f"expected images [B, {c.in_chans}, H, W] for in_chans={c.in_chans}, "
-                              f"got shape {list(x.shape)}")
-        if min(x.shape[-2:]) < c.total_stride:
-            raise VanEduError(
-                f"input {x.shape[-2]}x{x.shape[-1]} is too small: this VAN down-samples by "
-                f"{c.total_stride}, so it needs at least {c.total_stride}x{c.total_stride} pixels "
-                "(use a small-image variant such as van_mini for 28-32 px images)")
 
     def uses_channels_last(self, x: torch.Tensor) -> bool:
         """Whether the stages keep their activations channels-last in memory (same values).
@@ -188,56 +213,124 @@ class VAN(MeanPoolHead, nn.Module):
 
     def forward_stage(self, x: torch.Tensor, s: int) -> torch.Tensor:
         """Stage ``s`` (1-based): patch embedding, blocks, channel LayerNorm."""
-        x = getattr(self, f"patch_embed{s}")(x)              # [B, C_s, H_s, W_s]
-        if self.uses_channels_last(x):
-            x = x.contiguous(memory_format=torch.channels_last)
-        for blk in getattr(self, f"block{s}"):
-            x = blk(x)
-        x = getattr(self, f"norm{s}")(x.permute(0, 2, 3, 1))  # LayerNorm over C: [B, H_s, W_s, C_s]
-        return x.permute(0, 3, 1, 2)
+        return self.stages[s - 1](x, channels_last=self.uses_channels_last(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        for s in range(1, self.num_stages + 1):
-            x = self.forward_stage(x, s)
+        self.check_input(x)
+        for stage in self.stages:
+            x = stage(x, channels_last=self.uses_channels_last(x))
         return x                                             # [B, C_last, H', W']
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A new head for ``num_classes`` classes (initialised as the authors do)."""
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        _init_weights(self.head)
+        """A new head for ``num_classes`` classes (0: none), initialised as the authors do; the
+        config's ``num_classes`` follows."""
+        super().reset_classifier(num_classes)
         self.config = replace(self.config, num_classes=num_classes)
+
+    def init_head(self, head: nn.Module) -> None:
+        _init_weights(head)
+
+    def lka_modules(self) -> list[LKA]:
+        """Every LKA of the network, in order."""
+        return [m for m in self.modules() if isinstance(m, LKA)]
+
+    def set_lka_impl(self, impl: str) -> None:
+        """Switch how every LKA computes its convs (``"auto"``, ``"fast"``, ``"plain"``; same
+        weights, same function): the config's ``lka_impl`` follows, so ``describe()`` says it."""
+        for lka in self.lka_modules():
+            lka.set_impl(impl)
+        self.config = replace(self.config, lka_impl=impl)
+
+    def describe(self) -> str:
+        """Which code runs: the LKA implementation chosen, and which path the last forward took."""
+        impl = self.config.lka_impl
+        paths = [lka.last_path for lka in self.lka_modules()]
+        ran = {p: paths.count(p) for p in ("fast", "plain") if p in paths}
+        last = ", ".join(f"{n} of {len(paths)} LKAs {p}" for p, n in ran.items()) or "no forward yet"
+        return (f"VAN {self.config.embed_dims} x {self.config.depths}: lka_impl={impl!r} "
+                f"({LKA_IMPL_DOCS[impl]}); last forward: {last}; "
+                f"channels-last stages on {'every device' if impl == 'fast' else 'the CPU' if impl == 'auto' else 'no device'}")
+
+    def extra_repr(self) -> str:
+        return f"lka_impl={self.config.lka_impl!r}"
 
 
 def _init_weights(m: nn.Module) -> None:
     """The authors' initialisation: convs N(0, sqrt(2 / fan_out)), linears trunc-normal 0.02."""
-    if init_linear_and_norm(m):
-        return
-    if isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+    if not init_linear_and_norm(m) and isinstance(m, nn.Conv2d):
+        init_conv_fan_out(m)
 
 
-# --- The paper's variants (Table 5) -----------------------------------------------------------
+# --- The paper's variants (Table 5) and ours --------------------------------------------------
+# One factory per variant, its config in view above it (VAN_CONFIGS holds them by name; a factory
+# reads its entry when called, so an edited entry takes effect). Parameter counts are for a
+# 1000-class head; GFLOPs are the paper's (multiply-adds at 224 x 224).
+VAN_CONFIGS: dict[str, VANConfig] = {}
 _WIDE = (64, 128, 320, 512)
-VAN_CONFIGS = {
-    "van_b0": VANConfig(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2)),
-    "van_b1": VANConfig(embed_dims=_WIDE, depths=(2, 2, 4, 2)),
-    "van_b2": VANConfig(embed_dims=_WIDE, depths=(3, 3, 12, 3)),
-    "van_b3": VANConfig(embed_dims=_WIDE, depths=(3, 5, 27, 3)),
-    "van_b4": VANConfig(embed_dims=_WIDE, depths=(3, 6, 40, 3)),
-    "van_b5": VANConfig(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)),
-    "van_b6": VANConfig(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)),
-    # Small-image variants (ours, not the authors'). With the stride-4 stem a 32 px image is 8, 4, 2
-    # and 1 px in the four stages, so almost every tap of the 23x23 LKA reads padding: a 3x3 stem,
-    # stride 2 and three stages for the CPU demo (28 px -> 14, 7, 4), stride 1 for CIFAR-10.
-    # benchmarks/stem_choice.py measures the alternatives; the README has the figures.
-    "van_mini": VANConfig(embed_dims=(32, 64, 128), depths=(2, 2, 2), mlp_ratios=(4, 4, 4),
-                          stem_kernel=3, stem_stride=2),
-    "van_cifar": VANConfig(embed_dims=(64, 128, 256, 512), depths=(2, 2, 4, 2),
-                           stem_kernel=3, stem_stride=1),
-}
 
-register_presets('van', VAN_CONFIGS, VAN, default_classes=1000)
+
+def _variant(config: VANConfig):
+    """Register the decorated factory as a VAN variant whose config is ``config``."""
+    def wrap(fn):
+        VAN_CONFIGS[fn.__name__] = config
+        return register_model("van")(fn)
+    return wrap
+
+
+@_variant(VANConfig(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2)))
+def van_b0(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """VAN-B0 (VAN-Tiny): 4.1 M parameters, 0.9 GFLOPs, 75.4% ImageNet-1K top-1."""
+    return VAN(configure(VAN_CONFIGS["van_b0"], num_classes, in_chans, overrides))
+
+
+@_variant(VANConfig(embed_dims=_WIDE, depths=(2, 2, 4, 2)))
+def van_b1(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """VAN-B1 (VAN-Small): 13.9 M parameters, 2.5 GFLOPs, 81.1% ImageNet-1K top-1."""
+    return VAN(configure(VAN_CONFIGS["van_b1"], num_classes, in_chans, overrides))
+
+
+@_variant(VANConfig(embed_dims=_WIDE, depths=(3, 3, 12, 3)))
+def van_b2(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """VAN-B2 (VAN-Base): 26.6 M parameters, 5.0 GFLOPs, 82.8% ImageNet-1K top-1."""
+    return VAN(configure(VAN_CONFIGS["van_b2"], num_classes, in_chans, overrides))
+
+
+@_variant(VANConfig(embed_dims=_WIDE, depths=(3, 5, 27, 3)))
+def van_b3(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """VAN-B3 (VAN-Large): 44.8 M parameters, 9.0 GFLOPs, 83.9% ImageNet-1K top-1."""
+    return VAN(configure(VAN_CONFIGS["van_b3"], num_classes, in_chans, overrides))
+
+
+@_variant(VANConfig(embed_dims=_WIDE, depths=(3, 6, 40, 3)))
+def van_b4(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """VAN-B4: 60.3 M parameters, 12.2 GFLOPs, 84.2% ImageNet-1K top-1."""
+    return VAN(configure(VAN_CONFIGS["van_b4"], num_classes, in_chans, overrides))
+
+
+@_variant(VANConfig(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)))
+def van_b5(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """VAN-B5: 90.0 M parameters, 17.2 GFLOPs, 86.3% top-1 (pre-trained on ImageNet-22K)."""
+    return VAN(configure(VAN_CONFIGS["van_b5"], num_classes, in_chans, overrides))
+
+
+@_variant(VANConfig(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)))
+def van_b6(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """VAN-B6: 199.8 M parameters (the paper: 200 M), 38.4 GFLOPs, 86.9% top-1 (ImageNet-22K pre-trained; 87.8% at 384 px)."""
+    return VAN(configure(VAN_CONFIGS["van_b6"], num_classes, in_chans, overrides))
+
+
+# Small-image variants (ours, not the authors'). With the stride-4 stem a 32 px image is 8, 4, 2
+# and 1 px in the four stages, so almost every tap of the 23x23 LKA reads padding: a 3x3 stem,
+# stride 2 and three stages for the CPU demo (28 px -> 14, 7, 4), stride 1 for CIFAR-10.
+# benchmarks/stem_choice.py measures the alternatives; the README has the figures.
+@_variant(VANConfig(embed_dims=(32, 64, 128), depths=(2, 2, 2), mlp_ratios=(4, 4, 4), stem_kernel=3,
+                    stem_stride=2))
+def van_mini(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """The CPU demo's VAN for 28 px images (ours): three stages, a 3x3 stride-2 stem, 0.6 M parameters."""
+    return VAN(configure(VAN_CONFIGS["van_mini"], num_classes, in_chans, overrides))
+
+
+@_variant(VANConfig(embed_dims=(64, 128, 256, 512), depths=(2, 2, 4, 2), stem_kernel=3, stem_stride=1))
+def van_cifar(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
+    """A VAN for 32 px CIFAR-10 images (ours): B1's stages over a 3x3 stride-1 stem."""
+    return VAN(configure(VAN_CONFIGS["van_cifar"], num_classes, in_chans, overrides))

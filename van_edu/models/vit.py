@@ -16,8 +16,8 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import VanEduError
-from .layers import DropPath, MeanPoolHead, init_linear_and_norm, linear_drop_path_rates
-from .registry import register_presets
+from .layers import DropPath, ImageClassifier, init_linear_and_norm, linear_drop_path_rates
+from .registry import configure, register_model
 
 __all__ = ["ViTConfig", "ViT", "SelfAttention", "TransformerBlock"]
 
@@ -72,7 +72,7 @@ class TransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class ViT(MeanPoolHead, nn.Module):
+class ViT(ImageClassifier):
     """Vision Transformer; ``forward_features`` gives [B, D, h, w], ``forward_head`` pools and classifies."""
 
     def __init__(self, config: ViTConfig):
@@ -84,6 +84,7 @@ class ViT(MeanPoolHead, nn.Module):
                               f"{max(1, round(c.image_size / c.patch_size)) * c.patch_size}, or a ViT with "
                               "smaller patches)")
         self.grid = c.image_size // c.patch_size
+        self.in_chans, self.total_stride, self.fixed_size = c.in_chans, c.patch_size, c.image_size
         self.patch_embed = nn.Conv2d(c.in_chans, c.embed_dim, c.patch_size, stride=c.patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, c.embed_dim))
         rates = linear_drop_path_rates(c.drop_path_rate, [c.depth])[0]
@@ -91,15 +92,12 @@ class ViT(MeanPoolHead, nn.Module):
                                     for r in rates)
         self.norm = nn.LayerNorm(c.embed_dim)
         self.num_features = c.embed_dim
-        self.head = nn.Linear(c.embed_dim, c.num_classes)
+        self.head = self.new_head(c.num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_linear_and_norm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if x.dim() != 4 or x.shape[1] != c.in_chans or tuple(x.shape[-2:]) != (c.image_size, c.image_size):
-            raise VanEduError(f"this ViT expects images [B, {c.in_chans}, {c.image_size}, {c.image_size}], "
-                              f"got shape {list(x.shape)} (set image_size/in_chans when creating it)")
+        self.check_input(x)                                       # [B, C, image_size, image_size]
         x = self.patch_embed(x)                                   # [B, D, h, w]
         x = rearrange(x, "b d h w -> b (h w) d") + self.pos_embed  # [B, N, D] tokens
         for blk in self.blocks:
@@ -108,13 +106,32 @@ class ViT(MeanPoolHead, nn.Module):
         return rearrange(x, "b (h w) d -> b d h w", h=self.grid)  # back to a map for the shared head
 
 
-VIT_CONFIGS = {
-    # Sized to match the VAN presets' parameter counts within 15% (tests/test_models.py checks).
-    "vit_mini": ViTConfig(image_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0),
-    "vit_cifar": ViTConfig(image_size=32, patch_size=4, embed_dim=384, depth=9, num_heads=6, mlp_ratio=2.0),
-    # Imagenette at 160 px, beside van_b0: 16 px patches, 100 tokens.
-    "vit_imagenette": ViTConfig(image_size=160, patch_size=16, embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0),
-}
+# One factory per variant, its config in view above it (VIT_CONFIGS holds them by name). Each is
+# sized to match a VAN's parameter count within 15% (tests/test_models.py checks).
+VIT_CONFIGS: dict[str, ViTConfig] = {}
 
 
-register_presets('vit', VIT_CONFIGS, ViT, default_classes=10)
+def _variant(config: ViTConfig):
+    """Register the decorated factory as a ViT variant whose config is ``config``."""
+    def wrap(fn):
+        VIT_CONFIGS[fn.__name__] = config
+        return register_model("vit")(fn)
+    return wrap
+
+
+@_variant(ViTConfig(image_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0))
+def vit_mini(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
+    """The CPU demo's ViT beside van_mini: 28 px images in 4 px patches (49 tokens), 4 layers of width 128."""
+    return ViT(configure(VIT_CONFIGS["vit_mini"], num_classes, in_chans, overrides))
+
+
+@_variant(ViTConfig(image_size=32, patch_size=4, embed_dim=384, depth=9, num_heads=6, mlp_ratio=2.0))
+def vit_cifar(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
+    """The ViT beside van_cifar: 32 px images in 4 px patches (64 tokens), 9 layers of width 384."""
+    return ViT(configure(VIT_CONFIGS["vit_cifar"], num_classes, in_chans, overrides))
+
+
+@_variant(ViTConfig(image_size=160, patch_size=16, embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0))
+def vit_imagenette(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
+    """The ViT beside van_b0 on Imagenette at 160 px: 16 px patches (100 tokens), 7 layers of width 256."""
+    return ViT(configure(VIT_CONFIGS["vit_imagenette"], num_classes, in_chans, overrides))
