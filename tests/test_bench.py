@@ -1,7 +1,7 @@
 """The bench suite measures what it says: fast and plain LKA agree, slopes come from real timings."""
 import pytest
 
-from van_edu.bench import lka_fast_vs_plain, scaling
+from van_edu.bench import lka_fast_vs_plain, scaling_figures
 from van_edu.cli import main
 
 
@@ -13,7 +13,7 @@ def test_lka_fast_vs_plain_row_is_consistent():
 
 
 def test_scaling_fits_one_slope_per_method():
-    s = scaling(sizes=(8, 16), channels=4, repeats=1)
+    s = scaling_figures(sizes=(8, 16), channels=4, repeats=1)
     assert set(s["slopes"]) == {"LKA", "dense 21x21 DW conv", "self-attention"}
     assert len(s["rows"]) == 6
     # the explicit attention matrix grows as pixels^2: its memory slope is well above LKA's

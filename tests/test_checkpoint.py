@@ -45,10 +45,22 @@ def test_other_class_count_reinitialises_only_the_head(b0_file):
     dst = create_model("van_b0", num_classes=10)
     head_before = dst.head.weight.clone()
     report = load_official_checkpoint(dst, path)
-    assert report.head_reset and "re-initialised" in str(report)
+    assert "head was not loaded: the class count differs (file 1000, model 10)" in str(report)
     torch.testing.assert_close(dst.head.weight, head_before)
     torch.testing.assert_close(dst.block2[1].attn.spatial_gating_unit.conv_spatial.weight,
                                src.block2[1].attn.spatial_gating_unit.conv_spatial.weight)
+
+
+def test_a_headless_model_takes_the_backbone_and_says_the_head_was_left_out(b0_file):
+    src, path = b0_file
+    dst = create_model("van_b0", num_classes=0)
+    report = load_official_checkpoint(dst, path)                     # strict: no error for the head
+    assert "not loaded: the model has no head (num_classes=0)" in str(report)
+    assert report.loaded == len(src.state_dict()) - 2 and not report.missing and not report.unexpected
+    x = torch.randn(2, 3, 64, 64)
+    src.eval(), dst.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src.forward_head(src.forward_features(x), pre_logits=True))
 
 
 def test_wrong_variant_is_reported_in_words(b0_file):

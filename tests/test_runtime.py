@@ -61,3 +61,16 @@ def test_machine_names_cpu_torch_and_python():
     assert {"cpu", "torch", "python"} <= info.keys()
     assert info["torch"] == torch.__version__ and info["python"] == platform.python_version()
     assert isinstance(info["cpu"], str) and info["cpu"]
+
+
+def test_cpu_threads_sets_and_restores_the_count_even_on_error():
+    from van_edu.runtime import cpu_threads
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), cpu_threads(1):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):
+        assert torch.get_num_threads() == before

@@ -1,6 +1,6 @@
 """Tests of van_edu.train: learning, the schedule, configuration errors, and DDP.
 
-Exact resume and refused checkpoints are tested in tests/test_checkpoints.py, the device and
+Exact resume and refused checkpoints are tested in tests/test_train_state.py, the device and
 precision choices in tests/test_runtime.py. The tiny models and synthetic data come from
 tests/tiny_training.py.
 """
@@ -22,9 +22,9 @@ import torch.distributed as dist
 from tiny_training import BatchNormNet, LayerNormNet, data, ddp_config, one_thread, quick_config, without_timing  # noqa: F401
 from torch import nn
 
-from van_edu.checkpoints import CHECKPOINT_NAME, HISTORY_NAME
 from van_edu.errors import VanEduError
 from van_edu.train import TRAIN_PRESETS, TrainConfig, WarmupCosine, evaluate, fit, make_optimizer, param_groups
+from van_edu.train_state import CHECKPOINT_NAME, HISTORY_NAME
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,6 +99,8 @@ def test_configuration_errors(data):
         fit(BatchNormNet(), train, test, quick_config(batch_size=1024))
     with pytest.raises(VanEduError, match="num_classes=4"):
         fit(BatchNormNet(num_classes=3), train, test, quick_config())
+    with pytest.raises(VanEduError, match=r"logits of shape \(32, 1000\).*expected \[batch, 4\]"):
+        fit(BatchNormNet(num_classes=1000), train, test, quick_config())   # too many classes, too
     with pytest.raises(VanEduError, match=r"lr=inf \(expected a finite number > 0\)"):
         fit(BatchNormNet(), train, test, quick_config(lr=float("inf")))
     with pytest.raises(VanEduError, match=r"seed=-1 \(expected a whole number >= 0"):

@@ -1,6 +1,6 @@
 """The tiny models, synthetic data and settings that the training tests share.
 
-Used by tests/test_train.py, tests/test_checkpoints.py and tests/ddp_worker.py. The models are
+Used by tests/test_train.py, tests/test_train_state.py and tests/ddp_worker.py. The models are
 tiny ones of our own (one with BatchNorm and dropout, one with LayerNorm only), so these tests do
 not depend on van_edu.models. The data are synthetic 16x16 noisy textures (symmetric under
 horizontal flips, so augmentation keeps the label). The fixtures `one_thread` and `data` are
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from van_edu.data import ImageData
+from van_edu.runtime import cpu_threads
 from van_edu.train import TrainConfig
 
 TIMING_KEYS = ("seconds", "images_per_second")
@@ -91,10 +92,8 @@ def ddp_config() -> TrainConfig:
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny convs run ~10x faster on one intra-op thread than on two busy cores; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with cpu_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

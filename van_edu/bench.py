@@ -167,7 +167,7 @@ def demo_throughput(batch: int = 128, steps: int = 5) -> list[dict]:
     return rows
 
 
-def scaling(sizes=(16, 32, 48, 64), channels: int = 32, repeats: int = 3) -> dict:
+def scaling_figures(sizes=(16, 32, 48, 64), channels: int = 32, repeats: int = 3) -> dict:
     """Forward time and peak memory of LKA, a dense 21x21 depth-wise conv and global
     self-attention against resolution, and the fitted exponents against the number of pixels."""
     from .scaling import fit_slope, measure_scaling, scaling_modules
@@ -224,7 +224,7 @@ def run_bench(quick: bool = False, repeat: int = 7, train_steps: int = 8, log=pr
         report["van_over_resnet_train"] = ratio
         log(f"van_mini trains at {ratio:.2f}x resnet_mini's images/s")
     log("\n4. Scaling with resolution (forward, batch 1, 32 channels)")
-    report["scaling"] = scaling(sizes=(16, 32, 48) if quick else (16, 32, 48, 64, 96))
+    report["scaling"] = scaling_figures(sizes=(16, 32, 48) if quick else (16, 32, 48, 64, 96))
     for method, s in report["scaling"]["slopes"].items():
         log(f"{method:<24} time ~ pixels^{s['time']:.2f}   peak memory ~ pixels^{s['memory']:.2f}")
     return report

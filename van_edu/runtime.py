@@ -84,6 +84,19 @@ def synchronize(device: torch.device | str | None = None) -> None:
         torch.mps.synchronize()
 
 
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """Run the block with PyTorch's CPU intra-op threads set to ``threads`` (None: unchanged), and
+    put the previous count back afterwards, also on an error."""
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def best_time(fn: Callable[[], object], repeats: int = 5, device=None, warmup: int = 1) -> float:
     """Seconds of the fastest of ``repeats`` calls of ``fn()``, after ``warmup`` untimed calls.
 

@@ -24,7 +24,7 @@ from .complexity import count_macs, input_shape
 from .errors import VanEduError
 from .lka import LKA
 from .models.attention import GlobalSelfAttention
-from .runtime import autocast, best_time, synchronize
+from .runtime import autocast, best_time, cpu_threads, synchronize
 
 __all__ = ["plain_lka", "scaling_modules", "throughput", "LiveTensorMeter", "peak_memory",
            "measure_scaling", "fit_slope"]
@@ -181,13 +181,8 @@ def measure_scaling(modules: dict, sizes, channels: int, batch: int = 1, repeats
     device = torch.device(device) if device is not None else torch.device("cpu")
     if repeats < 1:
         raise VanEduError(f"repeats must be at least 1, got {repeats}")
-    saved_threads = torch.get_num_threads()
-    if threads is not None and device.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads if device.type == "cpu" else None):
         return _measure_rows(modules, sizes, channels, batch, repeats, device, count_flops_too)
-    finally:
-        torch.set_num_threads(saved_threads)
 
 
 def _measure_rows(modules, sizes, channels, batch, repeats, device, count_flops_too) -> list[dict]:

@@ -1,5 +1,8 @@
-"""The training loop of the course: one plain function, `fit`, that a learner can read top to bottom.
+"""The training loop of the course: one function, `fit`, whose steps are all in this file.
 
+`fit` itself is a short list of steps (below); each step is a small function further down this file
+(``_train_epoch``, ``_train_step``, ``_eval_epoch``, ...), and four modules hold what is not about
+training (listed at the end), so a learner reads this file top to bottom and the rest by name.
 What `fit` does, in order, for any classifier ``nn.Module`` mapping ``[B, C, H, W]`` float images to
 ``[B, num_classes]`` logits:
 
@@ -36,7 +39,7 @@ files and shows the progress bar.
 Where the rest lives: ``van_edu.evaluation`` (accuracy and loss on a split, ``evaluate``),
 ``van_edu.runtime`` (device choice, autocast dtypes, synchronisation),
 ``van_edu.distributed`` (the process group, DDP and BatchNorm over ranks, reductions) and
-``van_edu.checkpoints`` (what a checkpoint holds, atomic writes, the checks of an exact resume).
+``van_edu.train_state`` (what a checkpoint holds, atomic writes, the checks of an exact resume).
 """
 from __future__ import annotations
 
@@ -50,14 +53,14 @@ import torch
 from torch import nn
 from tqdm import tqdm  # the text bar: tqdm.auto would store widget state in committed notebooks
 
-from . import checkpoints
-from .checkpoints import CHECKPOINT_NAME
+from . import train_state
 from .data import AUGMENT_PRESETS, ImageData, batches
 from .distributed import DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed, teardown, wrap_ddp
 from .errors import VanEduError
 from .evaluation import eval_sums, evaluate, metrics, sum_dtype
 from .fileio import check_output_dir
 from .runtime import AMP_MODES, autocast, resolve_amp, synchronize
+from .train_state import CHECKPOINT_NAME
 
 __all__ = ["TrainConfig", "TRAIN_PRESETS", "check_config", "param_groups", "WarmupCosine", "make_optimizer", "evaluate",
            "FitResult", "fit"]  # evaluate lives in van_edu.evaluation; notebooks import it from here
@@ -219,9 +222,9 @@ def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
         if resume:  # every check comes before the first change
             if out is None:
                 raise VanEduError("resume=True needs out_dir (expected the folder of an earlier run)")
-            ckpt = checkpoints.read(out / CHECKPOINT_NAME)
-            checkpoints.check_compatible(ckpt, run, out / CHECKPOINT_NAME)
-            checkpoints.restore(run, ckpt)
+            ckpt = train_state.read(out / CHECKPOINT_NAME)
+            train_state.check_compatible(ckpt, run, out / CHECKPOINT_NAME)
+            train_state.restore(run, ckpt)
             history = list(ckpt["history"])
         elif out is not None and ctx.main:
             out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +234,7 @@ def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
             row = {"epoch": epoch + 1, **_train_epoch(run, epoch), **_eval_epoch(run)}
             history.append(row)
             if out is not None and ctx.main:
-                checkpoints.save(run, out, epoch + 1, history)
+                train_state.save(run, out, epoch + 1, history)
             if config.progress and ctx.main:
                 tqdm.write(_summary(row, config.epochs))
             if on_epoch_end is not None and ctx.main:
@@ -319,7 +322,13 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """The seed of torch's global generator for one epoch on one rank (dropout, drop-path)."""
+    """The seed of torch's global generator for one epoch on one rank (dropout, drop-path).
+
+    A mixed-radix code: while rank < 7,919 and epoch < 126 (126 * 7,919 + 7,918 < 1,000,003), two
+    different (seed, epoch, rank) never share a seed. The radices only need to be that large; that
+    they are primes does not matter. Other values would work as well, but would change every
+    seeded run's dropout and drop-path masks, and so the course's recorded results.
+    """
     return (seed * 1_000_003 + epoch * 7_919 + rank) % (2**63)
 
 
@@ -347,7 +356,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
 
 def _check_logits(logits: torch.Tensor, num_classes: int) -> None:
     """Fail with a clear message when the model's head does not fit the data's classes."""
-    if logits.ndim != 2 or logits.shape[1] < num_classes:
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
         raise VanEduError(f"the model returned logits of shape {tuple(logits.shape)}, but the data has "
                           f"{num_classes} classes (expected [batch, {num_classes}]: build the model "
                           f"with num_classes={num_classes})")

@@ -36,7 +36,10 @@ class GlobalSelfAttention(nn.Module):
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The attention matrix softmax(Q K^T / sqrt(C)): [B, N, N], rows sum to one."""
         q, k, _ = self._qkv(x)
-        return (q @ k.transpose(1, 2) / math.sqrt(self.dim)).softmax(-1)
+        return self._softmax_scores(q, k)
+
+    def _softmax_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(1, 2) / math.sqrt(self.dim)).softmax(-1)   # [B, N, N]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -45,6 +48,5 @@ class GlobalSelfAttention(nn.Module):
             heads = (q[:, None], k[:, None], v[:, None])                        # [B, 1, N, C]
             out = F.scaled_dot_product_attention(*heads)[:, 0]                  # [B, N, C]
         else:
-            attn = (q @ k.transpose(1, 2) / math.sqrt(self.dim)).softmax(-1)   # [B, N, N]
-            out = attn @ v                                                      # [B, N, C]
+            out = self._softmax_scores(q, k) @ v                                                      # [B, N, C]
         return self.proj(out).transpose(1, 2).reshape(b, c, h, w)

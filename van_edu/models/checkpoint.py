@@ -10,7 +10,7 @@ a file into a VAN and reports what it left aside; ``pretrained`` takes one from 
 
 ``state_dict_differences`` is the package's one comparison of a state dict against the one a
 model expects (missing keys, unexpected keys, other shapes); the loader here, training's exact
-resume (``van_edu.checkpoints``) and the grader's checks (``van_edu.grading``) all report from it.
+resume (``van_edu.train_state``) and the grader's checks (``van_edu.grading``) all report from it.
 """
 from __future__ import annotations
 
@@ -46,13 +46,13 @@ class LoadReport:
     loaded: int = 0                                     # tensors copied into the model
     missing: list[str] = field(default_factory=list)     # model weights the file lacks
     unexpected: list[str] = field(default_factory=list)  # file entries the model has no place for
-    head_reset: bool = False                             # head left freshly initialised (class count differs)
+    head_not_loaded: str = ""                            # why the file's head was not loaded, if it was not
     ignored: list[str] = field(default_factory=list)     # top-level file entries besides the weights
 
     def __str__(self) -> str:
         lines = [f"loaded {self.loaded} tensors"]
-        if self.head_reset:
-            lines.append("the classification head was re-initialised (the class count differs)")
+        if self.head_not_loaded:
+            lines.append(f"the file's classification head was not loaded: {self.head_not_loaded}")
         if self.missing:
             lines.append(f"{len(self.missing)} model weights were not in the file: {_few(self.missing)}")
         if self.unexpected:
@@ -144,29 +144,30 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[dict[str, to
     return {k.removeprefix("module."): v for k, v in obj.items()}, ignored
 
 
-def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """The weights in an official-format file (``read_checkpoint`` without the ignored names)."""
-    return read_checkpoint(path, trust)[0]
-
-
 def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
                              trust: bool = False) -> LoadReport:
     """Load an authors'-format checkpoint into ``model``.
 
-    When the head's class count differs (e.g. ImageNet's 1000 vs Fashion-MNIST's 10) the head is
-    left freshly initialised and the rest is loaded. Any other missing or unexpected key, or a
+    When the head's class count differs (e.g. ImageNet's 1000 vs Fashion-MNIST's 10) the file's
+    head is not loaded (the model's keeps its initial values) and the rest is; a model built with
+    ``num_classes=0`` has no head, and the file's is left out the same way. The report says which. Any other missing or unexpected key, or a
     shape that differs, raises ``VanEduError`` naming them when ``strict`` (the default); with
     ``strict=False`` the matching tensors are loaded and the report lists the rest.
     """
     state, ignored = read_checkpoint(path, trust)
     own = model.state_dict()
     report = LoadReport(ignored=ignored)
-    if all(k in state and k in own for k in _HEAD_KEYS) and state["head.weight"].shape != own["head.weight"].shape:
+    if all(k in state for k in _HEAD_KEYS):
+        if not any(k in own for k in _HEAD_KEYS):
+            report.head_not_loaded = "the model has no head (num_classes=0)"
+        elif state["head.weight"].shape != own["head.weight"].shape:
+            report.head_not_loaded = (f"the class count differs (file {state['head.weight'].shape[0]}, "
+                                      f"model {own['head.weight'].shape[0]}); the model's head keeps its initial values")
+    if report.head_not_loaded:
         state = {k: v for k, v in state.items() if k not in _HEAD_KEYS}
-        report.head_reset = True
     missing, report.unexpected, shapes = state_dict_differences(state, own)
     shape_errors = [f"{k}: file {shapes[k][0]} vs model {shapes[k][1]}" for k in state if k in shapes]
-    report.missing = [k for k in missing if not (report.head_reset and k in _HEAD_KEYS)]
+    report.missing = [k for k in missing if not (report.head_not_loaded and k in _HEAD_KEYS)]
     if strict and (shape_errors or report.missing or report.unexpected):
         problems = []
         if shape_errors:

@@ -1,4 +1,6 @@
-"""Training checkpoints: writing them atomically and resuming from them exactly.
+"""Resuming training: writing training checkpoints atomically and resuming from them exactly.
+
+(The authors' ImageNet checkpoints are another thing: ``van_edu.models.checkpoint`` reads them.)
 
 After every epoch ``van_edu.train.fit`` writes ``checkpoint.pt`` (everything a resume needs: the
 model, optimiser, scheduler and gradient-scaler states, the history, the config and a signature

@@ -1,4 +1,4 @@
-"""Tests of van_edu.checkpoints through fit: exact resume, and checkpoints refused before any write.
+"""Tests of van_edu.train_state through fit: exact resume, and checkpoints refused before any write.
 
 The tiny models and synthetic data come from tests/tiny_training.py.
 """
@@ -13,9 +13,9 @@ import torch
 # the shared tiny models and data; `data` and `one_thread` are pytest fixtures
 from tiny_training import BatchNormNet, LayerNormNet, data, make_data, one_thread, quick_config, without_timing  # noqa: F401
 
-from van_edu.checkpoints import CHECKPOINT_NAME
 from van_edu.errors import VanEduError
 from van_edu.train import fit
+from van_edu.train_state import CHECKPOINT_NAME
 
 
 def snapshot(folder: Path) -> dict:
