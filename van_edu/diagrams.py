@@ -303,7 +303,7 @@ def _default_block(name: str = "van_b0", stage: int = 1) -> nn.Module:
     """The first block of stage ``stage`` of ``create_model(name)``, built on the meta device."""
     with torch.device("meta"):
         model = create_model(name)
-    return getattr(model, f"block{stage}")[0]
+    return model.stages[stage - 1].blocks[0]
 
 
 def draw_van_block(block: nn.Module | None = None):
@@ -353,11 +353,11 @@ def stage_shapes(name: str = "van_b0", image_size: int = 224) -> list[dict]:
     x = torch.empty(1, model.config.in_chans, image_size, image_size, device="meta")
     rows = []
     with torch.no_grad():
-        for s in range(1, model.num_stages + 1):
-            x = model.forward_stage(x, s)
-            proj = getattr(model, f"patch_embed{s}").proj
+        for s, stage in enumerate(model.stages, start=1):
+            x = stage(x)
+            proj = stage.patch_embed.proj
             rows.append({"stage": s, "kernel": proj.kernel_size[0], "stride": proj.stride[0],
-                         "blocks": len(getattr(model, f"block{s}")), "channels": x.shape[1],
+                         "blocks": len(stage.blocks), "channels": x.shape[1],
                          "height": x.shape[2], "width": x.shape[3]})
     return rows
 

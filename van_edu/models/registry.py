@@ -34,6 +34,18 @@ def register_model(family: str):
     return wrap
 
 
+def register_variant(family: str, configs: dict, config):
+    """Decorator: register a factory under its function name, in ``family``, and record its
+    ``config`` in ``configs`` (the family's configs by name, e.g. ``VAN_CONFIGS``), where the
+    factory reads it when called."""
+
+    def wrap(fn):
+        configs[fn.__name__] = config
+        return register_model(family)(fn)
+
+    return wrap
+
+
 def configure(base, num_classes: int, in_chans: int, overrides: dict):
     """``base`` (a variant's config dataclass) with ``num_classes``, ``in_chans`` and ``overrides``
     replaced; an unknown option is an error that lists the known ones."""

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import VanEduError
 from .layers import ImageClassifier
-from .registry import configure, register_model
+from .registry import configure, register_variant
 
 __all__ = ["ResNetConfig", "ResNet", "BasicBlock"]
 
@@ -97,27 +97,19 @@ class ResNet(ImageClassifier):
 RESNET_CONFIGS: dict[str, ResNetConfig] = {}
 
 
-def _variant(config: ResNetConfig):
-    """Register the decorated factory as a ResNet variant whose config is ``config``."""
-    def wrap(fn):
-        RESNET_CONFIGS[fn.__name__] = config
-        return register_model("resnet")(fn)
-    return wrap
-
-
-@_variant(ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2), stem_stride=2))
+@register_variant("resnet", RESNET_CONFIGS, ResNetConfig(widths=(32, 64, 128), depths=(2, 2, 2), stem_stride=2))
 def resnet_mini(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
     """The CPU demo's ResNet beside van_mini: the same stride-2 stem, so both see 14, 7, 4 px maps."""
     return ResNet(configure(RESNET_CONFIGS["resnet_mini"], num_classes, in_chans, overrides))
 
 
-@_variant(ResNetConfig(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)))
+@register_variant("resnet", RESNET_CONFIGS, ResNetConfig(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2)))
 def resnet_cifar(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
     """ResNet-18's layout with a 3x3 stride-1 stem for 32 px images (beside van_cifar)."""
     return ResNet(configure(RESNET_CONFIGS["resnet_cifar"], num_classes, in_chans, overrides))
 
 
-@_variant(ResNetConfig(widths=(36, 72, 144, 288), depths=(2, 2, 2, 2), stem="imagenet"))
+@register_variant("resnet", RESNET_CONFIGS, ResNetConfig(widths=(36, 72, 144, 288), depths=(2, 2, 2, 2), stem="imagenet"))
 def resnet_imagenette(num_classes: int = 10, in_chans: int = 3, **overrides) -> ResNet:
     """Imagenette at 160 px, beside the stride-4 van_b0: an ImageNet stem and ResNet-18 depths."""
     return ResNet(configure(RESNET_CONFIGS["resnet_imagenette"], num_classes, in_chans, overrides))

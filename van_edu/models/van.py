@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import VanEduError
 from ..lka import LKA, LKA_IMPL_DOCS
 from .layers import DropPath, ImageClassifier, init_conv_fan_out, init_linear_and_norm, linear_drop_path_rates
-from .registry import configure, register_model
+from .registry import configure, register_variant
 
 __all__ = ["VANConfig", "VAN", "Stage", "OverlapPatchEmbed", "Attention", "Mlp", "DWConv", "Block",
            "van_b0", "van_b1", "van_b2", "van_b3", "van_b4", "van_b5", "van_b6", "van_mini", "van_cifar"]
@@ -269,51 +269,43 @@ VAN_CONFIGS: dict[str, VANConfig] = {}
 _WIDE = (64, 128, 320, 512)
 
 
-def _variant(config: VANConfig):
-    """Register the decorated factory as a VAN variant whose config is ``config``."""
-    def wrap(fn):
-        VAN_CONFIGS[fn.__name__] = config
-        return register_model("van")(fn)
-    return wrap
-
-
-@_variant(VANConfig(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2)))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2)))
 def van_b0(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """VAN-B0 (VAN-Tiny): 4.1 M parameters, 0.9 GFLOPs, 75.4% ImageNet-1K top-1."""
     return VAN(configure(VAN_CONFIGS["van_b0"], num_classes, in_chans, overrides))
 
 
-@_variant(VANConfig(embed_dims=_WIDE, depths=(2, 2, 4, 2)))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=_WIDE, depths=(2, 2, 4, 2)))
 def van_b1(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """VAN-B1 (VAN-Small): 13.9 M parameters, 2.5 GFLOPs, 81.1% ImageNet-1K top-1."""
     return VAN(configure(VAN_CONFIGS["van_b1"], num_classes, in_chans, overrides))
 
 
-@_variant(VANConfig(embed_dims=_WIDE, depths=(3, 3, 12, 3)))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=_WIDE, depths=(3, 3, 12, 3)))
 def van_b2(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """VAN-B2 (VAN-Base): 26.6 M parameters, 5.0 GFLOPs, 82.8% ImageNet-1K top-1."""
     return VAN(configure(VAN_CONFIGS["van_b2"], num_classes, in_chans, overrides))
 
 
-@_variant(VANConfig(embed_dims=_WIDE, depths=(3, 5, 27, 3)))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=_WIDE, depths=(3, 5, 27, 3)))
 def van_b3(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """VAN-B3 (VAN-Large): 44.8 M parameters, 9.0 GFLOPs, 83.9% ImageNet-1K top-1."""
     return VAN(configure(VAN_CONFIGS["van_b3"], num_classes, in_chans, overrides))
 
 
-@_variant(VANConfig(embed_dims=_WIDE, depths=(3, 6, 40, 3)))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=_WIDE, depths=(3, 6, 40, 3)))
 def van_b4(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """VAN-B4: 60.3 M parameters, 12.2 GFLOPs, 84.2% ImageNet-1K top-1."""
     return VAN(configure(VAN_CONFIGS["van_b4"], num_classes, in_chans, overrides))
 
 
-@_variant(VANConfig(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)))
 def van_b5(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """VAN-B5: 90.0 M parameters, 17.2 GFLOPs, 86.3% top-1 (pre-trained on ImageNet-22K)."""
     return VAN(configure(VAN_CONFIGS["van_b5"], num_classes, in_chans, overrides))
 
 
-@_variant(VANConfig(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)))
 def van_b6(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """VAN-B6: 199.8 M parameters (the paper: 200 M), 38.4 GFLOPs, 86.9% top-1 (ImageNet-22K pre-trained; 87.8% at 384 px)."""
     return VAN(configure(VAN_CONFIGS["van_b6"], num_classes, in_chans, overrides))
@@ -323,14 +315,14 @@ def van_b6(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
 # and 1 px in the four stages, so almost every tap of the 23x23 LKA reads padding: a 3x3 stem,
 # stride 2 and three stages for the CPU demo (28 px -> 14, 7, 4), stride 1 for CIFAR-10.
 # benchmarks/stem_choice.py measures the alternatives; the README has the figures.
-@_variant(VANConfig(embed_dims=(32, 64, 128), depths=(2, 2, 2), mlp_ratios=(4, 4, 4), stem_kernel=3,
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=(32, 64, 128), depths=(2, 2, 2), mlp_ratios=(4, 4, 4), stem_kernel=3,
                     stem_stride=2))
 def van_mini(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """The CPU demo's VAN for 28 px images (ours): three stages, a 3x3 stride-2 stem, 0.6 M parameters."""
     return VAN(configure(VAN_CONFIGS["van_mini"], num_classes, in_chans, overrides))
 
 
-@_variant(VANConfig(embed_dims=(64, 128, 256, 512), depths=(2, 2, 4, 2), stem_kernel=3, stem_stride=1))
+@register_variant("van", VAN_CONFIGS, VANConfig(embed_dims=(64, 128, 256, 512), depths=(2, 2, 4, 2), stem_kernel=3, stem_stride=1))
 def van_cifar(num_classes: int = 1000, in_chans: int = 3, **overrides) -> VAN:
     """A VAN for 32 px CIFAR-10 images (ours): B1's stages over a 3x3 stride-1 stem."""
     return VAN(configure(VAN_CONFIGS["van_cifar"], num_classes, in_chans, overrides))

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import VanEduError
 from .layers import DropPath, ImageClassifier, init_linear_and_norm, linear_drop_path_rates
-from .registry import configure, register_model
+from .registry import configure, register_variant
 
 __all__ = ["ViTConfig", "ViT", "SelfAttention", "TransformerBlock"]
 
@@ -111,27 +111,19 @@ class ViT(ImageClassifier):
 VIT_CONFIGS: dict[str, ViTConfig] = {}
 
 
-def _variant(config: ViTConfig):
-    """Register the decorated factory as a ViT variant whose config is ``config``."""
-    def wrap(fn):
-        VIT_CONFIGS[fn.__name__] = config
-        return register_model("vit")(fn)
-    return wrap
-
-
-@_variant(ViTConfig(image_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0))
+@register_variant("vit", VIT_CONFIGS, ViTConfig(image_size=28, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0))
 def vit_mini(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
     """The CPU demo's ViT beside van_mini: 28 px images in 4 px patches (49 tokens), 4 layers of width 128."""
     return ViT(configure(VIT_CONFIGS["vit_mini"], num_classes, in_chans, overrides))
 
 
-@_variant(ViTConfig(image_size=32, patch_size=4, embed_dim=384, depth=9, num_heads=6, mlp_ratio=2.0))
+@register_variant("vit", VIT_CONFIGS, ViTConfig(image_size=32, patch_size=4, embed_dim=384, depth=9, num_heads=6, mlp_ratio=2.0))
 def vit_cifar(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
     """The ViT beside van_cifar: 32 px images in 4 px patches (64 tokens), 9 layers of width 384."""
     return ViT(configure(VIT_CONFIGS["vit_cifar"], num_classes, in_chans, overrides))
 
 
-@_variant(ViTConfig(image_size=160, patch_size=16, embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0))
+@register_variant("vit", VIT_CONFIGS, ViTConfig(image_size=160, patch_size=16, embed_dim=256, depth=7, num_heads=4, mlp_ratio=2.0))
 def vit_imagenette(num_classes: int = 10, in_chans: int = 3, **overrides) -> ViT:
     """The ViT beside van_b0 on Imagenette at 160 px: 16 px patches (100 tokens), 7 layers of width 256."""
     return ViT(configure(VIT_CONFIGS["vit_imagenette"], num_classes, in_chans, overrides))
