@@ -117,6 +117,12 @@ def test_pretrained_from_a_hub_layout_cache(tmp_path, monkeypatch, b0_file):
     model = pretrained("van_b0", cache_dir=tmp_path).eval()
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(model(x), src(x))
+    backbone = pretrained("van_b0", cache_dir=tmp_path, features_only=True).eval()   # the same path
+    assert "head was not loaded: the model has no head" in str(backbone.load_report)
+    with torch.no_grad():
+        maps = backbone(x)
+        torch.testing.assert_close(maps[-1], src.forward_features(x))                # the last stage, normed
+    assert [m.shape[1] for m in maps] == [32, 64, 160, 256]
 
 
 def write_timm_saver_file(model, path):

@@ -190,6 +190,8 @@ def pretrained(name: str, num_classes: int = 1000, cache_dir: str | Path | None 
 
     Needs the network (or a Hugging Face cache that already holds the file); offline it raises
     ``VanEduError`` saying so. Inputs must be normalised with mean = std = 0.5 at 224x224.
+    ``features_only=True`` (with ``out_indices``, see ``create_model``) gives the backbone: the
+    file's head is left out. ``model.load_report`` is what ``load_official_checkpoint`` reported.
     """
     from huggingface_hub import hf_hub_download
 
@@ -206,5 +208,5 @@ def pretrained(name: str, num_classes: int = 1000, cache_dir: str | Path | None 
             f"({type(err).__name__}). Are you offline? Download it where you have the network and use "
             "load_official_checkpoint(model, path).") from err
     model = create_model(name, num_classes=num_classes, **kwargs)
-    load_official_checkpoint(model, path)
+    model.load_report = load_official_checkpoint(model, path)   # says whether the head was left out
     return model

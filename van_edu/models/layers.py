@@ -92,6 +92,8 @@ class ImageClassifier(nn.Module):
     total_stride: int
     fixed_size: int | None = None
     num_classes: int
+    out_indices: tuple[int, ...] | None = None   # set by as_features: forward returns these maps
+    feature_info: list[dict] | None = None       # one dict per returned map (num_chs, reduction, ...)
 
     def new_head(self, num_classes: int) -> nn.Module:
         """A linear layer from ``num_features`` to ``num_classes`` (``nn.Identity`` for 0),
@@ -136,10 +138,41 @@ class ImageClassifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def pyramid_levels(self) -> list[dict]:
+        """Every map ``forward_pyramid`` returns: ``num_chs``, ``reduction`` (input pixels per map
+        pixel) and ``module`` (where it comes from), from the finest to the coarsest."""
+        raise NotImplementedError
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps of every level of ``pyramid_levels``, in that order."""
+        raise NotImplementedError
+
+    def as_features(self, out_indices=None) -> "ImageClassifier":
+        """Make this model a backbone, as timm's ``features_only=True`` does: no head, and ``forward``
+        returns the list of maps ``out_indices`` (indices into ``pyramid_levels``; negative ones
+        count from the end; default all), described by ``feature_info``. Returns the model."""
+        levels = self.pyramid_levels()
+        n = len(levels)
+        chosen = tuple(range(n)) if out_indices is None else tuple(out_indices)
+        if not chosen or any(isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n for i in chosen):
+            raise VanEduError(f"out_indices must be level indices in {-n}..{n - 1} for this "
+                              f"{type(self).__name__} ({n} levels), got {out_indices!r}")
+        chosen = tuple(i % n for i in chosen)
+        if len(set(chosen)) != len(chosen) or list(chosen) != sorted(chosen):
+            raise VanEduError(f"out_indices must name each level once, finest first, got {out_indices!r}")
+        if self.num_classes:
+            self.reset_classifier(0)
+        self.out_indices = chosen
+        self.feature_info = [dict(levels[i], index=i) for i in chosen]
+        return self
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))                                    # [B, C]: mean over all positions
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.out_indices is not None:                          # a backbone (as_features)
+            maps = self.forward_pyramid(x)
+            return [maps[i] for i in self.out_indices]
         return self.forward_head(self.forward_features(x))
 

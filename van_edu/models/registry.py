@@ -73,7 +73,8 @@ def _check_name(name) -> None:
         raise VanEduError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
 
 
-def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **overrides) -> nn.Module:
+def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, features_only: bool = False,
+                 out_indices=None, **overrides) -> nn.Module:
     """Build a registered model by name.
 
     Args:
@@ -81,14 +82,24 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **overri
         num_classes: size of the classification head; 0 builds none (``forward`` then returns the
             pooled features, as in timm).
         in_chans: channels of the input images (1 for Fashion-MNIST, 3 for RGB).
+        features_only: a backbone instead of a classifier, as timm's ``features_only``: no head,
+            and ``forward`` returns a list of feature maps described by ``model.feature_info``
+            (``num_chs``, ``reduction``): VAN's stages after their norms, ResNet's stages, the
+            ViT's simple feature pyramid. ``num_classes`` is then ignored.
+        out_indices: with ``features_only``, which levels to return (default: all).
         **overrides: fields of the model's config to change (e.g. ``drop_path_rate=0.1``).
     """
     _check_name(name)
+    if out_indices is not None and not features_only:
+        raise VanEduError("out_indices is for features_only=True (a backbone's levels); got it without")
+    if features_only:
+        num_classes = 0
     for arg, value, least in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             what = "a whole number >= 0 (0: no head)" if least == 0 else "a positive whole number"
             raise VanEduError(f"{arg} must be {what}, got {value!r}")
-    return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
+    model = _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
+    return model.as_features(out_indices) if features_only else model
 
 
 def build_model(name: str, data, **overrides) -> nn.Module:

@@ -82,6 +82,23 @@ class ResNet(ImageClassifier):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
+    def pyramid_levels(self) -> list[dict]:
+        """Each stage's output (after its last block)."""
+        c, levels = self.config, []
+        reduction = 4 if c.stem == "imagenet" else c.stem_stride
+        for i, width in enumerate(c.widths):
+            reduction *= 2 if i > 0 else 1
+            levels.append({"num_chs": width, "reduction": reduction, "module": f"stages.{i}"})
+        return levels
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(x)
+        maps, x = [], self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)                                   # [B, C_i, H / r_i, W / r_i]
+        return maps
+
     def init_head(self, head: nn.Module) -> None:
         """PyTorch's default for a linear layer, as the ResNet's head starts."""
         if isinstance(head, nn.Linear):

@@ -221,6 +221,22 @@ class VAN(ImageClassifier):
             x = stage(x, channels_last=self.uses_channels_last(x))
         return x                                             # [B, C_last, H', W']
 
+    def pyramid_levels(self) -> list[dict]:
+        """Each stage's output after its norm (as the authors' segmentation backbone returns them)."""
+        levels, reduction = [], 1
+        for s, stage in enumerate(self.stages, start=1):
+            reduction *= stage.stride
+            levels.append({"num_chs": stage.norm.normalized_shape[0], "reduction": reduction, "module": f"norm{s}"})
+        return levels
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(x)
+        maps = []
+        for stage in self.stages:
+            x = stage(x, channels_last=self.uses_channels_last(x))
+            maps.append(x)                                   # [B, C_s, H / r_s, W / r_s]
+        return maps
+
     def reset_classifier(self, num_classes: int) -> None:
         """A new head for ``num_classes`` classes (0: none), initialised as the authors do; the
         config's ``num_classes`` follows."""

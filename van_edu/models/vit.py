@@ -72,6 +72,37 @@ class TransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a map [B, C, H, W]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid (Li, Mao, Girshick, He, 2022): four maps from the ViT's one.
+
+    From the last map [B, D, g, g] (stride p, the patch size): up 4x by two 2x2 transposed convs
+    (D -> D/2 -> D/4, a channel LayerNorm and GELU between), up 2x by one (D -> D/2), the map
+    itself, and down 2x by a 2x2 max-pool: strides p/4, p/2, p, 2p. Only the levels asked for are
+    built (``levels``, indices into those four), so no parameter sits unused.
+    """
+
+    def __init__(self, dim: int, levels=(0, 1, 2, 3)):
+        super().__init__()
+        self.levels = tuple(levels)
+        if 0 in self.levels:
+            self.up4 = nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), ChannelLayerNorm(dim // 2),
+                                     nn.GELU(), nn.ConvTranspose2d(dim // 2, dim // 4, 2, stride=2))
+        if 1 in self.levels:
+            self.up2 = nn.ConvTranspose2d(dim, dim // 2, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """The four levels (None for those not built): [B, D/4, 4g, 4g], [B, D/2, 2g, 2g], x, [B, D, g/2, g/2]."""
+        return [self.up4(x) if 0 in self.levels else None, self.up2(x) if 1 in self.levels else None,
+                x, nn.functional.max_pool2d(x, 2) if 3 in self.levels else None]
+
+
 class ViT(ImageClassifier):
     """Vision Transformer; ``forward_features`` gives [B, D, h, w], ``forward_head`` pools and classifies."""
 
@@ -95,6 +126,28 @@ class ViT(ImageClassifier):
         self.head = self.new_head(c.num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_linear_and_norm)
+
+    def pyramid_levels(self) -> list[dict]:
+        """The simple feature pyramid's four levels (ViTDet): strides p/4, p/2, p, 2p."""
+        d, p = self.config.embed_dim, self.config.patch_size
+        if p % 4 or d % 4:
+            raise VanEduError(f"the simple feature pyramid needs a patch size and width divisible by 4 "
+                              f"(strides p/4 .. 2p), got patch_size={p}, embed_dim={d}")
+        return [{"num_chs": d // 4, "reduction": p // 4, "module": "simple_pyramid.up4"},
+                {"num_chs": d // 2, "reduction": p // 2, "module": "simple_pyramid.up2"},
+                {"num_chs": d, "reduction": p, "module": "norm"},
+                {"num_chs": d, "reduction": 2 * p, "module": "simple_pyramid (max-pool)"}]
+
+    def as_features(self, out_indices=None) -> "ViT":
+        """A backbone (``ImageClassifier.as_features``) with ViTDet's simple feature pyramid over
+        its last map; only the levels in ``out_indices`` are built."""
+        super().as_features(out_indices)
+        self.simple_pyramid = SimpleFeaturePyramid(self.config.embed_dim, self.out_indices)
+        self.simple_pyramid.apply(init_linear_and_norm)
+        return self
+
+    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        return self.simple_pyramid(self.forward_features(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)                                       # [B, C, image_size, image_size]

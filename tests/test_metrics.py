@@ -1,0 +1,59 @@
+"""Segmentation metrics against cases worked by hand, and against torchmetrics where installed."""
+import math
+
+import pytest
+import torch
+
+from van_edu.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, segmentation_scores
+
+
+def test_a_case_worked_by_hand():
+    # 2 x 3 image, 3 classes.     target          pred
+    target = torch.tensor([[0, 0, 1], [1, 2, 2]])
+    pred = torch.tensor([[0, 1, 1], [1, 2, 0]])
+    cm = confusion_matrix(pred, target, 3)
+    # rows: true 0 -> (0: 1, 1: 1); true 1 -> (1: 2); true 2 -> (0: 1, 2: 1)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    # class 0: tp 1, fp 1 (the 2 predicted as 0), fn 1 -> 1/3; class 1: tp 2, fp 1, fn 0 -> 2/3;
+    # class 2: tp 1, fp 0, fn 1 -> 1/2
+    assert iou_per_class(cm) == pytest.approx([1 / 3, 2 / 3, 1 / 2])
+    assert mean_iou(cm) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert pixel_accuracy(cm) == pytest.approx(4 / 6)
+
+
+def test_the_matrix_is_summed_over_the_set_not_averaged_per_image():
+    """Image A: all class 0, predicted right; image B: class 1 predicted as 0. Per image, A's mIoU
+    is 1 and B's 0; over the set, class 0 has IoU 4/8 and class 1 has 0."""
+    target = torch.tensor([[[0, 0], [0, 0]], [[1, 1], [1, 1]]])
+    pred = torch.zeros_like(target)
+    scores = segmentation_scores(confusion_matrix(pred, target, 2))
+    assert scores["iou"] == pytest.approx([0.5, 0.0]) and scores["miou"] == pytest.approx(0.25)
+
+
+def test_absent_classes_and_ignored_pixels():
+    target = torch.tensor([0, 0, 255, 1])
+    pred = torch.tensor([0, 0, 2, 1])                          # the ignored pixel's prediction is never seen
+    cm = confusion_matrix(pred, target, 4, ignore_index=255)
+    assert cm.sum() == 3
+    iou = iou_per_class(cm)
+    assert iou[:2] == [1.0, 1.0] and math.isnan(iou[2]) and math.isnan(iou[3])
+    assert mean_iou(cm) == 1.0                                 # the mean over classes that have one
+
+
+def test_out_of_range_classes_are_errors():
+    with pytest.raises(ValueError, match="target holds class 3, outside 0..2"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([3]), 3)
+    with pytest.raises(ValueError, match="pred holds class -1"):
+        confusion_matrix(torch.tensor([-1]), torch.tensor([0]), 3)
+    with pytest.raises(ValueError, match="same shape"):
+        confusion_matrix(torch.zeros(2), torch.zeros(3), 3)
+
+
+def test_agrees_with_torchmetrics_on_random_maps():
+    tm = pytest.importorskip("torchmetrics.classification", reason="torchmetrics is not installed")
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 5, (4, 16, 16), generator=g)
+    pred = torch.where(torch.rand(4, 16, 16, generator=g) < 0.6, target, torch.randint(0, 5, (4, 16, 16), generator=g))
+    cm = confusion_matrix(pred, target, 5)
+    theirs = tm.MulticlassJaccardIndex(num_classes=5, average=None)(pred, target)
+    assert iou_per_class(cm) == pytest.approx(theirs.tolist(), abs=1e-6)
