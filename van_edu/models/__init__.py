@@ -7,6 +7,7 @@ from . import resnet, van, vit  # noqa: F401  (importing registers the factories
 from .attention import GlobalSelfAttention
 from .bundled import load_bundled_model
 from .checkpoint import load_official_checkpoint, pretrained
+from .fpn import FPN, FPNHead, SemanticFPN, create_segmenter
 from .registry import DEMO_MODELS, build_model, create_model, list_models, model_family, register_model
 from .resnet import ResNet, ResNetConfig
 from .van import VAN, VANConfig
@@ -14,4 +15,5 @@ from .vit import ViT, ViTConfig
 
 __all__ = ["create_model", "list_models", "model_family", "register_model", "build_model", "DEMO_MODELS",
            "VAN", "VANConfig", "ViT", "ViTConfig", "ResNet", "ResNetConfig", "GlobalSelfAttention",
-           "load_bundled_model", "load_official_checkpoint", "pretrained"]
+           "load_bundled_model", "load_official_checkpoint", "pretrained",
+           "FPN", "FPNHead", "SemanticFPN", "create_segmenter"]
