@@ -1,4 +1,5 @@
-"""Evaluation: the accuracy and mean loss of a model on a split, sharded over ranks when distributed.
+"""Evaluation: the accuracy and mean loss of a model on a split, sharded over ranks when distributed;
+on a segmentation split (a mask per image) also the confusion matrix, mIoU and per-class IoU.
 
 ``evaluate`` is what a learner calls (also importable from ``van_edu.train``); ``fit`` uses the
 same sums after every epoch, with its autocast dtype, memory layout and process group.
@@ -10,8 +11,9 @@ import math
 import torch
 from torch import nn
 
-from .distributed import DistContext, reduce_sums
+from .distributed import DistContext, all_reduce, reduce_sums
 from .images import ImageData, batches
+from .metrics import segmentation_scores
 from .runtime import autocast
 
 __all__ = ["evaluate", "eval_sums", "metrics", "sum_dtype"]
@@ -20,6 +22,9 @@ __all__ = ["evaluate", "eval_sums", "metrics", "sum_dtype"]
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
     """Accuracy (a fraction) and mean cross-entropy (no label smoothing) of `model` on `data`.
 
+    On a segmentation split the accuracy and the loss are means over pixels, and the result also holds ``miou``, ``pixel_accuracy`` and ``iou``
+    (per class), from the confusion matrix of all test pixels (``van_edu.metrics``).
+
     Runs in eval mode (BatchNorm uses its running averages, dropout is off) and restores the
     model's previous mode. `device` defaults to the device of the model's parameters.
     """
@@ -27,19 +32,22 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=No
     was_training = model.training
     model.eval()
     try:
-        loss, correct, count = eval_sums(model, data.to(device), batch_size, device)
+        sums = eval_sums(model, data.to(device), batch_size, device)
     finally:
         model.train(was_training)
-    return metrics(loss, correct, count)
+    return metrics(*sums)
 
 
 @torch.no_grad()
 def eval_sums(model: nn.Module, data: ImageData, batch_size: int, device: torch.device,
                amp_dtype=None, channels_last=False, ctx: DistContext | None = None) -> list[float]:
-    """[summed loss, correct, count] over `data`, each rank taking its shard, summed over ranks."""
+    """[summed loss, correct, count] over `data`, each rank taking its shard, summed over ranks; on
+    a segmentation split all three are over pixels, and a fourth entry is the confusion matrix [num_classes, num_classes] (rows: true class)."""
     ctx = ctx if ctx is not None else DistContext()
     loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
     correct, count = torch.zeros((), dtype=torch.int64, device=device), 0
+    dense, k = data.task == "segmentation", data.num_classes
+    confusion = torch.zeros(k * k, dtype=torch.int64, device=device) if dense else None
     batch_size = math.ceil(batch_size / ctx.world_size) * ctx.world_size
     for x, y in batches(data, batch_size, shuffle=False, rank=ctx.rank, world_size=ctx.world_size):
         if len(y) == 0:  # the last global batch can leave a rank with nothing
@@ -48,17 +56,27 @@ def eval_sums(model: nn.Module, data: ImageData, batch_size: int, device: torch.
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        count += len(y)
-    return reduce_sums(loss_sum, correct, count, ctx)
+        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")   # over images or pixels
+        pred = logits.argmax(1)
+        correct += (pred == y).sum()
+        count += y.numel()
+        if dense:
+            confusion += torch.bincount((y * k + pred).flatten(), minlength=k * k)
+    sums = reduce_sums(loss_sum, correct, count, ctx)
+    if dense:
+        sums.append(all_reduce(confusion, ctx).reshape(k, k).cpu())
+    return sums
 
 
-def metrics(loss_sum: float, correct: float, count: float) -> dict:
-    """Mean loss and accuracy from sums; NaN for an empty set rather than a division error."""
+def metrics(loss_sum: float, correct: float, count: float, confusion: torch.Tensor | None = None) -> dict:
+    """Mean loss and accuracy from sums; NaN for an empty set rather than a division error. With a
+    confusion matrix (segmentation; the sums are then over pixels) ``miou``, ``pixel_accuracy`` and
+    ``iou`` are added."""
     if count == 0:
         return {"accuracy": math.nan, "loss": math.nan}
-    return {"accuracy": correct / count, "loss": loss_sum / count}
+    if confusion is None:
+        return {"accuracy": correct / count, "loss": loss_sum / count}
+    return {"accuracy": correct / count, "loss": loss_sum / count, **segmentation_scores(confusion)}
 
 
 def sum_dtype(device: torch.device) -> torch.dtype:

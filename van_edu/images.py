@@ -30,7 +30,8 @@ def normalize(images: Tensor) -> Tensor:
 
 @dataclass
 class ImageData:
-    """A split held as tensors: images uint8 ``[N, C, H, W]``, labels int64 ``[N]``, class names."""
+    """A split held as tensors: images uint8 ``[N, C, H, W]``, class names, and labels int64: one
+    class per image ``[N]`` (classification) or one per pixel ``[N, H, W]`` (a segmentation mask)."""
     images: Tensor
     labels: Tensor
     classes: list[str]
@@ -40,9 +41,11 @@ class ImageData:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise VanEduError(f"ImageData.images must be uint8 [N, C, H, W], got {self.images.dtype} "
                               f"{list(self.images.shape)}")
-        if self.labels.dim() != 1 or len(self.labels) != len(self.images):
-            raise VanEduError(f"ImageData.labels must be [N] with N = {len(self.images)}, "
-                              f"got {list(self.labels.shape)}")
+        n, (h, w) = len(self.images), self.images.shape[2:]
+        if not ((self.labels.dim() == 1 and len(self.labels) == n)
+                or (self.labels.dim() == 3 and tuple(self.labels.shape) == (n, h, w))):
+            raise VanEduError(f"ImageData.labels must be [N] (a class per image) or [N, H, W] (a class per "
+                              f"pixel) with N, H, W = {n}, {h}, {w}; got {list(self.labels.shape)}")
         self.images = self.images.contiguous()
         self.labels = self.labels.to(torch.int64)
         self.classes = list(self.classes)
@@ -53,6 +56,11 @@ class ImageData:
     def __repr__(self) -> str:
         return (f"ImageData(name={self.name!r}, n={len(self)}, images=uint8{list(self.images.shape)} "
                 f"on {self.images.device}, classes={self.num_classes})")
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` (a label per image) or ``"segmentation"`` (a label per pixel)."""
+        return "segmentation" if self.labels.dim() == 3 else "classification"
 
     @property
     def num_classes(self) -> int:
@@ -129,7 +137,8 @@ def _shard(size: int, rank: int, world_size: int) -> slice:
 def batches(data: ImageData, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
             augment: AugmentConfig | str | None = None, drop_last: bool = False,
             rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(x, y)``: x float32 normalised ``[b, C, H, W]`` on data's device, y int64 ``[b]``.
+    """Yield ``(x, y)``: x float32 normalised ``[b, C, H, W]`` on data's device, y int64 ``[b]``
+    (or ``[b, H, W]``: masks, which are not augmented).
 
     Order and augmentation are a pure function of ``(seed, epoch)``. With ``world_size > 1`` each
     global batch of ``batch_size`` is cut into ``world_size`` contiguous shards and rank ``r`` gets
@@ -148,6 +157,9 @@ def batches(data: ImageData, batch_size: int, *, shuffle: bool, seed: int = 0, e
                           "it is the global batch, split evenly over the ranks")
     generator = _epoch_generator(seed, epoch)                # validates seed/epoch now, not lazily
     config = as_config(augment)
+    if config is not None and config != AugmentConfig() and data.task == "segmentation":
+        raise VanEduError("augmentation moves pixels, and these labels are per-pixel masks that would have to "
+                          "move with them: train segmentation with augment='none' (expected no augmentation)")
     return _iterate(data, batch_size, shuffle, generator, config, drop_last, rank, world_size)
 
 

@@ -183,7 +183,7 @@ class FitResult:
 
     A row: epoch (from 1), train_loss (with label smoothing, as optimised) and train_accuracy
     (under augmentation and dropout), test_loss (plain cross-entropy) and test_accuracy (None
-    without test data), lr (of the epoch's last update), seconds (training only, the slowest rank)
+    without test data; over pixels for masks, with test_miou and test_iou per class too), lr (of the epoch's last update), seconds (training only, the slowest rank)
     and images_per_second (all ranks together).
     """
 
@@ -194,6 +194,7 @@ class FitResult:
     device: str
     model: nn.Module              # the trained model (unwrapped), in eval mode
     checkpoint: Path | None = None
+    test_miou: float | None = None  # segmentation: mean IoU after the last epoch (van_edu.metrics)
 
 
 def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
@@ -303,7 +304,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     bar = tqdm(stream, total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=not (config.progress and ctx.main), leave=False, mininterval=0.5)
     loss_sum = torch.zeros((), dtype=sum_dtype(run.device), device=run.device)
-    correct, count = torch.zeros((), dtype=torch.int64, device=run.device), 0
+    correct, count = torch.zeros((), dtype=sum_dtype(run.device), device=run.device), 0
     synchronize(run.device)
     start, lr = time.perf_counter(), config.lr
     for step, (x, y) in enumerate(bar):
@@ -333,13 +334,14 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """One optimiser update; returns (mean loss, number correct, learning rate used)."""
+    """One optimiser update; returns (mean loss, number correct, learning rate used). For masks,
+    "number correct" sums each image's fraction of right pixels, so accuracy = correct / images."""
     if run.config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(run.device, run.amp_dtype):
         logits = run.net(x)
     if not run.checked_logits:
-        _check_logits(logits, run.train.num_classes)
+        _check_logits(logits, y, run.train.num_classes)
         run.checked_logits = True
     loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=run.config.label_smoothing)
     run.optimizer.zero_grad(set_to_none=True)
@@ -351,14 +353,19 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
-    return loss.detach(), (logits.detach().argmax(1) == y).sum(), lr
+    hits = logits.detach().argmax(1) == y                     # [B] or [B, H, W]
+    return loss.detach(), hits.sum() if hits.dim() == 1 else hits.flatten(1).float().mean(1).sum(), lr
 
 
-def _check_logits(logits: torch.Tensor, num_classes: int) -> None:
-    """Fail with a clear message when the model's head does not fit the data's classes."""
-    if logits.ndim != 2 or logits.shape[1] != num_classes:
+def _check_logits(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    """Fail with a clear message when the model's output does not fit the data: [batch, classes] for
+    a label per image, [batch, classes, H, W] for a mask."""
+    want = (y.shape[0], num_classes, *y.shape[1:])
+    if tuple(logits.shape) != want:
+        shape = "[batch, " + ", ".join([str(num_classes), *map(str, y.shape[1:])]) + "]"
+        what = "a segmenter (a class score per pixel)" if y.dim() == 3 else "a classifier"
         raise VanEduError(f"the model returned logits of shape {tuple(logits.shape)}, but the data has "
-                          f"{num_classes} classes (expected [batch, {num_classes}]: build the model "
+                          f"{num_classes} classes (expected {shape} from {what}: build the model "
                           f"with num_classes={num_classes})")
 
 
@@ -371,7 +378,10 @@ def _eval_epoch(run: _Run) -> dict:
     sums = eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
                      run.config.channels_last, run.ctx)
     result = metrics(*sums)
-    return {"test_loss": result["loss"], "test_accuracy": result["accuracy"]}
+    row = {"test_loss": result["loss"], "test_accuracy": result["accuracy"]}
+    if "miou" in result:                                      # segmentation: the field's standard too
+        row.update(test_miou=result["miou"], test_iou=result["iou"])
+    return row
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -381,6 +391,8 @@ def _summary(row: dict, epochs: int) -> str:
             f"acc {row['train_accuracy']:.2%}")
     if row["test_accuracy"] is not None:
         line += f" | test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.2%}"
+    if row.get("test_miou") is not None:
+        line += f" mIoU {row['test_miou']:.3f}"
     return line + f" | {row['images_per_second']:.0f} img/s, lr {row['lr']:.2e}"
 
 
@@ -393,4 +405,5 @@ def _result(run: _Run, history: list[dict], out: Path | None) -> FitResult:
                      test_accuracy=history[-1]["test_accuracy"] if history else None,
                      train_seconds=seconds, images_per_second=images / seconds if seconds else 0.0,
                      device=str(run.device), model=run.raw,
-                     checkpoint=out / CHECKPOINT_NAME if out is not None else None)
+                     checkpoint=out / CHECKPOINT_NAME if out is not None else None,
+                     test_miou=history[-1].get("test_miou") if history else None)
