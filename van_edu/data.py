@@ -5,6 +5,8 @@ augmented batches there (``batches``). Sources (``load_image_dataset``):
 
 - ``"fashion_mnist"``: the copy bundled in ``data/fashion_mnist/`` (Hub layout, works offline),
   or ``zalando-datasets/fashion_mnist`` from the Hub when ``van_edu`` is installed without the repo.
+- ``"scattered_garments"``: canvases of Fashion-MNIST garments with a class per pixel and boxes, made
+  offline by ``van_edu.garments`` (a segmentation split: its labels are masks ``[N, H, W]``).
 - ``"cifar10"`` (``uoft-cs/cifar10``) and ``"imagenette"`` (``frgfm/imagenette``, 160px): from the Hub.
 - Any Hub id or local folder that ``datasets.load_dataset`` reads (parquet in the Hub's layout, or an
   ``imagefolder`` of class subfolders) with an image column and a label column.
@@ -16,9 +18,12 @@ the bundled folder), ``cache`` (decoded splits kept on disk, see there for ``VAN
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from . import hub
+import torch
+
+from . import garments, hub
 from .augment import AUGMENT_PRESETS, AugmentConfig, augment
 from .cache import TensorCache, files_digest, folder_files
 from .errors import VanEduError
@@ -40,6 +45,12 @@ def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train"
     subset (a count or a fraction), exactly ``load_image_dataset(...).subset(samples, seed)``.
     """
     spec = DATASETS.get(known_name(name_or_path))
+    if spec is not None and spec.generated:
+        if image_size is not None:
+            raise VanEduError("scattered_garments has its own canvas size (GarmentsConfig.size); "
+                              "expected no image_size")
+        data = _load_garments(split, samples, seed)
+        return data.to(device) if device is not None else data
     size = image_size if image_size is not None else (spec.image_size if spec else None)
     if size is not None and size < 1:
         raise VanEduError(f"image_size must be a positive number of pixels, got {image_size}")
@@ -85,6 +96,33 @@ def _load_cached_or_decode(source: Source, split: str, size, samples, seed) -> I
     data = ImageData(hub.decode_images(dataset, image_column, size), labels, classes, source.name)
     cache.write(data)
     return data
+
+
+def _load_garments(split: str, samples, seed: int, config: garments.GarmentsConfig = garments.GARMENTS) -> ImageData:
+    """Scattered garments (``van_edu.garments``): made from the bundled Fashion-MNIST through a
+    ``datasets.Dataset``, decoded once and cached; the key holds the config and the source images."""
+    if samples is not None:
+        check_subset_size(samples)
+        check_seed(seed)
+    if split not in ("train", "test"):
+        raise VanEduError(f"scattered_garments has the splits 'train' and 'test', got {split!r}")
+    source = load_image_dataset("fashion_mnist", split)
+    exclude = load_image_dataset("fashion_mnist", "train") if split == "test" else None
+    cache = TensorCache(Source("scattered_garments", f"scattered_garments-{config.key()}"), split, config.size)
+    digest = hashlib.sha256(config.key().encode())
+    for part in (source, exclude):
+        if part is not None:
+            digest.update(part.images.numpy().tobytes())
+            digest.update(part.labels.numpy().tobytes())
+    cache.set_key(digest.hexdigest())
+    data = cache.read()
+    if data is None:
+        dataset = garments.garments_from(source, split, config, exclude)
+        masks = hub.decode_images(dataset, "mask", None)[:, 0].to(torch.int64)      # [N, S, S]
+        data = ImageData(hub.decode_images(dataset, "image", None), masks, list(garments.GARMENT_CLASSES),
+                         "scattered_garments")
+        cache.write(data)
+    return _subset(data, samples, seed, f"the {split!r} split of 'scattered_garments'")
 
 
 def _subset(data: ImageData, samples, seed: int, what: str) -> ImageData:

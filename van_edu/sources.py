@@ -47,6 +47,7 @@ class DatasetSpec:
     classes: tuple[str, ...] | None = None  # display names replacing the stored ClassLabel names
     class_names: dict[str, str] | None = None  # stored name -> display name (e.g. WordNet id -> word)
     description: str = ""
+    generated: bool = False           # made by the course itself (van_edu.garments), not read from files
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -54,6 +55,10 @@ DATASETS: dict[str, DatasetSpec] = {
         "zalando-datasets/fashion_mnist", local=BUNDLED_DIR, classes=FASHION_MNIST_CLASSES,
         description="bundled, offline: 60k/10k 28x28 grey, 10 classes"),
     "cifar10": DatasetSpec("uoft-cs/cifar10", description="Hub: 50k/10k 32x32 RGB, 10 classes"),
+    "scattered_garments": DatasetSpec(
+        "", generated=True,
+        description="made offline from the bundled Fashion-MNIST: 8k/2k 64x64 grey canvases, a class per "
+                    "pixel (background + 10), boxes"),
     "imagenette": DatasetSpec("frgfm/imagenette", config="160px", image_size=160, class_names=IMAGENETTE_CLASSES,
                               description="Hub: 9.5k/3.9k RGB (shorter side 160), 10 classes"),
 }
