@@ -84,3 +84,31 @@ def test_compare_writes_the_report_and_exports_assets(tmp_path):
     data = load_image_dataset("fashion_mnist", "test", samples=8)
     for r in runs:  # the exported weights load strictly into the model the notebooks build
         build_model(r["model"], data).load_state_dict(torch.load(assets / f"{r['model']}.pt", weights_only=True))
+
+
+@pytest.mark.slow
+def test_compare_segmentation_writes_miou_floors_and_masks(tmp_path):
+    out = tmp_path / "seg"
+    assert main(["compare", "--task", "segmentation", "--train-samples", "128", "--test-samples", "64",
+                 "--epochs", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    runs = results["runs"]
+    assert [r["family"] for r in runs] == ["van", "vit", "resnet"]
+    for r in runs:
+        assert 0.0 <= r["test_miou"] <= 1.0 and len(r["test_iou"]) == 11 and r["task"] == "segmentation"
+        assert "examples" not in r and "history" not in r
+    params = [r["params"] for r in runs]
+    assert max(params) <= 1.15 * min(params)                     # the whole segmenters, matched in size
+    floors = results["floors"]
+    assert 0.0 < floors["background"]["miou"] < floors["threshold"]["miou"] < 1.0
+    report = (out / "report.md").read_text()
+    assert "floor: every pixel background" in report and "test mIoU" in report
+    for png in ("learning_curves.png", "miou_vs_params.png", "masks.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_compare_segmentation_refuses_a_classification_data_set(capsys, tmp_path):
+    assert main(["compare", "--task", "segmentation", "--preset", "cpu", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--task segmentation needs a segmentation data set, but 'fashion_mnist' has a label per image" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()

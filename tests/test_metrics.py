@@ -57,3 +57,25 @@ def test_agrees_with_torchmetrics_on_random_maps():
     cm = confusion_matrix(pred, target, 5)
     theirs = tm.MulticlassJaccardIndex(num_classes=5, average=None)(pred, target)
     assert iou_per_class(cm) == pytest.approx(theirs.tolist(), abs=1e-6)
+
+
+def test_floors_are_what_their_rules_score():
+    from van_edu.metrics import floors
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.randint(0, 3, (6, 8, 8), generator=g)
+    masks[masks == 2] = torch.randint(1, 3, (int((masks == 2).sum()),), generator=g)   # class 1 most frequent
+    images = torch.where(masks > 0, torch.randint(100, 256, masks.shape, generator=g),
+                         torch.randint(0, 140, masks.shape, generator=g)).to(torch.uint8)[:, None]
+    f = floors(images, masks, images, masks, 3)
+    # all background, computed directly
+    want = confusion_matrix(torch.zeros_like(masks), masks, 3)
+    assert f["background"]["miou"] == pytest.approx(mean_iou(want))
+    # the rule, applied by hand with the threshold it chose
+    t, k = f["threshold"]["threshold"], f["threshold"]["class"]
+    pred = torch.where(images[:, 0] > t, k, 0)
+    assert k == int(torch.bincount(masks[masks > 0]).argmax())
+    assert f["threshold"]["miou"] == pytest.approx(mean_iou(confusion_matrix(pred, masks, 3)))
+    # and no other threshold does better on these (training) canvases
+    assert all(mean_iou(confusion_matrix(torch.where(images[:, 0] > u, k, 0), masks, 3)) <= f["threshold"]["miou"] + 1e-12
+               for u in range(0, 256, 5))

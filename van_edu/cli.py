@@ -160,8 +160,12 @@ def _add_compare(sub) -> None:
     from .compare import COMPARE_PRESETS
 
     p = sub.add_parser("compare", help="the main job: VAN vs ViT vs ResNet, same data and recipe; writes a report")
-    p.add_argument("--preset", default="cpu", choices=sorted(COMPARE_PRESETS),
-                   help="cpu: bundled Fashion-MNIST (default); cifar10: GPU")
+    p.add_argument("--task", choices=["classification", "segmentation"],
+                   help="classification (default), or segmentation: the models as backbones under a Semantic "
+                        "FPN, on the scattered garments (the 'segmentation' preset)")
+    p.add_argument("--preset", choices=sorted(COMPARE_PRESETS),
+                   help="cpu: bundled Fashion-MNIST (the default); segmentation: scattered garments (the default "
+                        "with --task segmentation); cifar10, imagenette: GPU")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     p.add_argument("--seeds", type=_seed, nargs="+", help="override the preset's seeds (distinct, >= 0)")
     p.add_argument("--epochs", type=_positive_int, help="override the preset's epochs")
@@ -181,7 +185,10 @@ def _cmd_compare(args) -> int:
     from .fileio import check_output_dir
     from .report import check_export, export_assets
 
-    setup = COMPARE_PRESETS[args.preset]
+    preset = args.preset or ("segmentation" if args.task == "segmentation" else "cpu")
+    setup = COMPARE_PRESETS[preset]
+    if args.task:
+        setup = replace(setup, task=args.task)
     over = {k: v for k, v in (("seeds", tuple(args.seeds or ())), ("models", tuple(args.models or ())),
                               ("train_samples", args.train_samples), ("test_samples", args.test_samples))
             if v not in (None, ())}

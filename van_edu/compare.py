@@ -19,11 +19,13 @@ from .complexity import count_macs, count_params
 from .data import load_image_dataset
 from .errors import VanEduError
 from .fileio import check_output_dir
-from .images import check_seed, check_subset_size
+from .images import check_seed, check_subset_size, normalize
+from .metrics import floors
 from .models import DEMO_MODELS, build_model, model_family
 from .report import write_report
 from .runtime import machine_description, pick_device
 from .scaling import throughput
+from .sources import DATASETS, known_name
 from .train import TRAIN_PRESETS, TrainConfig, check_config, fit
 
 __all__ = ["CompareSetup", "COMPARE_PRESETS", "load_splits", "train_one", "check_setup", "compare"]
@@ -31,7 +33,12 @@ __all__ = ["CompareSetup", "COMPARE_PRESETS", "load_splits", "train_one", "check
 
 @dataclass(frozen=True)
 class CompareSetup:
-    """One comparison: the data, the three models, the shared recipe and the seeds."""
+    """One comparison: the data, the three models, the shared recipe and the seeds.
+
+    ``task="segmentation"`` compares the models as backbones: each becomes a Semantic FPN
+    (``segmenter``: its options; ``out_indices``: per model, the pyramid levels it feeds the FPN),
+    on a data set with a mask per image.
+    """
 
     dataset: str = "fashion_mnist"
     models: tuple[str, ...] = DEMO_MODELS
@@ -41,6 +48,15 @@ class CompareSetup:
     train_samples: int | float | None = None
     test_samples: int | float | None = None
     image_size: int | None = None
+    task: str = "classification"
+    segmenter: dict = field(default_factory=dict)
+    out_indices: dict = field(default_factory=dict)
+
+    def model_options(self, name: str) -> dict:
+        """What ``build_model`` needs beside the data for model ``name``."""
+        if self.task != "segmentation":
+            return {}
+        return {**self.segmenter, "out_indices": self.out_indices.get(name)}
 
     def train_config(self, seed: int, **more) -> TrainConfig:
         return replace(TRAIN_PRESETS[self.train], **{**self.overrides, **more, "seed": seed})
@@ -54,7 +70,14 @@ COMPARE_PRESETS = {
                             train="gpu", seeds=(0, 1)),
     "imagenette": CompareSetup(dataset="imagenette", models=("van_b0", "vit_imagenette", "resnet_imagenette"),
                                train="gpu", seeds=(0,), image_size=160, overrides={"batch_size": 128}),
+    # VAN as a backbone: Semantic FPNs on the three demo models' pyramids (strides 2, 4, 8; the ViT
+    # through its simple feature pyramid), 64 px scattered garments, on a 2-core CPU.
+    "segmentation": CompareSetup(dataset="scattered_garments", task="segmentation", train="seg_cpu",
+                                 segmenter={"neck_channels": 64, "head_channels": 64},
+                                 out_indices={"vit_mini": (1, 2, 3)}),
 }
+TASKS = ("classification", "segmentation")
+EXAMPLES = 8   # test canvases whose predicted masks the segmentation report draws
 
 
 def load_splits(dataset: str, train_samples=None, test_samples=None, image_size=None, seed: int = 0,
@@ -79,11 +102,13 @@ def _measure(model, data, device) -> dict:
 
 
 def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_dir: str | Path,
-              resume: bool = False, dataset: str = "", progress_desc: str | None = None) -> dict:
-    """Train one model with one seed; write ``results.json`` and return its fields."""
+              resume: bool = False, dataset: str = "", progress_desc: str | None = None,
+              model_options: dict | None = None) -> dict:
+    """Train one model with one seed; write ``results.json`` and return its fields (and, for
+    segmentation, ``examples``: the predicted masks of the first test canvases, not written)."""
     out = Path(out_dir)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed too
-    model = build_model(model_name, train_data)
+    model = build_model(model_name, train_data, **(model_options or {}))
     result = fit(model, train_data, test_data, config, out_dir=out, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 measures and writes
         return {"model": model_name, "test_accuracy": result.test_accuracy, "history": result.history}
@@ -94,11 +119,18 @@ def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_d
         "train_samples": len(train_data), "test_samples": len(test_data), "epochs": config.epochs,
         "test_accuracy": result.test_accuracy, "train_seconds": result.train_seconds,
         "images_per_second": result.images_per_second, "device": result.device, "seed": config.seed,
-        "config": asdict(config), "machine": machine_description(device),
+        "config": asdict(config), "machine": machine_description(device), "task": train_data.task,
     }
+    if train_data.task == "segmentation":
+        last = result.history[-1]
+        results.update(test_miou=last["test_miou"], test_iou=last["test_iou"], model_options=model_options or {})
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     results["history"] = result.history
+    if train_data.task == "segmentation" and test_data is not None:
+        with torch.no_grad():
+            x = normalize(test_data.images[:EXAMPLES]).to(device)
+            results["examples"] = result.model.eval()(x).argmax(1).cpu()
     return results
 
 
@@ -114,6 +146,14 @@ def check_setup(setup: CompareSetup, **more) -> None:
                               f"(expected distinct {what}: a repeated run would overwrite its folder)")
     for name in setup.models:
         model_family(name)
+    if setup.task not in TASKS:
+        raise VanEduError(f"task {setup.task!r} (expected one of {', '.join(TASKS)})")
+    spec = DATASETS.get(known_name(setup.dataset))
+    if spec is not None and (spec.generated != (setup.task == "segmentation")):
+        has = "a mask per image" if spec.generated else "a label per image"
+        raise VanEduError(f"--task {setup.task} needs a {setup.task} data set, but {setup.dataset!r} has {has} "
+                          f"(expected {'scattered_garments' if setup.task == 'segmentation' else 'fashion_mnist'}, "
+                          f"e.g. --preset {'segmentation' if setup.task == 'segmentation' else 'cpu'})")
     for seed in setup.seeds:
         check_seed(seed, f"seed {seed!r}")
     if setup.train not in TRAIN_PRESETS:
@@ -138,21 +178,34 @@ def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: s
                                         setup.image_size, seed=0, device=None)
     log(f"data: {setup.dataset}: {len(train_data)} training and {len(test_data)} test images, "
         f"{train_data.in_chans}x{train_data.image_size}x{train_data.image_size}")
+    if train_data.task != setup.task:
+        raise VanEduError(f"{setup.dataset!r} is a {train_data.task} data set, but the comparison's task is "
+                          f"{setup.task!r} (expected {'masks [N, H, W]' if setup.task == 'segmentation' else 'a label per image'})")
     check_config(setup.train_config(setup.seeds[0], **more), len(train_data))
     for name in setup.models:               # each model fits the data, before the first one trains
         with torch.device("meta"):
-            model = build_model(name, train_data)
+            model = build_model(name, train_data, **setup.model_options(name))
         count_macs(model, (1, train_data.in_chans, train_data.image_size, train_data.image_size))
+    extra = {}
+    if setup.task == "segmentation":
+        extra["floors"] = floors(train_data.images, train_data.labels, test_data.images, test_data.labels,
+                                 train_data.num_classes)
+        extra["classes"] = train_data.classes
+        log(f"floors on the test canvases: all background mIoU {extra['floors']['background']['miou']:.3f}, "
+            f"intensity threshold {extra['floors']['threshold']['miou']:.3f}")
     for seed in setup.seeds:
         for name in setup.models:
             config = setup.train_config(seed, **more)
             log(f"training {name} (seed {seed}, {config.epochs} epochs)")
             run = train_one(name, train_data, test_data, config, out / f"{name}-seed{seed}",
-                            dataset=setup.dataset)
-            log(f"  {name}: test accuracy {100 * run['test_accuracy']:.2f}% in {run['train_seconds']:.0f} s "
-                f"({run['images_per_second']:.0f} images/s)")
+                            dataset=setup.dataset, model_options=setup.model_options(name))
+            score = (f"test mIoU {run['test_miou']:.3f}, pixel accuracy {100 * run['test_accuracy']:.2f}%"
+                     if setup.task == "segmentation" else f"test accuracy {100 * run['test_accuracy']:.2f}%")
+            log(f"  {name}: {score} in {run['train_seconds']:.0f} s ({run['images_per_second']:.0f} images/s)")
             runs.append(run)
-    summary = {"setup": {**asdict(setup)}, "runs": runs, "wall_seconds": time.perf_counter() - start}
+    if setup.task == "segmentation":
+        extra["examples"] = {"images": test_data.images[:EXAMPLES], "truth": test_data.labels[:EXAMPLES]}
+    summary = {"setup": {**asdict(setup)}, "runs": runs, "wall_seconds": time.perf_counter() - start, **extra}
     write_report(summary, out)
     log(f"report: {out / 'report.md'} ({summary['wall_seconds'] / 60:.1f} min in all)")
     return summary

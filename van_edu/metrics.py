@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "segmentation_scores"]
+__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "segmentation_scores", "floors"]
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -62,3 +62,39 @@ def segmentation_scores(confusion: torch.Tensor) -> dict:
     """``miou``, ``pixel_accuracy`` and ``iou`` (per class) from one confusion matrix."""
     return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),
             "iou": iou_per_class(confusion)}
+
+
+def _confusion_from_rule(hist: torch.Tensor, threshold: int, cls: int) -> torch.Tensor:
+    """The confusion matrix of "intensity > threshold -> cls, else background (0)" from a histogram
+    ``hist[v, k]`` of pixels of intensity v and true class k."""
+    k = hist.shape[1]
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    confusion[:, 0] = hist[: threshold + 1].sum(0)
+    confusion[:, cls] += hist[threshold + 1:].sum(0)
+    return confusion
+
+
+def floors(train_images: torch.Tensor, train_masks: torch.Tensor, test_images: torch.Tensor,
+           test_masks: torch.Tensor, num_classes: int) -> dict:
+    """Two segmenters with no learning, scored on the test set: what a trained model must beat.
+
+    * ``background``: every pixel background (class 0);
+    * ``threshold``: a pixel brighter than a threshold is the most frequent garment class of the
+      training masks, the rest background; the threshold is the one with the best training mIoU.
+
+    ``*_images`` are uint8 [N, 1, H, W] (grey), ``*_masks`` [N, H, W]. Each entry: ``miou``,
+    ``pixel_accuracy`` (and the rule's ``threshold`` and ``class``).
+    """
+    def hist(images, masks):
+        index = images[:, 0].long().flatten() * num_classes + masks.long().flatten()
+        return torch.bincount(index, minlength=256 * num_classes).reshape(256, num_classes)
+
+    train_hist, test_hist = hist(train_images, train_masks), hist(test_images, test_masks)
+    majority = int(train_hist[:, 1:].sum(0).argmax()) + 1
+    best = max(range(256), key=lambda t: mean_iou(_confusion_from_rule(train_hist, t, majority)))
+    background = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    background[:, 0] = test_hist.sum(0)
+    rule = _confusion_from_rule(test_hist, best, majority)
+    return {"background": {"miou": mean_iou(background), "pixel_accuracy": pixel_accuracy(background)},
+            "threshold": {"miou": mean_iou(rule), "pixel_accuracy": pixel_accuracy(rule), "threshold": best,
+                          "class": majority}}

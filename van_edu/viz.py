@@ -22,19 +22,23 @@ def _colour(run: dict) -> str:
     return FAMILY_COLOURS.get(run.get("family"), "tab:gray")
 
 
-def plot_learning_curves(runs: list[dict], title: str = "Test accuracy during training"):
-    """Test accuracy (%) against epoch, one line per run; runs carry a ``history`` list."""
+METRICS = {"test_accuracy": "test accuracy (%)", "test_miou": "test mIoU (%)"}
+
+
+def plot_learning_curves(runs: list[dict], title: str = "Test accuracy during training", metric: str = "test_accuracy"):
+    """Test accuracy (or another of ``METRICS``), in %, against epoch, one line per run; runs carry a
+    ``history`` list."""
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     labelled = set()
     for run in runs:
-        hist = [h for h in run.get("history", []) if h.get("test_accuracy") is not None]
+        hist = [h for h in run.get("history", []) if h.get(metric) is not None]
         if not hist:
             continue
         label = run["model"] if run["model"] not in labelled else None
         labelled.add(run["model"])
-        ax.plot([h["epoch"] for h in hist], [100 * h["test_accuracy"] for h in hist], marker="o",
+        ax.plot([h["epoch"] for h in hist], [100 * h[metric] for h in hist], marker="o",
                 color=_colour(run), alpha=0.8, label=label)
-    ax.set(title=title, xlabel="epoch", ylabel="test accuracy (%)")
+    ax.set(title=title, xlabel="epoch", ylabel=METRICS[metric])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole epochs only
     ax.grid(alpha=0.3)
     ax.legend()
@@ -42,22 +46,55 @@ def plot_learning_curves(runs: list[dict], title: str = "Test accuracy during tr
     return fig
 
 
-def plot_tradeoff(runs: list[dict], x_key: str, x_label: str, title: str, log_x: bool = True):
-    """Mean test accuracy (%) of each model against ``x_key`` of its runs, error bars = std over seeds."""
+def plot_tradeoff(runs: list[dict], x_key: str, x_label: str, title: str, log_x: bool = True,
+                  metric: str = "test_accuracy"):
+    """Mean test accuracy (or another of ``METRICS``, in %) of each model against ``x_key`` of its
+    runs, error bars = std over seeds."""
     by_model = defaultdict(list)
     for run in runs:
         by_model[run["model"]].append(run)
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
     for model, group in by_model.items():
-        mean, std = mean_std(100 * r["test_accuracy"] for r in group)
+        mean, std = mean_std(100 * r[metric] for r in group)
         xs = [r[x_key] for r in group]
         ax.errorbar(sum(xs) / len(xs), mean, yerr=std, fmt="o", capsize=4, color=_colour(group[0]), label=model)
     if log_x:
         ax.set_xscale("log")
-    ax.set(title=title, xlabel=x_label, ylabel="test accuracy (%)")
+    ax.set(title=title, xlabel=x_label, ylabel=METRICS[metric])
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_masks(images, truth, predictions: dict, classes: list[str], title: str = "Predicted masks on test canvases"):
+    """A grid: one column per canvas; rows: the image, the true mask, then one row per model's
+    predicted mask (``predictions``: model name -> [n, H, W]), with one colour per class (a legend
+    names them)."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colours = ["#202020"] + [plt.cm.tab10(i) for i in range(len(classes) - 1)]
+    cmap = ListedColormap(colours[:len(classes)])
+    rows = [("image", images), ("truth", truth), *predictions.items()]
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 1.6, 1.3 * len(rows)), dpi=80, squeeze=False)
+    for r, (name, maps) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            value = np.asarray(maps[c])
+            if r == 0:
+                ax.imshow(value.squeeze(), cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.imshow(value, cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.legend(handles=[Patch(color=colours[i], label=k) for i, k in enumerate(classes)], loc="center right",
+               fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (1.3 * n + 1.6), 1))
     return fig
 
 

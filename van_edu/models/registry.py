@@ -105,8 +105,15 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, featu
 def build_model(name: str, data, **overrides) -> nn.Module:
     """``create_model(name)`` sized for ``data``: its ``num_classes`` and ``in_chans``, and for a ViT
     (whose position embedding fixes the input size) its ``image_size``. ``data`` is anything with
-    those attributes, e.g. the ``ImageData`` of ``van_edu.data.load_image_dataset``."""
+    those attributes, e.g. the ``ImageData`` of ``van_edu.data.load_image_dataset``. For a
+    segmentation split (``data.task == "segmentation"``: a mask per image) the model is a Semantic
+    FPN on ``name``'s pyramid (``van_edu.models.fpn.create_segmenter``; ``overrides`` may hold its
+    options, such as ``neck_channels`` and ``out_indices``)."""
     kw = dict(overrides)
     if model_family(name) == "vit":
         kw.setdefault("image_size", data.image_size)
+    if getattr(data, "task", "classification") == "segmentation":
+        from .fpn import create_segmenter  # here, not at the top: fpn builds on this module
+
+        return create_segmenter(name, data.num_classes, data.in_chans, **kw)
     return create_model(name, num_classes=data.num_classes, in_chans=data.in_chans, **kw)
