@@ -19,6 +19,7 @@ parquet writer stores no timestamps, so a rerun with the same library versions g
 Usage::
 
     python data/build_fashion_mnist.py [--source DIR] [--out DIR] [--check]
+    python data/build_fashion_mnist.py --excerpt data/zalando_excerpt [--count 200]
 """
 from __future__ import annotations
 
@@ -76,6 +77,24 @@ def read_idx_labels(path: Path) -> np.ndarray:
     if magic != IDX_LABELS_MAGIC or len(raw) != 8 + n:
         raise SystemExit(f"{path} is not an IDX label file (magic {magic}, {len(raw)} bytes)")
     return np.frombuffer(raw, dtype=np.uint8, offset=8)
+
+
+def write_excerpt(source: Path, out: Path, count: int) -> list[Path]:
+    """The first ``count`` images and labels of each split as IDX .gz files in ``out`` (the header's
+    count set to ``count``, gzip without a timestamp, so reruns give equal bytes): a small piece of
+    Zalando's files that tests/test_data.py checks the bundled data against where the full files
+    are not installed."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for images_name, labels_name, _ in SOURCES.values():
+        images, labels = read_idx_images(source / images_name)[:count], read_idx_labels(source / labels_name)[:count]
+        for name, header, body in ((images_name, struct.pack(">IIII", IDX_IMAGES_MAGIC, count, 28, 28), images),
+                                   (labels_name, struct.pack(">II", IDX_LABELS_MAGIC, count), labels)):
+            path = out / name.replace("-ubyte.gz", f"-ubyte-first{count}.gz")
+            with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+                f.write(header + body.tobytes())
+            written.append(path)
+    return written
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -213,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"folder with Zalando's IDX .gz files (default {DEBIAN_SOURCE})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--excerpt", type=Path, metavar="DIR",
+                        help="write the first --count images and labels of each split to DIR as IDX .gz; nothing else")
+    parser.add_argument("--count", type=int, default=200, help="images per split of --excerpt (default 200)")
     parser.add_argument("--check", action="store_true",
                         help="build into a temporary folder and compare its bytes with --out; write nothing")
     args = parser.parse_args(argv)
@@ -220,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(n for files in SOURCES.values() for n in files[:2]):
         if (args.source / name).is_file():
             print(f"input  {sha256(args.source / name)}  {name}")
+    if args.excerpt:
+        for path in write_excerpt(args.source, args.excerpt, args.count):
+            print(f"excerpt {sha256(path)}  {path.name}")
+        return 0
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
             build(args.source, Path(tmp))

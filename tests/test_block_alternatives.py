@@ -77,7 +77,39 @@ def test_script_prints_blocks_and_steps(capsys):
     assert [(int(c), int(s)) for c, s, _, _ in rows[::3]] == list(alt.STAGES)
     assert [v for _, _, v, _ in rows] == ["package", "folded", "chunked"] * len(alt.STAGES)
     assert all(float(r) > 0 for *_, r in rows)
+    assert [r for _, _, v, r in rows if v == "package"] == ["1.00"] * len(alt.STAGES)   # itself over itself
+    diffs = re.findall(r"^\[\d+, \d+\]\s+(?:folded|chunked)\s+(\S+)\s+(\S+)", out, re.M)
+    assert len(diffs) == 2 * len(alt.STAGES) and all(float(d) <= 1e-5 for pair in diffs for d in pair)
+    logits = re.findall(r"logits vs van_mini \(eval\): (\S+)", out)
+    assert len(logits) == 2 and all(float(d) <= 1e-5 for d in logits)    # the same function, whole model
     ratios = re.findall(r"^(van_mini(?: folded| chunked)?) / resnet_mini: ([\d.]+)x", out, re.M)
     assert [n for n, _ in ratios] == ["van_mini", "van_mini folded", "van_mini chunked"]
     assert all(float(r) > 0 for _, r in ratios)
     assert len(re.findall(r"page faults, system +\d+ ms", out)) == 4
+
+
+def test_timed_in_turns_divides_each_rounds_time_by_its_calls_and_takes_turns(monkeypatch):
+    """A clock and rusage the test holds: "a" takes 6 ms and 2 page faults a call, "b" 3 ms and
+    1 page fault, plus 1 ms of system time each. One untimed warm-up each, then per round "a"
+    three times, then "b" three times."""
+    from types import SimpleNamespace
+
+    now, faults, system, calls = [0.0], [0], [0.0], []
+
+    def work(name, seconds, page_faults):
+        def fn():
+            calls.append(name)
+            now[0] += seconds
+            faults[0] += page_faults
+            system[0] += 0.001
+        return fn
+
+    monkeypatch.setattr(alt, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(alt, "resource", SimpleNamespace(
+        RUSAGE_SELF=0, getrusage=lambda who: SimpleNamespace(ru_minflt=faults[0], ru_stime=system[0])))
+    kernel = {}
+    times = alt.timed_in_turns({"a": work("a", 0.006, 2), "b": work("b", 0.003, 1)}, rounds=2, repeats=3,
+                               kernel=kernel)
+    assert calls == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 2
+    assert times["a"] == pytest.approx([0.006, 0.006]) and times["b"] == pytest.approx([0.003, 0.003])
+    assert kernel["a"] == pytest.approx((2, 0.001)) and kernel["b"] == pytest.approx((1, 0.001))

@@ -3,6 +3,7 @@ against the layer-by-layer count from shapes (one multiply-add per output for a 
 attention products, on the meta device against a real CPU run; and the paper's Table 2."""
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -104,15 +105,117 @@ def test_the_count_on_meta_equals_the_count_of_a_real_cpu_run(name):
     assert next(model.parameters()).device.type == "cpu"
 
 
-def test_the_comparisons_recorded_counts_are_the_counted_ones():
+# ----------------------------------------------------------------------------- counts by formula
+# Multiply-adds of one image from a model's config alone, layer by layer as the architectures are
+# written: a conv makes H_out * W_out * C_out outputs of (C_in / groups) * k * k multiply-adds, plus
+# one for a bias; a linear layer makes out_features outputs per token of in_features (+1) each;
+# attention adds Q K^T and A V, N^2 D each. Norms, activations and element-wise products are not
+# multiply-adds of a layer and are not counted.
+def side_after(side: int, kernel: int, stride: int, padding: int) -> int:
+    return (side + 2 * padding - kernel) // stride + 1
+
+
+def conv_macs(c_in: int, c_out: int, kernel: int, side_out: int, groups: int = 1, bias: bool = True) -> int:
+    return side_out * side_out * c_out * (c_in // groups * kernel * kernel + bias)
+
+
+def linear_macs(d_in: int, d_out: int, tokens: int = 1, bias: bool = True) -> int:
+    return tokens * d_out * (d_in + bias)
+
+
+def van_macs(c, side: int) -> int:
+    """Per stage: the overlapping patch embedding (kernel k, stride s, padding k // 2), then per
+    block proj_1, LKA (DW-Conv (2d-1)^2, DW-D-Conv ceil(K/d)^2, 1x1), proj_2, and the MLP (1x1 to
+    r*C, 3x3 depth-wise, 1x1 back); the head on the pooled features."""
+    total, c_in = 0, c.in_chans
+    for s, (dim, depth, ratio) in enumerate(zip(c.embed_dims, c.depths, c.mlp_ratios)):
+        kernel, stride = (c.stem_kernel, c.stem_stride) if s == 0 else (3, 2)
+        side = side_after(side, kernel, stride, kernel // 2)
+        total += conv_macs(c_in, dim, kernel, side)
+        hidden = int(dim * ratio)
+        block = (conv_macs(dim, dim, 1, side)                                   # proj_1
+                 + conv_macs(dim, dim, 2 * c.dilation - 1, side, groups=dim)     # DW-Conv
+                 + conv_macs(dim, dim, math.ceil(c.kernel_size / c.dilation), side, groups=dim)  # DW-D-Conv
+                 + conv_macs(dim, dim, 1, side)                                 # LKA's 1x1
+                 + conv_macs(dim, dim, 1, side)                                 # proj_2
+                 + conv_macs(dim, hidden, 1, side)                              # fc1
+                 + conv_macs(hidden, hidden, 3, side, groups=hidden)            # the MLP's DW 3x3
+                 + conv_macs(hidden, dim, 1, side))                             # fc2
+        total += depth * block
+        c_in = dim
+    return total + linear_macs(c_in, c.num_classes)
+
+
+def vit_macs(c) -> int:
+    """The patch embedding (a conv of kernel and stride p), then per layer qkv, Q K^T and A V,
+    the output projection and the MLP, on N = (image / p)^2 tokens; the head."""
+    tokens, d = (c.image_size // c.patch_size) ** 2, c.embed_dim
+    hidden = int(d * c.mlp_ratio)
+    layer = (linear_macs(d, 3 * d, tokens) + 2 * tokens * tokens * d + linear_macs(d, d, tokens)
+             + linear_macs(d, hidden, tokens) + linear_macs(hidden, d, tokens))
+    patches = conv_macs(c.in_chans, d, c.patch_size, c.image_size // c.patch_size)
+    return patches + c.depth * layer + linear_macs(d, c.num_classes)
+
+
+def resnet_macs(c, side: int) -> int:
+    """The 3x3 stem, then basic blocks (two 3x3 convs, no biases; the first block of stages 2+ has
+    stride 2 and a 1x1 projection shortcut, as has any block changing the width); the head."""
+    assert c.stem == "small", "the formula is written for the small-image stem"
+    side = side_after(side, 3, c.stem_stride, 1)
+    total, c_in = conv_macs(c.in_chans, c.widths[0], 3, side, bias=False), c.widths[0]
+    for i, (dim, depth) in enumerate(zip(c.widths, c.depths)):
+        for j in range(depth):
+            stride = 2 if i > 0 and j == 0 else 1
+            side = side_after(side, 3, stride, 1)
+            total += conv_macs(c_in, dim, 3, side, bias=False) + conv_macs(dim, dim, 3, side, bias=False)
+            if stride != 1 or c_in != dim:
+                total += conv_macs(c_in, dim, 1, side, bias=False)
+            c_in = dim
+    return total + linear_macs(c_in, c.num_classes)
+
+
+def macs_by_formula(model: nn.Module, side: int) -> int:
+    family = type(model).__name__
+    if family == "VAN":
+        return van_macs(model.config, side)
+    if family == "ViT":
+        return vit_macs(model.config)
+    return resnet_macs(model.config, side)
+
+
+def test_the_formulas_on_a_count_done_in_full_by_hand():
+    """van_mini's first block on 28 px, written out: a 14x14 map of 32 channels, MLP ratio 4."""
+    n, c, h = 14 * 14, 32, 128
+    by_hand = n * (c * (c + 1) + c * 26 + c * 50 + c * (c + 1) + c * (c + 1) + h * (c + 1) + h * 10 + c * (h + 1))
+    with torch.device("meta"):
+        model = build_model("van_mini", FASHION)
+    one_block = replace(model.config, embed_dims=(32,), depths=(1,), mlp_ratios=(4,), num_classes=0)
+    stem = 14 * 14 * 32 * (1 * 3 * 3 + 1)
+    assert van_macs(one_block, 28) == stem + by_hand
+
+
+@pytest.mark.parametrize("name, data", [(n, FASHION) for n in DEMO_MODELS] + [
+    ("van_cifar", SimpleNamespace(num_classes=10, in_chans=3, image_size=32)),
+    ("vit_cifar", SimpleNamespace(num_classes=10, in_chans=3, image_size=32)),
+    ("resnet_cifar", SimpleNamespace(num_classes=10, in_chans=3, image_size=32)),
+    ("van_b0", SimpleNamespace(num_classes=1000, in_chans=3, image_size=224))])
+def test_the_count_equals_the_formula_from_the_config(name, data):
+    with torch.device("meta"):
+        model = build_model(name, data)
+    side = data.image_size
+    assert count_macs(model, (1, data.in_chans, side, side)) == macs_by_formula(model, side)
+
+
+def test_the_comparisons_recorded_counts_are_the_formulas():
     """notebooks/assets/compare/results.json records what `van-edu compare` counted (notebook 07
-    asserts the same); the counter must still give exactly these numbers."""
+    asserts the same); the configs' formulas and the counter must both give these numbers."""
     runs = json.loads((ROOT / "notebooks" / "assets" / "compare" / "results.json").read_text())["runs"]
     recorded = {r["model"]: r["macs"] for r in runs}
-    assert recorded == {"van_mini": 19_591_242, "vit_mini": 28_432_266, "resnet_mini": 22_094_218}
+    assert set(recorded) == set(DEMO_MODELS)
     for name, macs in recorded.items():
         with torch.device("meta"):
             model = build_model(name, FASHION)
+        assert macs == macs_by_formula(model, 28), name
         assert count_macs(model, (1, 1, 28, 28)) == macs, name
 
 

@@ -58,15 +58,55 @@ def test_hub_id_of_a_bundled_dataset_uses_the_bundled_copy():
     assert data.name == "fashion_mnist" and len(data) == 50 and data.classes == FASHION_CLASSES
 
 
-@pytest.mark.skipif(not DEBIAN_SOURCE.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
-def test_bundled_images_equal_zalandos_idx_files():
-    import datasets
-
+def _build_script():
     sys.path.insert(0, str(REPO / "data"))
     try:
         import build_fashion_mnist as build
     finally:
         sys.path.pop(0)
+    return build
+
+
+EXCERPT = REPO / "data" / "zalando_excerpt"
+
+
+def _first_rows(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` images [N, 28, 28] and labels of a bundled split, decoded from the parquet
+    file directly (not through van_edu), so the check reads what is stored."""
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    path = REPO / "data" / "fashion_mnist" / "fashion_mnist" / f"{split}-00000-of-00001.parquet"
+    table = pq.ParquetFile(path).read_row_group(0).slice(0, count).to_pylist()
+    images = np.stack([np.asarray(Image.open(io.BytesIO(row["image"]["bytes"]))) for row in table])
+    return images, np.array([row["label"] for row in table])
+
+
+@pytest.mark.parametrize("split, prefix", [("train", "train"), ("test", "t10k")])
+def test_bundled_rows_equal_the_committed_excerpt_of_zalandos_idx_files(split, prefix):
+    """Runs everywhere, offline: the first 200 rows of each bundled split against the first 200 of
+    Zalando's IDX files (data/zalando_excerpt/, cut from the Debian package's files)."""
+    build = _build_script()
+    images = build.read_idx_images(EXCERPT / f"{prefix}-images-idx3-ubyte-first200.gz")
+    labels = build.read_idx_labels(EXCERPT / f"{prefix}-labels-idx1-ubyte-first200.gz")
+    assert images.shape == (200, 28, 28) and labels.shape == (200,)
+    assert len(set(labels.tolist())) == 10                  # not a degenerate piece: every class
+    stored_images, stored_labels = _first_rows(split, 200)
+    np.testing.assert_array_equal(stored_images, images)
+    np.testing.assert_array_equal(stored_labels, labels)
+    if split == "test":                                      # and what van_edu returns for them
+        bundled = D.load_image_dataset("fashion_mnist", split)
+        assert torch.equal(bundled.images[:200, 0], torch.from_numpy(images.copy()))
+        assert torch.equal(bundled.labels[:200], torch.from_numpy(labels.astype(np.int64)))
+
+
+@pytest.mark.skipif(not DEBIAN_SOURCE.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+def test_bundled_images_equal_zalandos_idx_files(tmp_path):
+    import datasets
+
+    build = _build_script()
     images = build.read_idx_images(DEBIAN_SOURCE / "t10k-images-idx3-ubyte.gz")
     labels = build.read_idx_labels(DEBIAN_SOURCE / "t10k-labels-idx1-ubyte.gz")
     test = D.load_image_dataset("fashion_mnist", "test")
@@ -76,14 +116,15 @@ def test_bundled_images_equal_zalandos_idx_files():
     parquet = REPO / "data" / "fashion_mnist" / "fashion_mnist" / "test-00000-of-00001.parquet"
     stored = datasets.Dataset.from_parquet(str(parquet)).cast_column("image", datasets.Image(decode=False))
     assert [stored[i]["image"]["bytes"] for i in range(20)] == [build.encode_png(im) for im in images[:20]]
+    # the committed excerpt is the start of these files, cut as its README says
+    build.write_excerpt(DEBIAN_SOURCE, tmp_path, 200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in EXCERPT.glob("*.gz"))
+    for path in tmp_path.iterdir():
+        assert path.read_bytes() == (EXCERPT / path.name).read_bytes(), path.name
 
 
 def test_build_script_says_how_to_get_missing_sources(tmp_path):
-    sys.path.insert(0, str(REPO / "data"))
-    try:
-        import build_fashion_mnist as build
-    finally:
-        sys.path.pop(0)
+    build = _build_script()
     with pytest.raises(SystemExit) as info:
         build.main(["--source", str(tmp_path), "--out", str(tmp_path / "out")])
     assert "apt-get install dataset-fashion-mnist" in str(info.value)

@@ -50,14 +50,49 @@ def test_grad_cam_explains_the_prediction_by_default_and_upsamples():
     torch.testing.assert_close(big, upsample_maps(cam, (8, 8)))
 
 
-def test_grad_cam_equals_the_graders_reference_on_a_van():
-    from van_edu.grading.reference import grad_cam as reference
+def _grad_cam_by_the_definition(model, image, target):
+    """Grad-CAM of one image [1, C, H, W] written from Selvaraju et al. (2017), unnormalised: the
+    feature map A is computed with the graph from the image kept, the class score y_t is
+    back-propagated with ``backward`` into A's ``.grad``, w_c = mean over (i, j) of dy_t/dA_c(i, j),
+    and the map is ReLU(sum_c w_c A_c)."""
+    features = model.forward_features(image)                      # [1, C, h, w], graph kept
+    features.retain_grad()
+    score = model.forward_head(features)[0, target]
+    score.backward()
+    h, w = features.shape[2:]
+    maps = torch.zeros(h, w, dtype=features.dtype)
+    for c in range(features.shape[1]):                             # one channel at a time
+        weight = features.grad[0, c].sum() / (h * w)
+        maps += weight * features[0, c].detach()
+    return maps.clamp(min=0)
+
+
+@pytest.mark.parametrize("name", ["van_mini", "resnet_mini"])
+def test_grad_cam_equals_the_definition_written_out_on_a_course_model(name):
     from van_edu.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("van_mini", num_classes=10, in_chans=1).eval()
-    x = torch.randn(2, 1, 28, 28)
-    torch.testing.assert_close(grad_cam(model, x), reference(model, x))
+    model = create_model(name, num_classes=10, in_chans=1).double().eval()
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    # the split grad_cam relies on: the model is its head applied to its features
+    torch.testing.assert_close(model(x), model.forward_head(model.forward_features(x)))
+    targets = [7, 2, 7]
+    expected = torch.stack([_grad_cam_by_the_definition(model, x[i:i + 1], t) for i, t in enumerate(targets)])
+    assert expected.amax((1, 2)).min() > 0, "every reference map has a positive part to compare"
+    torch.testing.assert_close(grad_cam(model, x, target=targets, normalize=False), expected)
+    # one int explains that class for every image
+    same = torch.stack([_grad_cam_by_the_definition(model, x[i:i + 1], 4) for i in range(3)])
+    torch.testing.assert_close(grad_cam(model, x, target=4, normalize=False), same)
+    # normalised: each map divided by its own maximum
+    torch.testing.assert_close(grad_cam(model, x, target=targets), expected / expected.amax((1, 2), keepdim=True))
+    # the default explains the predicted class
+    predicted = model(x).argmax(1).tolist()
+    by_prediction = torch.stack([_grad_cam_by_the_definition(model, x[i:i + 1], t) for i, t in enumerate(predicted)])
+    torch.testing.assert_close(grad_cam(model, x, normalize=False), by_prediction)
+    # size: bilinear upsampling of the same maps (half-pixel centres, as F.interpolate documents)
+    big = grad_cam(model, x, target=targets, normalize=False, size=(28, 28))
+    torch.testing.assert_close(big, torch.nn.functional.interpolate(
+        expected[:, None], size=(28, 28), mode="bilinear", align_corners=False)[:, 0])
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 2)])

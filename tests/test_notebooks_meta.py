@@ -177,19 +177,140 @@ def test_relative_links_point_at_files_that_exist(notebook):
             assert (path.parent / target.split("#")[0]).exists(), f"{path.name}: broken link {target}"
 
 
+class _RedefinitionChecks:
+    """Which of a notebook's definitions of a package name are followed by a check against van_edu.
+
+    The code cells are read in order as one program, following where values come from: a name
+    imported from van_edu (``import van_edu.lka``, ``from van_edu.models import create_model``)
+    carries the mark "van_edu"; a class or function defined under a package name carries a mark of
+    its own; anything assigned (or looped over) from an expression carries the marks of the names
+    in it. A definition counts as checked when a check that comes after it -- an ``assert`` statement,
+    a call of an ``assert...`` function (``assert_close``), or a call of a notebook function whose
+    body asserts -- involves both its mark and van_edu's.
+    """
+
+    def __init__(self, package: set[str]):
+        self.package = package
+        self.marks: dict[str, set[str]] = {}
+        self.asserting_functions: set[str] = set()
+        self.definitions: list[str] = []          # one mark per definition of a package name
+        self.checked: set[str] = set()
+
+    def _marks_of(self, node) -> set[str]:
+        found = set()
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
+                found |= self.marks.get(sub.id, set())
+        return found
+
+    def _assign(self, target, marks: set[str]) -> None:
+        for sub in ast.walk(target):
+            if isinstance(sub, ast.Name):
+                self.marks[sub.id] = set(marks)
+
+    def _is_check(self, call: ast.Call) -> bool:
+        name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+        return name.startswith("assert") or name in self.asserting_functions
+
+    def _record_checks(self, node) -> None:
+        checks = [sub for sub in ast.walk(node) if isinstance(sub, ast.Assert)
+                  or (isinstance(sub, ast.Call) and self._is_check(sub))]
+        for check in checks:
+            marks = self._marks_of(check)
+            if "van_edu" in marks:
+                self.checked |= {m for m in marks if m.startswith("ours:")}
+
+    def statement(self, node) -> None:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            module = (node.module or "") if isinstance(node, ast.ImportFrom) else None
+            for alias in node.names:
+                source = module if module is not None else alias.name
+                bound = alias.asname or alias.name.split(".")[0]
+                self.marks[bound] = {"van_edu"} if source.split(".")[0] == "van_edu" else set()
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if any(isinstance(sub, ast.Assert) or (isinstance(sub, ast.Call) and self._is_check(sub))
+                   for sub in ast.walk(node)):
+                self.asserting_functions.add(node.name)
+            marks = self._marks_of(node)        # what its body uses (an earlier class it builds on)
+            if node.name in self.package:
+                own = f"ours:{node.name}#{len(self.definitions)}"
+                self.definitions.append(own)
+                marks = (marks - {"van_edu"}) | {own}
+            self.marks[node.name] = marks
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            self._record_checks(node.iter)
+            self._assign(node.target, self._marks_of(node.iter))
+            for child in node.body + node.orelse:
+                self.statement(child)
+        elif isinstance(node, (ast.With, ast.AsyncWith, ast.If, ast.While, ast.Try)):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.stmt):
+                    self.statement(child)
+                elif isinstance(child, ast.ExceptHandler):
+                    for grandchild in child.body:
+                        self.statement(grandchild)
+                elif isinstance(child, ast.withitem):
+                    if child.optional_vars is not None:
+                        self._assign(child.optional_vars, self._marks_of(child.context_expr))
+                else:
+                    self._record_checks(child)
+        else:
+            self._record_checks(node)
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    self._assign(target, self._marks_of(node.value))
+            elif isinstance(node, ast.AugAssign):
+                self._assign(node.target, self._marks_of(node.value) | self._marks_of(node.target))
+
+
+def unchecked_redefinitions(cells: list[str], package: set[str]) -> list[str]:
+    """The package names that ``cells`` define without a later check against van_edu's (in order)."""
+    reader = _RedefinitionChecks(package)
+    for source in cells:
+        for node in ast.parse(source).body:
+            reader.statement(node)
+    return [m.removeprefix("ours:").split("#")[0] for m in reader.definitions if m not in reader.checked]
+
+
 def test_package_code_is_not_redefined_without_a_check(notebook):
     """A notebook may build a package class or function by hand to teach it, under the same name,
-    only if a later cell asserts equality (``assert_close`` or ``assert``) and names it."""
+    only if a check after it compares what it computes with van_edu's (``unchecked_redefinitions``)."""
     path, nb = notebook
-    package = _package_names()
     cells = [_python(_source(c)) for c in _code_cells(nb)]
-    for i, src in enumerate(cells):
-        for node in ast.walk(ast.parse(src)):
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in package:
-                later = cells[i:]
-                assert any(node.name in s and ("assert_close" in s or "assert " in s) for s in later), (
-                    f"{path.name} redefines van_edu's {node.name} without asserting it equals the package's")
+    assert unchecked_redefinitions(cells, _package_names()) == [], (
+        f"{path.name} redefines van_edu's classes or functions without asserting they equal the package's")
 
+
+CHECKED = ["import torch\nfrom torch.testing import assert_close\nimport van_edu.lka",
+           "class LKA(torch.nn.Module):\n    pass",
+           "x = torch.randn(1, 8, 9, 9)\nours, theirs = LKA(8), van_edu.lka.LKA(8)",
+           "with torch.no_grad():\n    assert_close(ours(x), theirs(x))"]
+
+
+@pytest.mark.parametrize("cells, unchecked", [
+    (CHECKED, []),
+    # a check in the defining cell, after the definition, comparing with van_edu's
+    (["import van_edu.lka\nclass LKA:\n    pass\nassert LKA().f() == van_edu.lka.LKA(8).f()"], []),
+    # through a notebook helper that asserts, and a loop over pairs
+    (["from van_edu.models import create_model as make\ndef same(a, b):\n    assert a == b",
+      "class Mlp:\n    pass", "for ours, theirs in [(Mlp(), make('m'))]:\n    same(ours, theirs)"], []),
+    # any assert after it, but not about it
+    (["import van_edu.lka\nclass LKA:\n    pass\nassert 1 + 1 == 2"], ["LKA"]),
+    # about it, but not against van_edu
+    (CHECKED[:2] + ["x = 1\nours, theirs = LKA(8), LKA(8)", CHECKED[3]], ["LKA"]),
+    # against van_edu, but about something else
+    (CHECKED[:2] + ["ours, theirs = torch.nn.Identity(), van_edu.lka.LKA(8)", CHECKED[3]], ["LKA"]),
+    # the check comes before the definition
+    ([CHECKED[0], CHECKED[2].replace("LKA(8), ", "torch.nn.Identity(), "),
+      "assert_close(ours(x), theirs(x))\nclass LKA:\n    pass"], ["LKA"]),
+    # defined again after the check: the second definition is unchecked
+    (CHECKED + ["class LKA:\n    pass"], ["LKA"]),
+    # a name imported from van_edu and then redefined is the notebook's from then on
+    (["from van_edu.lka import LKA\nimport van_edu.lka\nclass LKA:\n    pass\nassert LKA(8) == LKA(8)"], ["LKA"]),
+], ids=["checked", "same cell", "helper and loop", "unrelated assert", "not against van_edu",
+        "another object", "check before", "redefined after", "shadowed import"])
+def test_the_redefinition_check_needs_a_later_comparison_with_the_package(cells, unchecked):
+    assert unchecked_redefinitions(cells, {"LKA", "Mlp"}) == unchecked
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "exercises").glob("*/[0-9][0-9]_*.ipynb")), ids=lambda p: f"{p.parent.name}/{p.name}")

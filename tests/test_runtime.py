@@ -2,13 +2,24 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import platform
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from van_edu.errors import VanEduError
-from van_edu.runtime import AMP_MODES, autocast, best_time, machine, pick_device, resolve_amp
+from van_edu.runtime import (
+    AMP_MODES,
+    autocast,
+    best_time,
+    cpu_name,
+    machine,
+    machine_description,
+    pick_device,
+    resolve_amp,
+)
 
 
 def test_amp_and_device_errors():
@@ -47,21 +58,73 @@ def test_autocast_is_a_no_op_in_float32_and_bf16_on_the_cpu():
     assert (a @ a).dtype is torch.float32
 
 
-def test_best_time_calls_warmup_plus_repeats_times_and_returns_the_fastest():
-    calls = []
-    seconds = best_time(lambda: calls.append(1), repeats=4, warmup=2)
-    assert len(calls) == 6
-    assert isinstance(seconds, float) and seconds > 0
+def test_best_time_returns_the_fastest_timed_call_and_ignores_the_warmup(monkeypatch):
+    """A clock the test controls: each call of fn moves it on by a chosen duration. The warm-up
+    calls are the quickest of all, so counting them, or returning the mean, median or last
+    duration, would give another answer than the fastest timed call, 0.3 s."""
+    import van_edu.runtime as runtime
+
+    now = [100.0]
+    durations = iter([0.0001, 0.0002, 0.5, 0.3, 0.4, 0.35])       # two warm-ups, four timed calls
+
+    def fn():
+        now[0] += next(durations)
+
+    monkeypatch.setattr(runtime, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    assert best_time(fn, repeats=4, warmup=2) == pytest.approx(0.3)
+    assert next(durations, None) is None, "warmup + repeats calls in all"
     with pytest.raises(VanEduError, match="repeats must be at least 1"):
         best_time(lambda: None, repeats=0)
 
 
-def test_machine_names_cpu_torch_and_python():
-    info = machine()
-    assert {"cpu", "torch", "python"} <= info.keys()
-    assert info["torch"] == torch.__version__ and info["python"] == platform.python_version()
-    assert isinstance(info["cpu"], str) and info["cpu"]
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineTest
+model name\t: Test CPU 9000 @ 1.00GHz
+flags\t\t: fpu
 
+processor\t: 1
+model name\t: Test CPU 9000 @ 1.00GHz
+"""
+
+
+@pytest.fixture
+def threads_changed():
+    """torch's thread count set to one it was not, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)
+    yield before + 1
+    torch.set_num_threads(before)
+
+
+def test_machine_reads_the_cpu_model_from_cpuinfo_and_counts_threads(monkeypatch, threads_changed):
+    import van_edu.runtime as runtime
+
+    monkeypatch.setattr(runtime, "open", lambda path, *a, **k: io.StringIO(CPUINFO) if path == "/proc/cpuinfo"
+                        else open(path, *a, **k), raising=False)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 7)
+    info = machine()
+    assert info["cpu"] == "Test CPU 9000 @ 1.00GHz"
+    assert info["logical_cpus"] == 7 and info["torch_threads"] == threads_changed
+    assert info["python"] == platform.python_version()
+    assert machine_description("cpu") == f"Test CPU 9000 @ 1.00GHz, {threads_changed} threads"
+
+
+@pytest.mark.parametrize("cpuinfo", [None, "processor\t: 0\nCPU implementer\t: 0x41\n"],
+                         ids=["no cpuinfo", "cpuinfo without a model name"])
+def test_cpu_name_falls_back_to_platform(monkeypatch, cpuinfo):
+    import van_edu.runtime as runtime
+
+    def fake_open(path, *a, **k):
+        if cpuinfo is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(runtime, "open", fake_open, raising=False)
+    monkeypatch.setattr(runtime.platform, "processor", lambda: "testproc")
+    monkeypatch.setattr(runtime.platform, "machine", lambda: "testarch")
+    assert cpu_name() == "testproc"
+    monkeypatch.setattr(runtime.platform, "processor", lambda: "")
+    assert cpu_name() == "testarch"
 
 def test_cpu_threads_sets_and_restores_the_count_even_on_error():
     from van_edu.runtime import cpu_threads

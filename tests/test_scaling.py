@@ -1,5 +1,7 @@
 """van_edu.scaling: the meters and fits behind notebooks 01 and 04 and ``van-edu bench``, on inputs
 whose answer is known (fast: tiny modules, one repeat)."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -78,10 +80,37 @@ def test_measure_scaling_rows_and_their_counts():
         measure_scaling(modules, (4,), c, repeats=0)
 
 
-def test_throughput_counts_images_per_second():
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(3))
-    model(torch.zeros(1, 1, 8, 8))                      # materialise the lazy layer
-    assert throughput(model, (1, 1, 8, 8), batch_size=4, steps=1, warmup=0) > 0
-    assert throughput(model, (1, 1, 8, 8), batch_size=4, steps=1, warmup=0, train=True) > 0
+class TimedModel(nn.Module):
+    """A model whose forward pass takes 10 ms and backward pass 30 ms on a clock the test holds,
+    recording the batch shape, the mode and whether autograd was on."""
+
+    def __init__(self, now):
+        super().__init__()
+        self.now, self.seen = now, []
+        self.linear = nn.Linear(64, 3)
+        self.linear.weight.register_hook(self._backward)
+
+    def _backward(self, grad):
+        self.now[0] += 0.03
+
+    def forward(self, x):
+        self.now[0] += 0.01
+        self.seen.append((tuple(x.shape), self.training, torch.is_grad_enabled()))
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("train,seconds_per_step", [(False, 0.01), (True, 0.04)])
+def test_throughput_is_timed_images_over_timed_seconds(monkeypatch, train, seconds_per_step):
+    """5 timed steps of batch 4 after 2 untimed warm-ups: 20 images in 5 steps' time. Counting the
+    warm-ups, forgetting the batch size or (training) skipping the backward would change it."""
+    import van_edu.scaling as scaling
+
+    now = [10.0]
+    monkeypatch.setattr(scaling, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    model = TimedModel(now)
+    assert throughput(model, (1, 1, 8, 8), batch_size=4, steps=5, warmup=2, train=train) == \
+        pytest.approx(20 / (5 * seconds_per_step))
+    assert model.seen == [((4, 1, 8, 8), train, train)] * 7      # every call: batch, mode, autograd
+    assert all(p.grad is None for p in model.parameters()), "gradients are not left behind"
     with pytest.raises(VanEduError, match="steps must be at least 1"):
         throughput(model, (1, 1, 8, 8), steps=0)

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,18 @@ import torch
 import torch.distributed as dist
 
 # the shared tiny models and data; `data` and `one_thread` are pytest fixtures
-from tiny_training import BatchNormNet, LayerNormNet, data, ddp_config, one_thread, quick_config, without_timing  # noqa: F401
+from tiny_training import (  # noqa: F401
+    BatchNormNet,
+    LayerNormNet,
+    data,
+    ddp_config,
+    make_data,
+    one_thread,
+    quick_config,
+    without_timing,
+)
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from van_edu.errors import VanEduError
 from van_edu.train import TRAIN_PRESETS, TrainConfig, WarmupCosine, evaluate, fit, make_optimizer, param_groups
@@ -119,12 +130,132 @@ def test_an_out_dir_that_is_a_file_is_refused_before_training(data, tmp_path):
     assert blocker.read_text() == "keep"
 
 
-def test_bf16_autocast_and_channels_last_run_on_cpu(data):
+class DtypeRecordingNet(BatchNormNet):
+    """BatchNormNet on 3-channel images noting, at every call, the dtype of its first conv's output
+    (bfloat16 only under a bf16 autocast: the input and weights are float32) and whether that
+    conv's input, weight and output are channels-last."""
+
+    def __init__(self):
+        super().__init__(in_chans=3)
+        self.seen = []
+        self.features[0].register_forward_hook(lambda module, args, out: self.seen.append(
+            (self.training, out.dtype, all(t.is_contiguous(memory_format=torch.channels_last)
+                                           for t in (args[0], module.weight, out)))))
+
+
+def test_bf16_autocast_and_channels_last_are_what_the_steps_run_on_cpu():
+    """amp="bf16": every training and evaluation forward runs its convs in bfloat16, and the losses
+    move away from float32's by bfloat16 rounding (8 bits of mantissa) but stay within 0.05 of them
+    after 4 steps; amp="off" runs float32. Both train on channels-last tensors."""
+    train, test = make_data(128, seed=1, chans=3), make_data(64, seed=2, chans=3)
+    runs = {}
+    for amp in ("bf16", "off"):
+        torch.manual_seed(0)
+        model = DtypeRecordingNet()
+        result = fit(model, train, test, quick_config(epochs=1, amp=amp, channels_last=True))
+        runs[amp] = (model.seen, result.history[0])
+    bf16_seen, bf16 = runs["bf16"]
+    fp32_seen, fp32 = runs["off"]
+    assert {training for training, _, _ in bf16_seen} == {True, False}   # training and evaluation
+    assert {dtype for _, dtype, _ in bf16_seen} == {torch.bfloat16}
+    assert {dtype for _, dtype, _ in fp32_seen} == {torch.float32}
+    assert all(channels_last for training, _, channels_last in bf16_seen + fp32_seen if training)
+    for key in ("train_loss", "test_loss"):
+        assert 0 < abs(bf16[key] - fp32[key]) < 0.05, (key, bf16[key], fp32[key])
+
+
+# ----------------------------------------------------------------------------- clipping and compile
+def _first_step_gradients(model, data, config) -> list[torch.Tensor]:
+    """The gradients the optimiser is about to apply at fit's first step (a step pre-hook on every
+    optimizer, torch's public API)."""
+    seen = []
+
+    def before_step(optimizer, args, kwargs):
+        if not seen:
+            seen.append([p.grad.clone() for group in optimizer.param_groups for p in group["params"]])
+
+    handle = register_optimizer_step_pre_hook(before_step)
+    try:
+        fit(model, *data, config)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+class LoudNet(LayerNormNet):
+    """LayerNormNet with logits 100x larger: its first gradients are far above a norm of 0.5."""
+
+    def forward(self, x):
+        return 100 * super().forward(x)
+
+
+def test_grad_clip_bounds_the_global_gradient_norm_the_optimizer_applies(data):
+    """Same weights, same first batch: with grad_clip=0.5 the applied gradients are the unclipped
+    ones scaled by 0.5 / their global norm (direction kept); a bound above the norm changes nothing."""
+    data = data[0].subset(64), None
+    config = quick_config(epochs=1, batch_size=32)
+    grads = {}
+    for clip in (None, 0.5, 1e9):
+        torch.manual_seed(0)
+        grads[clip] = _first_step_gradients(LoudNet(), data, replace(config, grad_clip=clip))
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads[None]]))
+    assert norm > 5, "the test needs gradients well above the bound"
+    clipped = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads[0.5]]))
+    assert clipped == pytest.approx(0.5, rel=1e-4)
+    for free, bounded, loose in zip(grads[None], grads[0.5], grads[1e9]):
+        torch.testing.assert_close(bounded, free * (0.5 / norm), rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(loose, free)
+
+
+def _compile_with(monkeypatch, backend):
+    """Count fit's calls of torch.compile, with the backend the test picks."""
+    calls = []
+    real = torch.compile
+
+    def counting_compile(model, **kw):
+        calls.append(model)
+        return real(model, backend=backend, **kw) if backend else real(model, **kw)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    return calls
+
+
+def _fit_compiled_and_not(monkeypatch, data, backend):
+    train, test = data[0].subset(64), data[1].subset(64)
+    config = quick_config(epochs=1, batch_size=32, augment="none")
     torch.manual_seed(0)
-    train, test = data
-    config = quick_config(epochs=1, amp="bf16", channels_last=True)
-    result = fit(BatchNormNet(), train.subset(128), test.subset(64), config)
-    assert math.isfinite(result.history[0]["train_loss"])
+    plain = fit(LayerNormNet(), train, test, config)
+    calls = _compile_with(monkeypatch, backend)
+    torch.manual_seed(0)
+    model = LayerNormNet()
+    compiled = fit(model, train, test, replace(config, compile=True))
+    assert len(calls) == 1 and calls[0] is model          # the user's model, compiled once
+    assert compiled.model is model and not isinstance(compiled.model, torch._dynamo.eval_frame.OptimizedModule)
+    assert list(compiled.model.state_dict()) == list(plain.model.state_dict())   # no "_orig_mod." keys
+    return plain, compiled
+
+
+def test_compile_trains_through_dynamo_and_returns_the_users_model(monkeypatch, data):
+    """compile=True through torch.compile's graph capture (dynamo) with the "eager" backend, which
+    runs the captured graph with PyTorch's own kernels: the same losses and weights as without
+    compile, and the returned model is the user's, not the compiled wrapper. (Inductor's C++ code
+    generation takes ~25 s on a small CPU: tested below, marked slow.)"""
+    plain, compiled = _fit_compiled_and_not(monkeypatch, data, backend="eager")
+    for ours, theirs in zip(without_timing(compiled.history), without_timing(plain.history), strict=True):
+        assert ours == pytest.approx(theirs)
+    for key, value in plain.model.state_dict().items():
+        torch.testing.assert_close(compiled.model.state_dict()[key], value, msg=key)
+
+
+@pytest.mark.slow
+def test_compile_with_inductor_trains_like_eager(monkeypatch, data):
+    """The default backend (inductor, generated C++ on the CPU): losses and weights within float32
+    reordering of the uncompiled run's."""
+    plain, compiled = _fit_compiled_and_not(monkeypatch, data, backend=None)
+    for key in ("train_loss", "test_loss"):
+        assert compiled.history[0][key] == pytest.approx(plain.history[0][key], rel=1e-4)
+    for key, value in plain.model.state_dict().items():
+        torch.testing.assert_close(compiled.model.state_dict()[key], value, rtol=1e-3, atol=1e-5, msg=key)
 
 
 # ----------------------------------------------------------------------------- distributed
