@@ -79,3 +79,34 @@ def test_floors_are_what_their_rules_score():
     # and no other threshold does better on these (training) canvases
     assert all(mean_iou(confusion_matrix(torch.where(images[:, 0] > u, k, 0), masks, 3)) <= f["threshold"]["miou"] + 1e-12
                for u in range(0, 256, 5))
+
+
+def test_per_image_confusions_sum_to_the_sets():
+    from van_edu.metrics import per_image_confusion
+
+    g = torch.Generator().manual_seed(1)
+    target, pred = torch.randint(0, 4, (5, 6, 6), generator=g), torch.randint(0, 4, (5, 6, 6), generator=g)
+    per = per_image_confusion(pred, target, 4)
+    assert per.shape == (5, 4, 4)
+    assert torch.equal(per.sum(0), confusion_matrix(pred, target, 4))
+    assert torch.equal(per[2], confusion_matrix(pred[2], target[2], 4))
+
+
+def test_paired_bootstrap_sees_a_real_difference_and_not_a_false_one():
+    from van_edu.metrics import paired_bootstrap_miou, per_image_confusion
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (60, 8, 8), generator=g)
+    noise = torch.randint(0, 3, target.shape, generator=g)
+    good = torch.where(torch.rand(target.shape, generator=g) < 0.8, target, noise)
+    bad = torch.where(torch.rand(target.shape, generator=g) < 0.5, target, noise)
+    a, b = per_image_confusion(good, target, 3), per_image_confusion(bad, target, 3)
+    r = paired_bootstrap_miou(a, b, samples=500)
+    assert r["difference"] == pytest.approx(mean_iou(a.sum(0)) - mean_iou(b.sum(0)))
+    assert 0 < r["low"] < r["difference"] < r["high"] and r["p"] == pytest.approx(1 / 500)
+    same = paired_bootstrap_miou(a, a, samples=200)                   # a model against itself: exactly 0
+    assert same["difference"] == 0 and same["low"] == same["high"] == 0 and same["p"] == 1.0
+    # the pairing matters: models that make the same mistakes on the same images differ less noisily
+    shifted = torch.where(torch.rand(target.shape, generator=g) < 0.02, noise, good)
+    paired = paired_bootstrap_miou(a, per_image_confusion(shifted, target, 3), samples=500)
+    assert paired["high"] - paired["low"] < r["high"] - r["low"]

@@ -33,3 +33,28 @@ def test_welch_by_hand():
 def test_binomial_standard_error():
     assert binomial_se(0.9, 10_000) == pytest.approx(0.003)
     assert binomial_se(1.0, 100) == 0.0
+
+
+def test_mcnemar_counts_only_the_disagreements_and_is_exact():
+    from van_edu.stats import mcnemar
+
+    a = [1] * 90 + [1] * 8 + [0] * 2            # 90 both right, 8 only a, 2 only b
+    b = [1] * 90 + [0] * 8 + [1] * 2
+    r = mcnemar(a, b)
+    assert (r.only_a, r.only_b) == (8, 2)
+    # P(X <= 2) for X ~ Binomial(10, 1/2) = (1 + 10 + 45) / 1024; two-sided doubles it
+    assert r.p == pytest.approx(2 * 56 / 1024)
+    assert mcnemar([1, 0], [1, 0]).p == 1.0     # no disagreement: no evidence
+    assert mcnemar([1] * 5, [0] * 5).p == pytest.approx(2 / 32)
+    with pytest.raises(ValueError, match="same items"):
+        mcnemar([1, 0], [1])
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure():
+    from van_edu.stats import holm
+
+    # the three p-values notebook 09 reported, among six tests: the smallest needs 0.05/6 = 0.0083
+    assert holm([0.015, 0.018, 0.029, 0.3, 0.5, 0.9]) == [False] * 6
+    # 0.001 <= 0.05/4; 0.01 <= 0.05/3; 0.03 > 0.05/2 stops, so 0.04 is kept although 0.04 <= 0.05
+    assert holm([0.04, 0.001, 0.03, 0.01]) == [False, True, False, True]
+    assert holm([]) == []

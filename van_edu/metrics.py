@@ -12,7 +12,8 @@ import math
 
 import torch
 
-__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "segmentation_scores", "floors"]
+__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "segmentation_scores", "floors",
+           "per_image_confusion", "paired_bootstrap_miou"]
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -98,3 +99,53 @@ def floors(train_images: torch.Tensor, train_masks: torch.Tensor, test_images: t
     return {"background": {"miou": mean_iou(background), "pixel_accuracy": pixel_accuracy(background)},
             "threshold": {"miou": mean_iou(rule), "pixel_accuracy": pixel_accuracy(rule), "threshold": best,
                           "class": majority}}
+
+
+def per_image_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One confusion matrix per image: [N, K, K] int64 from class maps [N, H, W]; their sum over
+    images is ``confusion_matrix`` of the whole set."""
+    if pred.shape != target.shape or pred.dim() < 2:
+        raise ValueError(f"pred and target must be class maps of one shape [N, ...], got {list(pred.shape)} "
+                         f"and {list(target.shape)}")
+    n, k = pred.shape[0], num_classes
+    index = (torch.arange(n)[:, None] * k * k + target.reshape(n, -1).long() * k + pred.reshape(n, -1).long())
+    return torch.bincount(index.flatten(), minlength=n * k * k).reshape(n, k, k)
+
+
+def _miou_batch(confusions: torch.Tensor) -> torch.Tensor:
+    """mIoU of each matrix in [B, K, K] (classes with no union left out), as ``mean_iou`` does."""
+    c = confusions.double()
+    tp = c.diagonal(dim1=1, dim2=2)
+    union = c.sum(1) + c.sum(2) - tp
+    present = union > 0
+    iou = torch.where(present, tp / union.clamp(min=1), torch.zeros_like(tp))
+    return iou.sum(1) / present.sum(1).clamp(min=1)
+
+
+def paired_bootstrap_miou(conf_a: torch.Tensor, conf_b: torch.Tensor, samples: int = 2000, seed: int = 0,
+                          level: float = 0.95) -> dict:
+    """Two segmenters scored on the same test images, compared by a paired bootstrap over images.
+
+    ``conf_a``, ``conf_b``: per-image confusion matrices [N, K, K] (``per_image_confusion``) of the
+    same N images. Each of ``samples`` resamples draws N images with replacement, the SAME images
+    for both models, and recomputes both mIoUs from the summed matrices (mIoU is not a mean over
+    images, so it is recomputed, not averaged). Returns the observed ``difference`` (a - b), the
+    percentile interval ``low``..``high`` at ``level``, and a two-sided ``p`` (twice the share of
+    resampled differences on the far side of zero, at least 1 / samples).
+    """
+    if conf_a.shape != conf_b.shape or conf_a.dim() != 3:
+        raise ValueError(f"expected per-image confusion matrices [N, K, K] of the same images, got "
+                         f"{list(conf_a.shape)} and {list(conf_b.shape)}")
+    n = conf_a.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, n, (samples, n), generator=g)
+    weights = torch.zeros(samples, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones(samples, n, dtype=torch.float64))
+    flat_a, flat_b = conf_a.reshape(n, -1).double(), conf_b.reshape(n, -1).double()
+    k = conf_a.shape[1]
+    diffs = _miou_batch((weights @ flat_a).reshape(-1, k, k)) - _miou_batch((weights @ flat_b).reshape(-1, k, k))
+    observed = mean_iou(conf_a.sum(0)) - mean_iou(conf_b.sum(0))
+    tail = (1 - level) / 2
+    low, high = torch.quantile(diffs, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    far = min((diffs <= 0).double().mean().item(), (diffs >= 0).double().mean().item())
+    return {"difference": observed, "low": low, "high": high, "p": min(1.0, max(2 * far, 1 / samples)),
+            "samples": samples, "level": level}

@@ -4,7 +4,9 @@
 * :func:`welch_test`: Welch's t-test on two models' per-seed accuracies (unequal variances), with
   the two-sided p-value and a confidence interval for the difference of the means;
 * :func:`binomial_se`: the standard error of an accuracy measured on n test images, the noise of
-  the test set itself (a different source from the seeds' training randomness).
+  the test set itself (a different source from the seeds' training randomness);
+* :func:`mcnemar`: two models scored on the same test items, compared on the items where they
+  disagree (a paired test); :func:`holm`: which of several tests stay significant together.
 
 The Student t distribution is computed here from the regularised incomplete beta function (a
 continued fraction), so the package needs no SciPy.
@@ -14,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["mean_std", "binomial_se", "t_cdf", "t_quantile", "welch_test", "WelchResult"]
+__all__ = ["mean_std", "binomial_se", "t_cdf", "t_quantile", "welch_test", "WelchResult", "mcnemar", "McNemarResult",
+           "holm"]
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -103,3 +106,39 @@ def welch_test(a, b, level: float = 0.95) -> WelchResult:
     p = 2.0 * (1.0 - t_cdf(abs(t), dof))
     half = t_quantile(0.5 + level / 2.0, dof) * se
     return WelchResult(diff, t, dof, p, diff - half, diff + half, level)
+
+
+# --- Two models on the same test set: paired tests, and many tests at once ---------------------
+@dataclass(frozen=True)
+class McNemarResult:
+    only_a: int         # test items model a got right and model b wrong
+    only_b: int         # the reverse
+    p: float            # two-sided exact p-value (binomial on the discordant items)
+
+
+def mcnemar(correct_a, correct_b) -> McNemarResult:
+    """McNemar's exact test for two classifiers scored on the same items: only the items where they
+    disagree (one right, the other wrong) carry information; under "equally good" each such item
+    is a fair coin. ``correct_a``/``correct_b``: per item, whether the model was right."""
+    a, b = [bool(v) for v in correct_a], [bool(v) for v in correct_b]
+    if len(a) != len(b):
+        raise ValueError(f"the two models must be scored on the same items, got {len(a)} and {len(b)}")
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = sum(y and not x for x, y in zip(a, b))
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n if n else 1.0
+    return McNemarResult(only_a, only_b, min(1.0, 2.0 * tail))
+
+
+def holm(p_values, alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down correction for several tests at once: which null hypotheses are rejected
+    with the family-wise error rate held at ``alpha``. The k-th smallest p-value (k from 1) is
+    compared with alpha / (m - k + 1); at the first that fails, it and all larger ones are kept."""
+    p = list(p_values)
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    rejected = [False] * len(p)
+    for rank, i in enumerate(order):
+        if p[i] > alpha / (len(p) - rank):
+            break
+        rejected[i] = True
+    return rejected
