@@ -98,8 +98,7 @@ def _segmentation_text(summary: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        miou = f"{r['miou']:.3f} ± {r['miou_std']:.3f} (n={r['seeds']})" if r["seeds"] > 1 else f"{r['miou']:.3f} (n=1)"
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {miou} | {r['accuracy']:.2f} | "
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {_spread(r, 'miou', 3)} | {r['accuracy']:.2f} | "
                      f"{r['images_per_second']:.0f} | {r['train_seconds']:.0f} |")
     lines += [
         f"| *floor: every pixel background* | 0 | 0 | {floors['background']['miou']:.3f} | "
@@ -118,6 +117,12 @@ def _segmentation_text(summary: dict) -> str:
         "", f"Wall time of the whole comparison: {summary['wall_seconds'] / 60:.1f} min.", "",
     ]
     return "\n".join(lines)
+
+
+def _spread(row: dict, key: str, digits: int) -> str:
+    """A summary row's mean of ``key`` with its standard deviation over seeds, and the seed count."""
+    mean, std, n = row[key], row[f"{key}_std"], row["seeds"]
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})" if n > 1 else f"{mean:.{digits}f} (n=1)"
 
 
 def _param_spread(rows: list[dict]) -> str:
@@ -140,8 +145,7 @@ def _report_text(summary: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        acc = f"{r['accuracy']:.2f} ± {r['accuracy_std']:.2f} (n={r['seeds']})" if r["seeds"] > 1 else f"{r['accuracy']:.2f} (n=1)"
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {acc} | "
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {_spread(r, 'accuracy', 2)} | "
                      f"{r['images_per_second']:.0f} | {r['train_seconds']:.0f} | {r['latency_ms']:.1f} |")
     lines += [
         "", "![learning curves](learning_curves.png)", "",
