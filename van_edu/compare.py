@@ -36,8 +36,8 @@ class CompareSetup:
     """One comparison: the data, the three models, the shared recipe and the seeds.
 
     ``task="segmentation"`` compares the models as backbones: each becomes a Semantic FPN
-    (``segmenter``: its options; ``out_indices``: per model, the pyramid levels it feeds the FPN),
-    on a data set with a mask per image.
+    (``segmenter``: its options; ``backbone_options``: per model, e.g. the pyramid levels
+    ``out_indices`` it feeds the FPN), on a data set with a mask per image.
     """
 
     dataset: str = "fashion_mnist"
@@ -50,13 +50,13 @@ class CompareSetup:
     image_size: int | None = None
     task: str = "classification"
     segmenter: dict = field(default_factory=dict)
-    out_indices: dict = field(default_factory=dict)
+    backbone_options: dict = field(default_factory=dict)
 
     def model_options(self, name: str) -> dict:
         """What ``build_model`` needs beside the data for model ``name``."""
         if self.task != "segmentation":
             return {}
-        return {**self.segmenter, "out_indices": self.out_indices.get(name)}
+        return {**self.segmenter, **self.backbone_options.get(name, {})}
 
     def train_config(self, seed: int, **more) -> TrainConfig:
         return replace(TRAIN_PRESETS[self.train], **{**self.overrides, **more, "seed": seed})
@@ -74,7 +74,7 @@ COMPARE_PRESETS = {
     # through its simple feature pyramid), 64 px scattered garments, on a 2-core CPU.
     "segmentation": CompareSetup(dataset="scattered_garments", task="segmentation", train="seg_cpu",
                                  segmenter={"neck_channels": 64, "head_channels": 64},
-                                 out_indices={"vit_mini": (1, 2, 3)}),
+                                 backbone_options={"vit_mini": {"out_indices": (1, 2, 3)}}),
 }
 TASKS = ("classification", "segmentation")
 EXAMPLES = 8   # test canvases whose predicted masks the segmentation report draws
