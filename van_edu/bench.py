@@ -13,7 +13,9 @@
    has it, bf16) matrix-product rate is measured in the same run, and a training step is counted
    as 6 x the model's multiply-adds per image (forward 2, backward 4 FLOPs per multiply-add), so
    ``fraction = 6 * MACs * images/s / matmul FLOP/s``. FLOPs are not time: the fractions differ.
-4. Scaling: LKA vs global self-attention vs a dense 21x21 depth-wise conv, time and peak memory
+4. The roofline: each demo model's training step against this machine's two ceilings (matrix-product
+   rate and memory bandwidth), operator by operator (``van_edu.roofline``).
+5. Scaling: LKA vs global self-attention vs a dense 21x21 depth-wise conv, time and peak memory
    against resolution, with the fitted log-log slopes against the number of pixels.
 """
 from __future__ import annotations
@@ -183,8 +185,40 @@ def scaling_figures(sizes=(16, 32, 48, 64), channels: int = 32, repeats: int = 3
     return {"rows": rows, "slopes": slopes, "channels": channels}
 
 
+def roofline_section(peak: float, quick: bool, log=print, batch: int = 128) -> dict:
+    """Each demo model's training step (28x28x1, ``batch``) against the roofline of this machine:
+    fp32 matrix-product rate ``peak`` and the triad's bandwidth (``van_edu.roofline``)."""
+    from .models import DEMO_MODELS, create_model, model_family
+    from .roofline import step_roofline, triad_bandwidth
+
+    bandwidth = triad_bandwidth(megabytes=128 if quick else 256)
+    log(f"\n4. Roofline: fp32 peak {peak / 1e9:.0f} GFLOP/s (matrix product), memory {bandwidth / 1e9:.1f} GB/s "
+        f"(triad), ridge at {peak / bandwidth:.1f} FLOP/byte; one AdamW step, 28x28x1, batch {batch}")
+    log(f"{'model':<12} {'GFLOP':>6} {'GB moved':>9} {'measured':>9} {'unfused limit':>14} {'reached':>8} "
+        f"{'fused bound':>12} {'reached':>8}")
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    out = {"bandwidth_gb_per_s": bandwidth / 1e9, "peak_gflop_per_s": peak / 1e9, "models": {}}
+    for name in DEMO_MODELS:
+        torch.manual_seed(0)
+        kw = {"image_size": 28} if model_family(name) == "vit" else {}
+        model = create_model(name, num_classes=10, in_chans=1, **kw).to(memory_format=torch.channels_last)
+        r = step_roofline(model, x.contiguous(memory_format=torch.channels_last), y, peak, bandwidth,
+                          steps=2 if quick else 4)
+        out["models"][name] = {**r, "operators": r["operators"][:20]}
+        log(f"{name:<12} {r['flops'] / 1e9:6.1f} {r['bytes'] / 1e9:9.2f} {1e3 * r['measured_s']:7.0f}ms "
+            f"{1e3 * r['unfused_roofline_s']:12.0f}ms {100 * r['fraction_of_unfused']:7.0f}% "
+            f"{1e3 * r['fused_bound_s']:10.0f}ms {100 * r['fraction_of_fused']:7.0f}%")
+    for name, r in out["models"].items():
+        log(f"{name}: the five operators furthest from their roofline (ms per step lost, measured / limit)")
+        for row in r["operators"][:5]:
+            log(f"  {row['op']:<34} {1e3 * (row['measured_s'] - row['roofline_s']):7.1f} ms lost  "
+                f"{1e3 * row['measured_s']:7.1f} / {1e3 * row['roofline_s']:6.1f} ms  "
+                f"{row['intensity']:6.1f} FLOP/B, {row['bound']}-bound, {row['calls']} calls")
+    return out
+
+
 def run_bench(quick: bool = False, repeat: int = 7, train_steps: int = 8, log=print) -> dict:
-    """All four measurements; prints as it goes and returns everything for JSON."""
+    """All five measurements; prints as it goes and returns everything for JSON."""
     info = machine()
     log(f"Machine: {info['cpu']} ({info['logical_cpus']} logical CPUs), torch {info['torch']}, "
         f"{info['torch_threads']} threads")
@@ -223,7 +257,8 @@ def run_bench(quick: bool = False, repeat: int = 7, train_steps: int = 8, log=pr
         ratio = by_name["van_mini"]["train_img_per_s"] / by_name["resnet_mini"]["train_img_per_s"]
         report["van_over_resnet_train"] = ratio
         log(f"van_mini trains at {ratio:.2f}x resnet_mini's images/s")
-    log("\n4. Scaling with resolution (forward, batch 1, 32 channels)")
+    report["roofline"] = roofline_section(report["matmul"]["fp32_gflop_per_s"] * 1e9, quick, log)
+    log("\n5. Scaling with resolution (forward, batch 1, 32 channels)")
     report["scaling"] = scaling_figures(sizes=(16, 32, 48) if quick else (16, 32, 48, 64, 96))
     for method, s in report["scaling"]["slopes"].items():
         log(f"{method:<24} time ~ pixels^{s['time']:.2f}   peak memory ~ pixels^{s['memory']:.2f}")

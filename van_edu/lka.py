@@ -267,8 +267,11 @@ class LKA(nn.Module):
     def _convs_observed(self) -> bool:
         """Hooks on the convs or on every module, or a Python dispatch mode, are active (or this
         torch lacks a probe to tell: see ``observation_probes``)."""
-        if _get_current_dispatch_mode is None or _get_current_dispatch_mode() is not None:
+        if _get_current_dispatch_mode is None:
             return True
+        mode = _get_current_dispatch_mode()
+        if mode is not None and not getattr(mode, "lka_fast_path_ok", False):   # a counter that only
+            return True                                                            # counts may say so
         if getattr(nn_module, "_global_forward_hooks", True) or getattr(nn_module, "_global_forward_pre_hooks", True):
             return True
         return any(getattr(conv, "_forward_hooks", True) or getattr(conv, "_forward_pre_hooks", True)
