@@ -33,7 +33,8 @@ def test_canvases_are_a_pure_function_of_config_and_seed(fmnist):
 def test_masks_boxes_and_labels_agree(fmnist):
     src = fmnist["test"]
     cv = garments.make_canvases(src.images, src.labels, 200, SMALL, seed=0)
-    for masks, boxes, labels, sources in zip(cv["masks"], cv["boxes"], cv["labels"], cv["sources"]):
+    for masks, inst, boxes, labels, areas, sources in zip(cv["masks"], cv["instances"], cv["boxes"], cv["labels"],
+                                                          cv["areas"], cv["sources"]):
         assert SMALL.min_garments <= len(sources) <= SMALL.max_garments and len(boxes) <= len(sources)
         assert len(boxes) == len(labels) >= 1                          # the last garment drawn is visible
         covered = torch.zeros_like(masks, dtype=torch.bool)
@@ -43,6 +44,12 @@ def test_masks_boxes_and_labels_agree(fmnist):
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()  # tight
             covered[y0:y1, x0:x1] |= masks[y0:y1, x0:x1] == k + 1
         assert torch.equal(covered, masks > 0)                        # every garment pixel is in its box
+        for i, (x0, y0, x1, y1) in enumerate(boxes):                  # instance i + 1 fills box i tightly
+            ys, xs = torch.nonzero(inst == i + 1, as_tuple=True)
+            assert (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) == (x0, y0, x1, y1)
+            assert (masks[inst == i + 1] == labels[i] + 1).all() and len(ys) <= areas[i]
+        assert torch.equal(inst > 0, masks > 0) and int(inst.max()) == len(boxes)
+        assert len(ys) == areas[-1]                                   # the last garment drawn is not covered
         assert set(masks.unique().tolist()) == {0} | {k + 1 for k in labels}
 
 
@@ -95,3 +102,9 @@ def test_load_image_dataset_serves_masks_by_name_and_caches_them(tensor_cache):
         load_image_dataset("scattered_garments", "validation")
     with pytest.raises(VanEduError, match="expected no image_size"):
         load_image_dataset("scattered_garments", "test", image_size=32)
+
+
+def test_the_generator_version_is_part_of_the_key(monkeypatch):
+    before = garments.GARMENTS.key()
+    monkeypatch.setattr(garments, "GENERATOR_VERSION", garments.GENERATOR_VERSION + 1)
+    assert garments.GARMENTS.key() != before

@@ -31,6 +31,9 @@ from .sources import FASHION_MNIST_CLASSES
 __all__ = ["GarmentsConfig", "GARMENTS", "GARMENT_CLASSES", "make_canvases", "as_hf_dataset", "garments_from"]
 
 GARMENT_CLASSES = ("background", *FASHION_MNIST_CLASSES)
+# Part of every cache key: bump it whenever make_canvases draws differently, so that no cached
+# split made by an older generator is served as if it were this one's.
+GENERATOR_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class GarmentsConfig:
 
     def key(self) -> str:
         """A digest of every field: the cache key's part that says how canvases are made."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = {**asdict(self), "generator_version": GENERATOR_VERSION}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def canvases(self, split: str) -> int:
         return self.train_canvases if split == "train" else self.test_canvases
@@ -79,9 +83,11 @@ def make_canvases(images: torch.Tensor, labels: torch.Tensor, count: int, config
     """``count`` canvases from garments ``images`` (uint8 [N, 1, 28, 28]) with ``labels`` [N].
 
     Returns ``images`` uint8 [count, 1, S, S], ``masks`` uint8 [count, S, S] (0 background, k + 1
-    for garment class k), and per canvas ``boxes`` (list of [x0, y0, x1, y1] of the visible pixels),
-    ``labels`` (garment classes 0..9 of those boxes) and ``sources`` (indices into ``images`` of
-    every garment drawn, hidden ones included). All random draws are made up front from one
+    for garment class k), ``instances`` uint8 [count, S, S] (0 background, i + 1 for the i-th box of
+    the canvas), and per canvas ``boxes`` (list of [x0, y0, x1, y1] of the visible pixels),
+    ``labels`` (garment classes 0..9 of those boxes), ``areas`` (each boxed garment's pixels before
+    anything covered it, so visible / area says how much of it is hidden) and ``sources``
+    (indices into ``images`` of every garment drawn, hidden ones included). All random draws are made up front from one
     generator seeded with ``seed``, so the canvases are a pure function of the arguments.
     """
     c, g = config, torch.Generator().manual_seed(seed)
@@ -113,7 +119,9 @@ def make_canvases(images: torch.Tensor, labels: torch.Tensor, count: int, config
         instance[i, y0:y0 + side, x0:x0 + side][on] = j + 1
     picks_list, garment_labels = picks.tolist(), labels[picks].tolist()
     masks = np.zeros((count, c.size, c.size), dtype=np.uint8)
+    instances = np.zeros((count, c.size, c.size), dtype=np.uint8)
     boxes, box_labels, sources = [[] for _ in range(count)], [[] for _ in range(count)], [[] for _ in range(count)]
+    areas = [[] for _ in range(count)]
     for j in range(total):
         i = canvas_of[j]
         sources[i].append(picks_list[j])
@@ -122,10 +130,12 @@ def make_canvases(images: torch.Tensor, labels: torch.Tensor, count: int, config
         if len(rows):                                                    # still visible
             boxes[i].append([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1])
             box_labels[i].append(garment_labels[j])
+            areas[i].append(int((scaled[j] > c.alpha_threshold).sum()))
             masks[i][visible] = garment_labels[j] + 1
+            instances[i][visible] = len(boxes[i])
     images_out = torch.from_numpy(np.clip(np.round(canvas), 0, 255).astype(np.uint8))[:, None]
-    return {"images": images_out, "masks": torch.from_numpy(masks), "boxes": boxes, "labels": box_labels,
-            "sources": sources}
+    return {"images": images_out, "masks": torch.from_numpy(masks), "instances": torch.from_numpy(instances),
+            "boxes": boxes, "labels": box_labels, "areas": areas, "sources": sources}
 
 
 def _features():
@@ -134,8 +144,10 @@ def _features():
     return Features({
         "image": Image(),
         "mask": Image(),                                       # grey PNG: the class of every pixel
+        "instances": Image(),                                  # grey PNG: 0 background, i + 1 for box i
         "boxes": Sequence(Sequence(Value("int32"), length=4)),
         "labels": Sequence(ClassLabel(names=list(FASHION_MNIST_CLASSES))),
+        "areas": Sequence(Value("int32")),                     # each boxed garment's pixels, hidden ones too
         "sources": Sequence(Value("int32")),                   # indices into the source split
     })
 
@@ -146,8 +158,9 @@ def as_hf_dataset(canvases: dict):
 
     return Dataset.from_dict({
         "image": list(canvases["images"][:, 0].numpy()),
-        "mask": list(canvases["masks"].numpy()),
-        "boxes": canvases["boxes"], "labels": canvases["labels"], "sources": canvases["sources"],
+        "mask": list(canvases["masks"].numpy()), "instances": list(canvases["instances"].numpy()),
+        "boxes": canvases["boxes"], "labels": canvases["labels"], "areas": canvases["areas"],
+        "sources": canvases["sources"],
     }, features=_features())
 
 
