@@ -48,3 +48,23 @@ def test_a_classifier_is_not_a_backbone():
         SemanticFPN(create_model("van_mini"), num_classes=3)
     with pytest.raises(VanEduError, match="num_classes >= 2"):
         create_segmenter("van_mini", num_classes=1)
+
+
+def test_the_recipe_benchmarks_variants_build_and_differ_only_as_named():
+    """benchmarks/segmentation_recipe.py: every variant builds for the garments' shape, and the
+    FPN-width variant really is narrower (its parameters fewer) than the preset's."""
+    from types import SimpleNamespace
+
+    from benchmark_scripts import load_benchmark
+
+    from van_edu.complexity import count_params
+    from van_edu.models import build_model
+
+    bench = load_benchmark("segmentation_recipe")
+    data = SimpleNamespace(task="segmentation", num_classes=11, in_chans=1, image_size=64)
+    sizes = {}
+    for name, (backbone, _, options) in bench.VARIANTS.items():
+        with torch.device("meta"):
+            sizes[name] = count_params(build_model(backbone, data, **{**bench.SEG.model_options(backbone), **options}))
+    a, c = (next(v for k, v in sizes.items() if k.startswith(p)) for p in ("A:", "C:"))
+    assert c < a
