@@ -102,3 +102,18 @@ def test_fused_cpu_attention_is_counted_as_its_matrix_products():
     forward = 2 * (2 * 4 * 49 * 49 * 32) * 2                               # Q K^T, then A V: 2 FLOPs per MAC
     names = {n: op.flops for n, op in counter.ops.items() if "attention" in n}
     assert sorted(names.values()) == [forward, 2 * forward], names
+
+
+def test_a_steps_roofline_adds_up():
+    from van_edu.roofline import step_roofline
+
+    torch.manual_seed(0)
+    model = create_model("resnet_mini", num_classes=10, in_chans=1)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    r = step_roofline(model, x, y, peak=1e11, bandwidth=1e10, steps=1)
+    assert r["unfused_roofline_s"] == pytest.approx(sum(row["roofline_s"] for row in r["operators"]))
+    assert r["fused_bound_s"] <= r["unfused_roofline_s"]              # fusing only removes traffic
+    assert r["fused_bound_s"] >= r["flops"] / 1e11                     # never below the FLOPs at peak
+    assert r["fraction_of_unfused"] == pytest.approx(r["unfused_roofline_s"] / r["measured_s"])
+    lost = [row["measured_s"] - row["roofline_s"] for row in r["operators"]]
+    assert lost == sorted(lost, reverse=True)
