@@ -110,3 +110,72 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_false_one():
     shifted = torch.where(torch.rand(target.shape, generator=g) < 0.02, noise, good)
     paired = paired_bootstrap_miou(a, per_image_confusion(shifted, target, 3), samples=500)
     assert paired["high"] - paired["low"] < r["high"] - r["low"]
+
+
+def _det(boxes, scores, labels):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "scores": torch.tensor(scores),
+            "labels": torch.tensor(labels, dtype=torch.int64)}
+
+
+def test_average_precision_worked_by_hand():
+    from van_edu.metrics import detection_scores
+
+    truths = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 0])}]
+    # best first: a hit, a miss (no overlap), then the second object found
+    dets = [_det([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]], [0.9, 0.8, 0.7], [0, 0, 0])]
+    # recall 0.5 at precision 1; recall 1 at precision 2/3 (the envelope keeps 1 up to recall 0.5)
+    want = (51 * 1.0 + 50 * (2 / 3)) / 101
+    r = detection_scores(dets, truths, num_classes=1)
+    assert r["map50"] == pytest.approx(want) and r["map"] == pytest.approx(want)   # exact boxes: every IoU
+    # a duplicate of a found object is a false positive, not a second hit
+    dup = [_det([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8], [0, 0])]
+    assert detection_scores(dup, truths, 1)["map50"] == pytest.approx(51 / 101)
+    # a box that overlaps by IoU 0.6 counts at 0.5 and 0.55, not above
+    shifted = [_det([[0, 0, 10, 10.0 * 0.6]], [0.9], [0])]
+    one = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0])}]
+    r = detection_scores(shifted, one, 1)
+    assert r["map50"] == pytest.approx(1.0) and r["map"] == pytest.approx(0.3)     # 3 of 10 thresholds
+    # classes without objects are left out of the mean
+    assert detection_scores(dets, truths, num_classes=3)["ap50"][1:] == [None, None]
+
+
+def test_average_precision_agrees_with_pycocotools():
+    pytest.importorskip("pycocotools", reason="pycocotools is not installed (the detection extra)")
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from van_edu.metrics import detection_scores
+
+    g = torch.Generator().manual_seed(0)
+    truths, dets, images, anns, results = [], [], [], [], []
+    for i in range(25):
+        n = int(torch.randint(1, 4, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 40
+        wh = 8 + torch.rand(n, 2, generator=g) * 16
+        boxes = torch.cat([xy, xy + wh], 1).round()
+        labels = torch.randint(0, 3, (n,), generator=g)
+        truths.append({"boxes": boxes, "labels": labels})
+        jitter = boxes + torch.randn(boxes.shape, generator=g) * 2
+        extra = torch.cat([torch.rand(2, 2, generator=g) * 40, torch.rand(2, 2, generator=g) * 40 + 45], 1)
+        pred = torch.cat([jitter, extra])
+        pred_labels = torch.cat([torch.where(torch.rand(n, generator=g) < 0.8, labels, (labels + 1) % 3),
+                                 torch.randint(0, 3, (2,), generator=g)])
+        scores = torch.rand(len(pred), generator=g)
+        dets.append({"boxes": pred, "scores": scores, "labels": pred_labels})
+        images.append({"id": i, "width": 64, "height": 64})
+        for b, k in zip(boxes.tolist(), labels.tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": k, "iscrowd": 0,
+                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
+        for b, k, s in zip(pred.tolist(), pred_labels.tolist(), scores.tolist()):
+            results.append({"image_id": i, "category_id": k, "score": s, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": k} for k in range(3)]}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    ours = detection_scores(dets, truths, num_classes=3)
+    assert ours["map"] == pytest.approx(ev.stats[0], abs=1e-6) and ours["map50"] == pytest.approx(ev.stats[1], abs=1e-6)

@@ -13,7 +13,7 @@ import math
 import torch
 
 __all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "segmentation_scores", "floors",
-           "per_image_confusion", "paired_bootstrap_miou"]
+           "per_image_confusion", "paired_bootstrap_miou", "box_iou", "detection_scores"]
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -149,3 +149,82 @@ def paired_bootstrap_miou(conf_a: torch.Tensor, conf_b: torch.Tensor, samples: i
     far = min((diffs <= 0).double().mean().item(), (diffs >= 0).double().mean().item())
     return {"difference": observed, "low": low, "high": high, "p": min(1.0, max(2 * far, 1 / samples)),
             "samples": samples, "level": level}
+
+
+# --- Detection: average precision by COCO's rules -------------------------------------------------
+COCO_IOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))      # 0.50, 0.55, ..., 0.95
+RECALL_POINTS = 101                                         # COCO's interpolation: recall 0, 0.01, ..., 1
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every box of ``a`` [n, 4] with every box of ``b`` [m, 4] (x0, y0, x1, y1): [n, m]."""
+    a, b = a.double().reshape(-1, 4), b.double().reshape(-1, 4)
+    lo = torch.maximum(a[:, None, :2], b[None, :, :2])
+    hi = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter).clamp(min=1e-12)
+
+
+def _class_ap(detections, truths, cls: int, threshold: float, max_dets: int) -> float | None:
+    """AP of one class at one IoU threshold; None when no image has an object of the class."""
+    found = []                                               # (score, image, box) in COCO's order
+    for i, det in enumerate(detections):
+        keep = det["labels"] == cls
+        scores, boxes = det["scores"][keep], det["boxes"][keep]
+        order = torch.argsort(-scores, stable=True)[:max_dets]
+        found += [(float(scores[j]), i, boxes[j]) for j in order.tolist()]
+    found.sort(key=lambda f: -f[0])                          # stable: ties keep image order
+    gts = [t["boxes"][t["labels"] == cls] for t in truths]
+    total = sum(len(g) for g in gts)
+    if total == 0:
+        return None
+    taken = [torch.zeros(len(g), dtype=torch.bool) for g in gts]
+    hits = []
+    for _, i, box in found:                                  # each detection claims the best free match
+        if len(gts[i]) == 0:
+            hits.append(False)
+            continue
+        ious = box_iou(box[None], gts[i])[0]
+        ious[taken[i]] = -1.0
+        best = int(ious.argmax())
+        hit = bool(ious[best] >= threshold)
+        if hit:
+            taken[i][best] = True
+        hits.append(hit)
+    tp = torch.tensor(hits, dtype=torch.float64).cumsum(0)
+    fp = torch.arange(1, len(hits) + 1, dtype=torch.float64) - tp
+    recall, precision = tp / total, tp / (tp + fp).clamp(min=1e-12)
+    for k in range(len(precision) - 2, -1, -1):              # the envelope: best precision at any higher recall
+        precision[k] = max(precision[k], precision[k + 1])
+    if not hits:
+        return 0.0                                           # objects, and nothing found
+    points = torch.linspace(0, 1, RECALL_POINTS, dtype=torch.float64)
+    index = torch.searchsorted(recall, points, side="left")  # the first detection reaching each recall
+    sampled = torch.zeros_like(points)
+    reached = index < len(precision)
+    sampled[reached] = precision[index[reached]]
+    return float(sampled.mean())
+
+
+def detection_scores(detections: list[dict], truths: list[dict], num_classes: int, max_dets: int = 100) -> dict:
+    """COCO's box AP, by hand: ``map50`` (IoU 0.5) and ``map`` (the mean over IoU 0.50:0.05:0.95),
+    each averaged over the classes that have objects, and ``ap50`` per class (None where absent).
+
+    ``detections``: per image, ``boxes`` [n, 4], ``scores`` [n], ``labels`` [n]; ``truths``: per
+    image, ``boxes`` and ``labels``. Per class and threshold, detections (the ``max_dets`` best per
+    image) are taken from the highest score down, each matching the free true box it overlaps most
+    if that IoU reaches the threshold; precision is made non-increasing in recall and read at 101
+    recall points (0, 0.01, ..., 1), 0 beyond the highest recall reached.
+    """
+    per_threshold = {}
+    for t in COCO_IOUS:
+        aps = [_class_ap(detections, truths, c, t, max_dets) for c in range(num_classes)]
+        per_threshold[t] = aps
+
+    def mean(aps):
+        values = [a for a in aps if a is not None]
+        return sum(values) / len(values) if values else math.nan
+    return {"map50": mean(per_threshold[COCO_IOUS[0]]),
+            "map": sum(mean(per_threshold[t]) for t in COCO_IOUS) / len(COCO_IOUS),
+            "ap50": per_threshold[COCO_IOUS[0]]}

@@ -32,12 +32,14 @@ __all__ = ["FPN", "FPNHead", "SemanticFPN", "create_segmenter"]
 
 class FPN(nn.Module):
     """The FPN neck: lateral 1x1 convs, a top-down pathway (nearest-neighbour upsampling and
-    addition), and a 3x3 conv on every sum. Maps in, maps out (finest first), all ``out_channels``."""
+    addition), and a 3x3 conv on every sum. Maps in, maps out (finest first), all ``out_channels``;
+    ``num_outs`` keeps only the finest that many (a head that reads one level needs no other's conv)."""
 
-    def __init__(self, in_channels: list[int], out_channels: int):
+    def __init__(self, in_channels: list[int], out_channels: int, num_outs: int | None = None):
         super().__init__()
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
-        self.fpn_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+        outs = len(in_channels) if num_outs is None else num_outs
+        self.fpn_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in range(outs))
 
     def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(maps) != len(self.lateral_convs):
