@@ -37,20 +37,29 @@ __all__ = ["normalize", "ImageData", "AugmentConfig", "AUGMENT_PRESETS", "augmen
 
 def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train", *,
                        image_size: int | None = None, samples: int | float | None = None,
-                       seed: int = 0, device=None) -> ImageData:
+                       seed: int = 0, device=None, task: str | None = None) -> ImageData:
     """Load one split as tensors: a known name (``DATASETS``), a local folder, or a Hub id.
 
     ``split="test"`` falls back to ``"validation"`` where there is no test split. ``image_size``
     resizes (shorter side, then a centre crop) to a square; ``samples`` keeps a seeded random
     subset (a count or a fraction), exactly ``load_image_dataset(...).subset(samples, seed)``.
+    ``task`` picks the labels of a data set that has several kinds: ``"scattered_garments"`` gives
+    masks (``"segmentation"``, its default) or boxes (``"detection"``: ``[N, 3, 5]`` rows of x0, y0,
+    x1, y1, class, padded with class -1).
     """
     spec = DATASETS.get(known_name(name_or_path))
     if spec is not None and spec.generated:
         if image_size is not None:
             raise VanEduError("scattered_garments has its own canvas size (GarmentsConfig.size); "
                               "expected no image_size")
-        data = _load_garments(split, samples, seed)
+        if task not in (None, "segmentation", "detection"):
+            raise VanEduError(f"scattered_garments serves task='segmentation' (masks) or 'detection' (boxes), "
+                              f"got task={task!r}")
+        data = _load_garments(split, samples, seed, boxes=task == "detection")
         return data.to(device) if device is not None else data
+    if task not in (None, "classification"):
+        raise VanEduError(f"{name_or_path!r} has a class per image (task='classification'), not {task!r} "
+                          "(expected scattered_garments for segmentation or detection)")
     size = image_size if image_size is not None else (spec.image_size if spec else None)
     if size is not None and size < 1:
         raise VanEduError(f"image_size must be a positive number of pixels, got {image_size}")
@@ -98,9 +107,11 @@ def _load_cached_or_decode(source: Source, split: str, size, samples, seed) -> I
     return data
 
 
-def _load_garments(split: str, samples, seed: int, config: garments.GarmentsConfig = garments.GARMENTS) -> ImageData:
+def _load_garments(split: str, samples, seed: int, config: garments.GarmentsConfig = garments.GARMENTS,
+                   boxes: bool = False) -> ImageData:
     """Scattered garments (``van_edu.garments``): made from the bundled Fashion-MNIST through a
-    ``datasets.Dataset``, decoded once and cached; the key holds the config and the source images."""
+    ``datasets.Dataset``, decoded once and cached; the key holds the config and the source images.
+    The labels are the masks, or with ``boxes`` the padded boxes (``ImageData``'s detection form)."""
     if samples is not None:
         check_subset_size(samples)
         check_seed(seed)
@@ -108,7 +119,8 @@ def _load_garments(split: str, samples, seed: int, config: garments.GarmentsConf
         raise VanEduError(f"scattered_garments has the splits 'train' and 'test', got {split!r}")
     source = load_image_dataset("fashion_mnist", split)
     exclude = load_image_dataset("fashion_mnist", "train") if split == "test" else None
-    cache = TensorCache(Source("scattered_garments", f"scattered_garments-{config.key()}"), split, config.size)
+    kind = "boxes" if boxes else "masks"
+    cache = TensorCache(Source("scattered_garments", f"scattered_garments-{kind}-{config.key()}"), split, config.size)
     digest = hashlib.sha256(config.key().encode())
     for part in (source, exclude):
         if part is not None:
@@ -118,9 +130,16 @@ def _load_garments(split: str, samples, seed: int, config: garments.GarmentsConf
     data = cache.read()
     if data is None:
         dataset = garments.garments_from(source, split, config, exclude)
-        masks = hub.decode_images(dataset, "mask", None)[:, 0].to(torch.int64)      # [N, S, S]
-        data = ImageData(hub.decode_images(dataset, "image", None), masks, list(garments.GARMENT_CLASSES),
-                         "scattered_garments")
+        if boxes:                                             # [N, M, 5]: x0, y0, x1, y1, class (-1: none)
+            labels = torch.full((len(dataset), config.max_garments, 5), -1.0)
+            for i, (rows, classes) in enumerate(zip(dataset["boxes"], dataset["labels"])):
+                for j, (box, k) in enumerate(zip(rows, classes)):
+                    labels[i, j] = torch.tensor([*box, k], dtype=torch.float32)
+            classes = list(garments.FASHION_MNIST_CLASSES)
+        else:
+            labels = hub.decode_images(dataset, "mask", None)[:, 0].to(torch.int64)      # [N, S, S]
+            classes = list(garments.GARMENT_CLASSES)
+        data = ImageData(hub.decode_images(dataset, "image", None), labels, classes, "scattered_garments")
         cache.write(data)
     return _subset(data, samples, seed, f"the {split!r} split of 'scattered_garments'")
 

@@ -13,10 +13,10 @@ from torch import nn
 
 from .distributed import DistContext, all_reduce, reduce_sums
 from .images import ImageData, batches
-from .metrics import segmentation_scores
+from .metrics import detection_scores, segmentation_scores
 from .runtime import autocast
 
-__all__ = ["evaluate", "eval_sums", "metrics", "sum_dtype"]
+__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype"]
 
 
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
@@ -32,10 +32,33 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=No
     was_training = model.training
     model.eval()
     try:
+        if data.task == "detection":
+            return eval_detection(model, data.to(device), batch_size, device)
         sums = eval_sums(model, data.to(device), batch_size, device)
     finally:
         model.train(was_training)
     return metrics(*sums)
+
+
+@torch.no_grad()
+def eval_detection(model: nn.Module, data: ImageData, batch_size: int, device: torch.device, amp_dtype=None,
+                   channels_last: bool = False) -> dict:
+    """A detector's mean loss (its own ``loss``) and COCO's box AP (``van_edu.metrics.detection_scores``:
+    ``map50``, ``map`` and ``ap50`` per class) on ``data``, from its ``decode``d detections. Every
+    rank evaluates the whole split (detections are lists of boxes; nothing is reduced)."""
+    found, truths, loss_sum, count = [], [], 0.0, 0
+    for x, y in batches(data, batch_size, shuffle=False):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            outputs = model(x)
+        loss_sum += float(model.loss(outputs, y)) * len(y)
+        count += len(y)
+        found += [{k: v.cpu() for k, v in d.items()} for d in model.decode(outputs)]
+        for rows in y.cpu():
+            rows = rows[rows[:, 4] >= 0]                                      # padding rows have class -1
+            truths.append({"boxes": rows[:, :4], "labels": rows[:, 4].long()})
+    return {"loss": loss_sum / max(count, 1), **detection_scores(found, truths, data.num_classes)}
 
 
 @torch.no_grad()

@@ -30,8 +30,10 @@ def normalize(images: Tensor) -> Tensor:
 
 @dataclass
 class ImageData:
-    """A split held as tensors: images uint8 ``[N, C, H, W]``, class names, and labels int64: one
-    class per image ``[N]`` (classification) or one per pixel ``[N, H, W]`` (a segmentation mask)."""
+    """A split held as tensors: images uint8 ``[N, C, H, W]``, class names, and labels: int64, one
+    class per image ``[N]`` (classification) or one per pixel ``[N, H, W]`` (a segmentation mask);
+    or float32 boxes ``[N, M, 5]`` (detection: up to M rows ``x0, y0, x1, y1, class`` per image,
+    in pixels, rows with class -1 are padding)."""
     images: Tensor
     labels: Tensor
     classes: list[str]
@@ -42,12 +44,16 @@ class ImageData:
             raise VanEduError(f"ImageData.images must be uint8 [N, C, H, W], got {self.images.dtype} "
                               f"{list(self.images.shape)}")
         n, (h, w) = len(self.images), self.images.shape[2:]
-        if not ((self.labels.dim() == 1 and len(self.labels) == n)
-                or (self.labels.dim() == 3 and tuple(self.labels.shape) == (n, h, w))):
+        boxes = self.labels.is_floating_point()
+        if boxes and not (self.labels.dim() == 3 and len(self.labels) == n and self.labels.shape[2] == 5):
+            raise VanEduError(f"ImageData boxes (float labels) must be [N, M, 5] (x0, y0, x1, y1, class) with "
+                              f"N = {n}; got {list(self.labels.shape)}")
+        if not boxes and not ((self.labels.dim() == 1 and len(self.labels) == n)
+                              or (self.labels.dim() == 3 and tuple(self.labels.shape) == (n, h, w))):
             raise VanEduError(f"ImageData.labels must be [N] (a class per image) or [N, H, W] (a class per "
                               f"pixel) with N, H, W = {n}, {h}, {w}; got {list(self.labels.shape)}")
         self.images = self.images.contiguous()
-        self.labels = self.labels.to(torch.int64)
+        self.labels = self.labels.to(torch.float32 if boxes else torch.int64)
         self.classes = list(self.classes)
 
     def __len__(self) -> int:
@@ -59,7 +65,10 @@ class ImageData:
 
     @property
     def task(self) -> str:
-        """``"classification"`` (a label per image) or ``"segmentation"`` (a label per pixel)."""
+        """``"classification"`` (a label per image), ``"segmentation"`` (a label per pixel) or
+        ``"detection"`` (boxes and their classes)."""
+        if self.labels.is_floating_point():
+            return "detection"
         return "segmentation" if self.labels.dim() == 3 else "classification"
 
     @property
@@ -157,9 +166,9 @@ def batches(data: ImageData, batch_size: int, *, shuffle: bool, seed: int = 0, e
                           "it is the global batch, split evenly over the ranks")
     generator = _epoch_generator(seed, epoch)                # validates seed/epoch now, not lazily
     config = as_config(augment)
-    if config is not None and config != AugmentConfig() and data.task == "segmentation":
-        raise VanEduError("augmentation moves pixels, and these labels are per-pixel masks that would have to "
-                          "move with them: train segmentation with augment='none' (expected no augmentation)")
+    if config is not None and config != AugmentConfig() and data.task != "classification":
+        raise VanEduError(f"augmentation moves pixels, and these labels ({data.task}: masks or boxes) would have "
+                          f"to move with them: train {data.task} with augment='none' (expected no augmentation)")
     return _iterate(data, batch_size, shuffle, generator, config, drop_last, rank, world_size)
 
 

@@ -57,7 +57,7 @@ from . import train_state
 from .data import AUGMENT_PRESETS, ImageData, batches
 from .distributed import DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed, teardown, wrap_ddp
 from .errors import VanEduError
-from .evaluation import eval_sums, evaluate, metrics, sum_dtype
+from .evaluation import eval_detection, eval_sums, evaluate, metrics, sum_dtype
 from .fileio import check_output_dir
 from .runtime import AMP_MODES, autocast, resolve_amp, synchronize
 from .train_state import CHECKPOINT_NAME
@@ -322,7 +322,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     seconds = torch.tensor([time.perf_counter() - start], dtype=loss_sum.dtype).to(run.device)
     seconds = all_reduce(seconds, ctx, op="max").item()  # the slowest rank sets the pace
     loss_sum, correct, count = reduce_sums(loss_sum, correct, count, ctx)
-    return {"train_loss": loss_sum / count, "train_accuracy": correct / count, "lr": lr,
+    accuracy = None if run.train.task == "detection" else correct / count      # a detector has no accuracy
+    return {"train_loss": loss_sum / count, "train_accuracy": accuracy, "lr": lr,
             "seconds": seconds, "images_per_second": count / seconds}
 
 
@@ -344,10 +345,14 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(run.device, run.amp_dtype):
         logits = run.net(x)
-    if not run.checked_logits:
+    own_loss = getattr(run.raw, "loss", None)                # a detector computes its own loss from the boxes
+    if not run.checked_logits and own_loss is None:
         _check_logits(logits, y, run.train.num_classes)
         run.checked_logits = True
-    loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=run.config.label_smoothing)
+    if own_loss is not None:
+        loss = own_loss(logits, y)
+    else:
+        loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=run.config.label_smoothing)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.config.grad_clip is not None:
@@ -357,6 +362,8 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
+    if own_loss is not None:                                  # boxes: no accuracy to count
+        return loss.detach(), torch.zeros((), device=loss.device), lr
     hits = logits.detach().argmax(1) == y                     # [B] or [B, H, W]
     return loss.detach(), hits.sum() if hits.dim() == 1 else hits.flatten(1).float().mean(1).sum(), lr
 
@@ -379,6 +386,11 @@ def _eval_epoch(run: _Run) -> dict:
         return {"test_loss": None, "test_accuracy": None}
     run.raw.eval()
     broadcast_buffers(run.raw, run.ctx)  # per-rank BatchNorm averages differ: use rank 0's, as saved
+    if run.test.task == "detection":
+        result = eval_detection(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
+                                run.config.channels_last)
+        return {"test_loss": result["loss"], "test_accuracy": None, "test_map50": result["map50"],
+                "test_map": result["map"]}
     sums = eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
                      run.config.channels_last, run.ctx)
     result = metrics(*sums)
@@ -391,10 +403,13 @@ def _eval_epoch(run: _Run) -> dict:
 # ----------------------------------------------------------------------------- reporting
 def _summary(row: dict, epochs: int) -> str:
     """One line per epoch for the learner watching the run."""
-    line = (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
-            f"acc {row['train_accuracy']:.2%}")
+    line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}"
+    if row["train_accuracy"] is not None:
+        line += f" acc {row['train_accuracy']:.2%}"
     if row["test_accuracy"] is not None:
         line += f" | test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.2%}"
+    if row.get("test_map50") is not None:
+        line += f" | test loss {row['test_loss']:.4f} mAP50 {row['test_map50']:.3f} mAP {row['test_map']:.3f}"
     if row.get("test_miou") is not None:
         line += f" mIoU {row['test_miou']:.3f}"
     return line + f" | {row['images_per_second']:.0f} img/s, lr {row['lr']:.2e}"

@@ -116,9 +116,20 @@ class CenterNet(nn.Module):
         finest = self.neck(self.backbone(x))[0]                    # [B, D, H / s, W / s]
         return {"heatmap": self.heatmap(finest), "size": self.size(finest), "offset": self.offset(finest)}
 
-    def loss(self, outputs: dict, targets: dict, size_weight: float = 0.1) -> torch.Tensor:
+    def targets(self, labels: torch.Tensor, out_size: int) -> dict:
+        """``encode_targets`` of every image of a batch of padded boxes ``labels`` [B, M, 5]
+        (x0, y0, x1, y1, class; class -1 for padding), stacked, on ``labels``' device."""
+        encoded = []
+        for rows in labels.detach().cpu():
+            rows = rows[rows[:, 4] >= 0]
+            encoded.append(encode_targets(rows[:, :4], rows[:, 4].long(), self.num_classes, out_size, self.stride))
+        return {k: torch.stack([e[k] for e in encoded]).to(labels.device) for k in encoded[0]}
+
+    def loss(self, outputs: dict, labels: torch.Tensor, size_weight: float = 0.1) -> torch.Tensor:
         """Focal loss on the heatmaps + L1 on sizes (times ``size_weight``) and offsets at the
-        centres; ``targets`` holds ``encode_targets``' tensors stacked over the batch."""
+        centres, for a batch of padded boxes ``labels`` [B, M, 5] (what ``fit`` passes; a dict of
+        ``encode_targets``' tensors stacked over the batch is taken as it is)."""
+        targets = labels if isinstance(labels, dict) else self.targets(labels, outputs["heatmap"].shape[-1])
         centres = targets["centres"]                                 # [B, h, w]
         n = centres.sum().clamp(min=1)
         mask = centres[:, None].float()
