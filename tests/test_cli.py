@@ -131,3 +131,20 @@ def test_a_segmentation_comparison_exports_weights_the_notebook_can_load(tmp_pat
         model = load_bundled_model(name, assets, test)
         assert evaluate(model, test)["miou"] == pytest.approx(run["test_miou"], abs=1e-6)
     assert isinstance(torch.load(assets / "van_mini.pt", weights_only=True), dict)
+
+
+@pytest.mark.slow
+def test_compare_detection_writes_map_and_boxes(tmp_path):
+    out = tmp_path / "det"
+    assert main(["compare", "--task", "detection", "--train-samples", "96", "--test-samples", "32",
+                 "--epochs", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    runs = results["runs"]
+    assert [r["family"] for r in runs] == ["van", "vit", "resnet"]
+    for r in runs:
+        assert 0.0 <= r["test_map"] <= r["test_map50"] <= 1.0 and r["task"] == "detection"
+        assert r["test_accuracy"] is None and "examples" not in r
+    report = (out / "report.md").read_text()
+    assert "object detection" in report and "test mAP50" in report
+    for png in ("learning_curves.png", "map_vs_params.png", "boxes.png"):
+        assert (out / png).stat().st_size > 1000

@@ -161,7 +161,7 @@ def test_bad_subset_sizes_name_the_option(capsys, tmp_path, command, option, val
     ("--seed", str(2**64), "expected a whole number >= 0 and < 2**63"),   # an OverflowError before
     ("--image-size", "0", "expected a whole number >= 1"),
     ("--image-size", "-3", "expected a whole number >= 1"),
-    ("--preset", "nonsense", "invalid choice: 'nonsense' (choose from 'cpu', 'gpu')"),
+    ("--preset", "nonsense", "invalid choice: 'nonsense' (choose from 'cpu', 'det_cpu', 'gpu', 'seg_cpu')"),
 ])
 def test_train_numbers(capsys, tmp_path, option, value, expected):
     expect(capsys, ["train", option, value, "--out", tmp_path / "out"], f"argument {option}", expected, value)

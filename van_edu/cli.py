@@ -169,12 +169,12 @@ def _add_compare(sub) -> None:
     from .compare import COMPARE_PRESETS
 
     p = sub.add_parser("compare", help="the main job: VAN vs ViT vs ResNet, same data and recipe; writes a report")
-    p.add_argument("--task", choices=["classification", "segmentation"],
-                   help="classification (default), or segmentation: the models as backbones under a Semantic "
-                        "FPN, on the scattered garments (the 'segmentation' preset)")
+    p.add_argument("--task", choices=["classification", "segmentation", "detection"],
+                   help="classification (default); segmentation or detection: the models as backbones under a "
+                        "Semantic FPN or a CenterNet, on the scattered garments (the presets of those names)")
     p.add_argument("--preset", choices=sorted(COMPARE_PRESETS),
-                   help="cpu: bundled Fashion-MNIST (the default); segmentation: scattered garments (the default "
-                        "with --task segmentation); cifar10, imagenette: GPU")
+                   help="cpu: bundled Fashion-MNIST (the default); segmentation, detection: scattered garments (the "
+                        "default with that --task); cifar10, imagenette: GPU")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
     p.add_argument("--seeds", type=_seed, nargs="+", help="override the preset's seeds (distinct, >= 0)")
     p.add_argument("--epochs", type=_positive_int, help="override the preset's epochs")
@@ -194,7 +194,7 @@ def _cmd_compare(args) -> int:
     from .fileio import check_output_dir
     from .report import check_export, export_assets
 
-    preset = args.preset or ("segmentation" if args.task == "segmentation" else "cpu")
+    preset = args.preset or (args.task if args.task in ("segmentation", "detection") else "cpu")
     setup = COMPARE_PRESETS[preset]
     if args.task:
         setup = replace(setup, task=args.task)

@@ -35,9 +35,9 @@ __all__ = ["CompareSetup", "COMPARE_PRESETS", "load_splits", "train_one", "check
 class CompareSetup:
     """One comparison: the data, the three models, the shared recipe and the seeds.
 
-    ``task="segmentation"`` compares the models as backbones: each becomes a Semantic FPN
-    (``segmenter``: its options; ``backbone_options``: per model, e.g. the pyramid levels
-    ``out_indices`` it feeds the FPN), on a data set with a mask per image.
+    ``task="segmentation"`` (or ``"detection"``) compares the models as backbones: each becomes a
+    Semantic FPN (or a CenterNet; ``segmenter``: its options; ``backbone_options``: per model,
+    e.g. the pyramid levels ``out_indices`` it feeds the FPN), on a data set with masks (or boxes).
     """
 
     dataset: str = "fashion_mnist"
@@ -54,7 +54,7 @@ class CompareSetup:
 
     def model_options(self, name: str) -> dict:
         """What ``build_model`` needs beside the data for model ``name``."""
-        if self.task != "segmentation":
+        if self.task == "classification":
             return {}
         return {**self.segmenter, **self.backbone_options.get(name, {})}
 
@@ -75,19 +75,24 @@ COMPARE_PRESETS = {
     "segmentation": CompareSetup(dataset="scattered_garments", task="segmentation", train="seg_cpu",
                                  segmenter={"neck_channels": 64, "head_channels": 64},
                                  backbone_options={"vit_mini": {"out_indices": (1, 2, 3)}}),
+    # The same backbones under CenterNet, on the garments' boxes.
+    "detection": CompareSetup(dataset="scattered_garments", task="detection", train="det_cpu",
+                              segmenter={"neck_channels": 64, "head_channels": 64},
+                              backbone_options={"vit_mini": {"out_indices": (1, 2, 3)}}),
 }
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
 EXAMPLES = 8   # test canvases whose predicted masks the segmentation report draws
 
 
 def load_splits(dataset: str, train_samples=None, test_samples=None, image_size=None, seed: int = 0,
-                device=None):
+                device=None, task: str | None = None):
     """The training and test splits of ``dataset``, each a seeded subset (a count or a fraction,
-    None for all of it), resized to ``image_size`` when given: (train, test)."""
+    None for all of it), resized to ``image_size`` when given, with the labels of ``task`` where
+    the data set has several kinds: (train, test)."""
     train = load_image_dataset(dataset, "train", samples=train_samples, seed=seed,
-                               image_size=image_size, device=device)
+                               image_size=image_size, device=device, task=task)
     test = load_image_dataset(dataset, "test", samples=test_samples, seed=seed,
-                              image_size=image_size, device=device)
+                              image_size=image_size, device=device, task=task)
     return train, test
 
 
@@ -124,14 +129,27 @@ def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_d
     if train_data.task == "segmentation":
         last = result.history[-1]
         results.update(test_miou=last["test_miou"], test_iou=last["test_iou"], model_options=model_options or {})
+    if train_data.task == "detection":
+        last = result.history[-1]
+        results.update(test_map50=last["test_map50"], test_map=last["test_map"], model_options=model_options or {})
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     results["history"] = result.history
-    if train_data.task == "segmentation" and test_data is not None:
+    if train_data.task != "classification" and test_data is not None:
         with torch.no_grad():
-            x = normalize(test_data.images[:EXAMPLES]).to(device)
-            results["examples"] = result.model.eval()(x).argmax(1).cpu()
+            out = result.model.eval()(normalize(test_data.images[:EXAMPLES]).to(device))
+            results["examples"] = (out.argmax(1).cpu() if train_data.task == "segmentation"
+                                   else [{k: v.cpu() for k, v in d.items()} for d in result.model.decode(out)])
     return results
+
+
+def _score_line(run: dict) -> str:
+    """A run's test score, as its task measures it."""
+    if "test_miou" in run:
+        return f"test mIoU {run['test_miou']:.3f}, pixel accuracy {100 * run['test_accuracy']:.2f}%"
+    if "test_map50" in run:
+        return f"test mAP50 {run['test_map50']:.3f}, mAP {run['test_map']:.3f}"
+    return f"test accuracy {100 * run['test_accuracy']:.2f}%"
 
 
 def check_setup(setup: CompareSetup, **more) -> None:
@@ -149,11 +167,11 @@ def check_setup(setup: CompareSetup, **more) -> None:
     if setup.task not in TASKS:
         raise VanEduError(f"task {setup.task!r} (expected one of {', '.join(TASKS)})")
     spec = DATASETS.get(known_name(setup.dataset))
-    if spec is not None and (spec.generated != (setup.task == "segmentation")):
-        has = "a mask per image" if spec.generated else "a label per image"
+    if spec is not None and (spec.generated != (setup.task != "classification")):
+        has = "masks and boxes" if spec.generated else "a label per image"
+        want = "scattered_garments" if setup.task != "classification" else "fashion_mnist"
         raise VanEduError(f"--task {setup.task} needs a {setup.task} data set, but {setup.dataset!r} has {has} "
-                          f"(expected {'scattered_garments' if setup.task == 'segmentation' else 'fashion_mnist'}, "
-                          f"e.g. --preset {'segmentation' if setup.task == 'segmentation' else 'cpu'})")
+                          f"(expected {want}, e.g. --preset {setup.task if setup.task != 'classification' else 'cpu'})")
     for seed in setup.seeds:
         check_seed(seed, f"seed {seed!r}")
     if setup.train not in TRAIN_PRESETS:
@@ -175,12 +193,13 @@ def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: s
     runs = []
     start = time.perf_counter()
     train_data, test_data = load_splits(setup.dataset, setup.train_samples, setup.test_samples,
-                                        setup.image_size, seed=0, device=None)
+                                        setup.image_size, seed=0, device=None,
+                                        task=None if setup.task == "classification" else setup.task)
     log(f"data: {setup.dataset}: {len(train_data)} training and {len(test_data)} test images, "
         f"{train_data.in_chans}x{train_data.image_size}x{train_data.image_size}")
     if train_data.task != setup.task:
         raise VanEduError(f"{setup.dataset!r} is a {train_data.task} data set, but the comparison's task is "
-                          f"{setup.task!r} (expected {'masks [N, H, W]' if setup.task == 'segmentation' else 'a label per image'})")
+                          f"{setup.task!r} (expected labels for {setup.task})")
     check_config(setup.train_config(setup.seeds[0], **more), len(train_data))
     for name in setup.models:               # each model fits the data, before the first one trains
         with torch.device("meta"):
@@ -190,7 +209,6 @@ def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: s
     if setup.task == "segmentation":
         extra["floors"] = floors(train_data.images, train_data.labels, test_data.images, test_data.labels,
                                  train_data.num_classes)
-        extra["classes"] = train_data.classes
         log(f"floors on the test canvases: all background mIoU {extra['floors']['background']['miou']:.3f}, "
             f"intensity threshold {extra['floors']['threshold']['miou']:.3f}")
     for seed in setup.seeds:
@@ -199,12 +217,12 @@ def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: s
             log(f"training {name} (seed {seed}, {config.epochs} epochs)")
             run = train_one(name, train_data, test_data, config, out / f"{name}-seed{seed}",
                             dataset=setup.dataset, model_options=setup.model_options(name))
-            score = (f"test mIoU {run['test_miou']:.3f}, pixel accuracy {100 * run['test_accuracy']:.2f}%"
-                     if setup.task == "segmentation" else f"test accuracy {100 * run['test_accuracy']:.2f}%")
+            score = _score_line(run)
             log(f"  {name}: {score} in {run['train_seconds']:.0f} s ({run['images_per_second']:.0f} images/s)")
             runs.append(run)
-    if setup.task == "segmentation":
+    if setup.task != "classification":
         extra["examples"] = {"images": test_data.images[:EXAMPLES], "truth": test_data.labels[:EXAMPLES]}
+        extra["classes"] = train_data.classes
     summary = {"setup": {**asdict(setup)}, "runs": runs, "wall_seconds": time.perf_counter() - start, **extra}
     write_report(summary, out)
     log(f"report: {out / 'report.md'} ({summary['wall_seconds'] / 60:.1f} min in all)")

@@ -98,6 +98,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # augmented, no label smoothing on pixels; README, "Segmentation: the recipe", has the measurements.
     "seg_cpu": TrainConfig(epochs=6, batch_size=32, lr=2e-3, warmup_epochs=0.5, augment="none", amp="off",
                            label_smoothing=0.0, channels_last=True),
+    # Detection on the scattered garments (van-edu compare --task detection): CenterNet's loss.
+    "det_cpu": TrainConfig(epochs=6, batch_size=32, lr=2e-3, warmup_epochs=0.5, augment="none", amp="off",
+                           label_smoothing=0.0, channels_last=True),
     # Colab or a workstation GPU: longer, stronger augmentation, mixed precision, channels-last.
     "gpu": TrainConfig(epochs=30, batch_size=256, lr=2e-3, warmup_epochs=2.0, augment="gpu",
                        amp="auto", channels_last=True, eval_batch_size=1024),

@@ -22,7 +22,7 @@ def _colour(run: dict) -> str:
     return FAMILY_COLOURS.get(run.get("family"), "tab:gray")
 
 
-METRICS = {"test_accuracy": "test accuracy (%)", "test_miou": "test mIoU (%)"}
+METRICS = {"test_accuracy": "test accuracy (%)", "test_miou": "test mIoU (%)", "test_map50": "test mAP50 (%)"}
 
 
 def plot_learning_curves(runs: list[dict], title: str = "Test accuracy during training", metric: str = "test_accuracy"):
@@ -63,6 +63,41 @@ def plot_tradeoff(runs: list[dict], x_key: str, x_label: str, title: str, log_x:
     ax.set(title=title, xlabel=x_label, ylabel=METRICS[metric])
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_boxes(images, truth, predictions: dict, classes: list[str], title: str = "Predicted boxes on test canvases",
+               min_score: float = 0.3):
+    """A grid: one column per canvas; the first row the true boxes (``truth``: [n, M, 5] padded
+    rows x0, y0, x1, y1, class), then one row per model (``predictions``: model name -> per canvas
+    ``boxes``, ``scores``, ``labels``), boxes scoring at least ``min_score``, labelled with class
+    and score, one colour per class."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    rows = [("truth", None), *predictions.items()]
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.5 * n, 1.5 * len(rows)), dpi=80, squeeze=False)
+    for r, (name, found) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(images[c]).squeeze(), cmap="gray", vmin=0, vmax=255)
+            if found is None:
+                items = [(row[:4], int(row[4]), None) for row in np.asarray(truth[c]) if row[4] >= 0]
+            else:
+                d = found[c]
+                items = [(b, int(k), float(s)) for b, k, s in zip(np.asarray(d["boxes"]), np.asarray(d["labels"]),
+                                                                   np.asarray(d["scores"])) if s >= min_score]
+            for (x0, y0, x1, y1), k, score in items:
+                colour = plt.cm.tab10(k % 10)
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colour, lw=1.2))
+                text = classes[k] if score is None else f"{classes[k]} {score:.2f}"
+                ax.text(x0, y0 - 1, text, color=colour, fontsize=5, va="bottom")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

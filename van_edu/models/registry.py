@@ -108,12 +108,18 @@ def build_model(name: str, data, **overrides) -> nn.Module:
     those attributes, e.g. the ``ImageData`` of ``van_edu.data.load_image_dataset``. For a
     segmentation split (``data.task == "segmentation"``: a mask per image) the model is a Semantic
     FPN on ``name``'s pyramid (``van_edu.models.fpn.create_segmenter``; ``overrides`` may hold its
-    options, such as ``neck_channels`` and ``out_indices``)."""
+    options, such as ``neck_channels`` and ``out_indices``); for a detection split (boxes) a
+    CenterNet on it (``van_edu.models.centernet.create_detector``)."""
     kw = dict(overrides)
     if model_family(name) == "vit":
         kw.setdefault("image_size", data.image_size)
-    if getattr(data, "task", "classification") == "segmentation":
+    task = getattr(data, "task", "classification")
+    if task == "segmentation":
         from .fpn import create_segmenter  # here, not at the top: fpn builds on this module
 
         return create_segmenter(name, data.num_classes, data.in_chans, **kw)
+    if task == "detection":
+        from .centernet import create_detector  # the same: centernet builds on this module
+
+        return create_detector(name, data.num_classes, data.in_chans, **kw)
     return create_model(name, num_classes=data.num_classes, in_chans=data.in_chans, **kw)
