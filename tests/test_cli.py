@@ -86,11 +86,24 @@ def test_compare_writes_the_report_and_exports_assets(tmp_path):
         build_model(r["model"], data).load_state_dict(torch.load(assets / f"{r['model']}.pt", weights_only=True))
 
 
+def test_compare_segmentation_refuses_a_classification_data_set(capsys, tmp_path):
+    assert main(["compare", "--task", "segmentation", "--preset", "cpu", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--task segmentation needs a segmentation data set, but 'fashion_mnist' has a label per image" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
 @pytest.mark.slow
-def test_compare_segmentation_writes_miou_floors_and_masks(tmp_path):
-    out = tmp_path / "seg"
+def test_compare_segmentation_writes_miou_floors_masks_and_weights_the_notebook_can_load(tmp_path):
+    import torch
+
+    from van_edu.data import load_image_dataset
+    from van_edu.models import load_bundled_model
+    from van_edu.train import evaluate
+
+    out, assets = tmp_path / "seg", tmp_path / "assets"
     assert main(["compare", "--task", "segmentation", "--train-samples", "128", "--test-samples", "64",
-                 "--epochs", "1", "--out", str(out)]) == 0
+                 "--epochs", "1", "--out", str(out), "--export", str(assets)]) == 0
     results = json.loads((out / "results.json").read_text())
     runs = results["runs"]
     assert [r["family"] for r in runs] == ["van", "vit", "resnet"]
@@ -105,30 +118,9 @@ def test_compare_segmentation_writes_miou_floors_and_masks(tmp_path):
     assert "floor: every pixel background" in report and "test mIoU" in report
     for png in ("learning_curves.png", "miou_vs_params.png", "masks.png"):
         assert (out / png).stat().st_size > 1000
-
-
-def test_compare_segmentation_refuses_a_classification_data_set(capsys, tmp_path):
-    assert main(["compare", "--task", "segmentation", "--preset", "cpu", "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err
-    assert "--task segmentation needs a segmentation data set, but 'fashion_mnist' has a label per image" in err
-    assert "Traceback" not in err and not (tmp_path / "x").exists()
-
-
-@pytest.mark.slow
-def test_a_segmentation_comparison_exports_weights_the_notebook_can_load(tmp_path):
-    import torch
-
-    from van_edu.data import load_image_dataset
-    from van_edu.models import load_bundled_model
-    from van_edu.train import evaluate
-
-    out, assets = tmp_path / "seg", tmp_path / "assets"
-    assert main(["compare", "--task", "segmentation", "--train-samples", "64", "--test-samples", "32",
-                 "--epochs", "1", "--out", str(out), "--export", str(assets)]) == 0
-    runs = {r["model"]: r for r in json.loads((assets / "results.json").read_text())["runs"]}
-    test = load_image_dataset("scattered_garments", "test", samples=32, seed=0)
-    for name, run in runs.items():        # the recorded options rebuild each segmenter; its mIoU is the run's
-        model = load_bundled_model(name, assets, test)
+    test = load_image_dataset("scattered_garments", "test", samples=64, seed=0)
+    for run in runs:                      # the recorded options rebuild each segmenter; its mIoU is the run's
+        model = load_bundled_model(run["model"], assets, test)
         assert evaluate(model, test)["miou"] == pytest.approx(run["test_miou"], abs=1e-6)
     assert isinstance(torch.load(assets / "van_mini.pt", weights_only=True), dict)
 

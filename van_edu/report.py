@@ -49,10 +49,10 @@ def write_report(summary: dict, out_dir: str | Path) -> Path:
     runs = summary["runs"]
     task = summary.get("setup", {}).get("task", "classification")
     if task == "segmentation":
-        plots = _segmentation_plots(summary)
+        plots = _dense_plots(summary, task)
         text = _segmentation_text(summary)
     elif task == "detection":
-        plots = _detection_plots(summary)
+        plots = _dense_plots(summary, task)
         text = _detection_text(summary)
     else:
         plots = {
@@ -74,33 +74,28 @@ def write_report(summary: dict, out_dir: str | Path) -> Path:
     return out / "report.md"
 
 
-def _segmentation_plots(summary: dict) -> dict:
-    from .viz import plot_learning_curves, plot_masks, plot_tradeoff
+# Per dense task: the metric plotted, its name, what the model is called, the files, what the grid shows.
+_DENSE = {
+    "segmentation": ("test_miou", "mIoU", "segmenter", "miou_vs_params.png", "masks.png", "truth and predicted masks"),
+    "detection": ("test_map50", "mAP50", "detector", "map_vs_params.png", "boxes.png", "true and predicted boxes"),
+}
 
+
+def _dense_plots(summary: dict, task: str) -> dict:
+    """The curves, the size trade-off and the grid of predictions of a segmentation or detection run."""
+    from .viz import plot_boxes, plot_learning_curves, plot_masks, plot_tradeoff
+
+    metric, label, model_kind, tradeoff_png, grid_png, grid_what = _DENSE[task]
     runs, ex = summary["runs"], summary["examples"]
     first_seed = min(r["seed"] for r in runs)
     predictions = {r["model"]: r["examples"] for r in runs if r["seed"] == first_seed and "examples" in r}
+    grid = plot_masks if task == "segmentation" else plot_boxes
     return {
-        "learning_curves.png": plot_learning_curves(runs, "Test mIoU during training", metric="test_miou"),
-        "miou_vs_params.png": plot_tradeoff(runs, "params", "parameters of the segmenter (count, log scale)",
-                                            "mIoU against model size", metric="test_miou"),
-        "masks.png": plot_masks(ex["images"], ex["truth"], predictions, summary["classes"],
-                                f"Test canvases: truth and predicted masks (seed {first_seed})"),
-    }
-
-
-def _detection_plots(summary: dict) -> dict:
-    from .viz import plot_boxes, plot_learning_curves, plot_tradeoff
-
-    runs, ex = summary["runs"], summary["examples"]
-    first_seed = min(r["seed"] for r in runs)
-    predictions = {r["model"]: r["examples"] for r in runs if r["seed"] == first_seed and "examples" in r}
-    return {
-        "learning_curves.png": plot_learning_curves(runs, "Test mAP50 during training", metric="test_map50"),
-        "map_vs_params.png": plot_tradeoff(runs, "params", "parameters of the detector (count, log scale)",
-                                           "mAP50 against model size", metric="test_map50"),
-        "boxes.png": plot_boxes(ex["images"], ex["truth"], predictions, summary["classes"],
-                                f"Test canvases: true and predicted boxes (seed {first_seed})"),
+        "learning_curves.png": plot_learning_curves(runs, f"Test {label} during training", metric=metric),
+        tradeoff_png: plot_tradeoff(runs, "params", f"parameters of the {model_kind} (count, log scale)",
+                                    f"{label} against model size", metric=metric),
+        grid_png: grid(ex["images"], ex["truth"], predictions, summary["classes"],
+                       f"Test canvases: {grid_what} (seed {first_seed})"),
     }
 
 
