@@ -29,6 +29,7 @@ VARIANTS = {  # name: (backbone, TrainConfig overrides, build_model options repl
     "A: van_mini, FPN 64, lr 2e-3, 6 epochs": ("van_mini", {}, {}),
     "B: van_mini, FPN 64, lr 4e-3, 6 epochs": ("van_mini", {"lr": 4e-3}, {}),
     "C: van_mini, FPN 32, lr 4e-3, 6 epochs": ("van_mini", {"lr": 4e-3}, {"neck_channels": 32, "head_channels": 32}),
+    "F: van_mini, FPN 64, lr 4e-3, crops and flips (masks moved too)": ("van_mini", {"lr": 4e-3, "augment": "cpu"}, {}),
     "D: resnet_mini, FPN 64, lr 4e-3, 6 epochs": ("resnet_mini", {"lr": 4e-3}, {}),
     "E: vit_mini (patch 8, levels 0-2), FPN 64, lr 4e-3": ("vit_mini", {"lr": 4e-3},
                                                          {"patch_size": 8, "out_indices": (0, 1, 2)}),

@@ -74,7 +74,8 @@ def _draw_erase_boxes(n: int, height: int, width: int, config: AugmentConfig,
 
 
 def apply_params(images: Tensor, params: dict[str, Tensor], config: AugmentConfig) -> Tensor:
-    """Apply drawn parameters to uint8 ``[n, C, H, W]`` on its own device; no loop over images."""
+    """Apply drawn parameters to ``[n, C, H, W]`` (uint8 images, or int64 masks as ``[n, 1, H, W]``:
+    crops pad with 0) on its own device; no loop over images."""
     n, _, height, width = images.shape
     device = images.device
     if "offset" in params:

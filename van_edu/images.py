@@ -147,7 +147,7 @@ def batches(data: ImageData, batch_size: int, *, shuffle: bool, seed: int = 0, e
             augment: AugmentConfig | str | None = None, drop_last: bool = False,
             rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield ``(x, y)``: x float32 normalised ``[b, C, H, W]`` on data's device, y int64 ``[b]``
-    (or ``[b, H, W]``: masks, which are not augmented).
+    (or masks ``[b, H, W]``, cropped and flipped with their images; or boxes, not augmented).
 
     Order and augmentation are a pure function of ``(seed, epoch)``. With ``world_size > 1`` each
     global batch of ``batch_size`` is cut into ``world_size`` contiguous shards and rank ``r`` gets
@@ -166,9 +166,12 @@ def batches(data: ImageData, batch_size: int, *, shuffle: bool, seed: int = 0, e
                           "it is the global batch, split evenly over the ranks")
     generator = _epoch_generator(seed, epoch)                # validates seed/epoch now, not lazily
     config = as_config(augment)
-    if config is not None and config != AugmentConfig() and data.task != "classification":
-        raise VanEduError(f"augmentation moves pixels, and these labels ({data.task}: masks or boxes) would have "
-                          f"to move with them: train {data.task} with augment='none' (expected no augmentation)")
+    if config is not None and config != AugmentConfig() and data.task == "detection":
+        raise VanEduError("augmentation moves pixels, and these boxes would have to move with them: train "
+                          "detection with augment='none' (expected no augmentation)")
+    if config is not None and config.erase_prob > 0 and data.task == "segmentation":
+        raise VanEduError("random erasing paints over pixels whose class the mask still names: train segmentation "
+                          "with crops and flips only (augment='cpu' or 'none'; expected erase_prob=0)")
     return _iterate(data, batch_size, shuffle, generator, config, drop_last, rank, world_size)
 
 
@@ -184,7 +187,10 @@ def _iterate(data, batch_size, shuffle, generator, config, drop_last, rank, worl
             break
         params = draw_params(len(index), height, width, config, generator) if config else {}
         part = _shard(len(index), rank, world_size)
-        images = data.images[index[part]]                    # [b, C, H, W] uint8
+        images, labels = data.images[index[part]], data.labels[index[part]]   # [b, C, H, W] uint8, labels
         if params:
-            images = apply_params(images, {k: v[part] for k, v in params.items()}, config)
-        yield normalize(images), data.labels[index[part]]
+            mine = {k: v[part] for k, v in params.items()}
+            images = apply_params(images, mine, config)
+            if labels.dim() == 3:                             # masks move with their pixels (0 pads: background)
+                labels = apply_params(labels[:, None], mine, config)[:, 0]
+        yield normalize(images), labels
