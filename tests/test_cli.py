@@ -140,3 +140,17 @@ def test_compare_detection_writes_map_and_boxes(tmp_path):
     assert "object detection" in report and "test mAP50" in report
     for png in ("learning_curves.png", "map_vs_params.png", "boxes.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_train_a_detector_and_refuse_a_task_the_data_lacks(tmp_path, capsys):
+    out = tmp_path / "det"
+    assert main(["train", "--dataset", "scattered_garments", "--task", "detection", "--model", "resnet_mini",
+                 "--epochs", "1", "--train-samples", "64", "--test-samples", "32", "--no-progress",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test mAP50" in printed
+    result = json.loads((out / "results.json").read_text())
+    assert result["task"] == "detection" and result["config"]["augment"] == "none"     # det_cpu
+    assert main(["train", "--task", "detection", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--task detection needs a data set with masks and boxes" in err and "Traceback" not in err

@@ -114,8 +114,10 @@ def _add_train(sub) -> None:
     p.add_argument("--model", default=demo.models[0], help=f"a name from `van-edu models` (default {demo.models[0]})")
     p.add_argument("--dataset", default=demo.dataset,
                    help=f"a known name, a Hub id or a local folder (default {demo.dataset}, bundled)")
+    p.add_argument("--task", choices=["segmentation", "detection"],
+                   help="for scattered_garments: train a segmenter on its masks (the default) or a detector on its boxes")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS),
-                   help="training recipe (default cpu; seg_cpu for a segmentation data set such as scattered_garments)")
+                   help="training recipe (default cpu; seg_cpu or det_cpu on scattered_garments)")
     p.add_argument("--epochs", type=_positive_int, help="override the preset's epochs")
     p.add_argument("--batch-size", type=_positive_int, help="override the preset's global batch size")
     p.add_argument("--lr", type=_learning_rate, help="override the preset's peak learning rate")
@@ -135,7 +137,7 @@ def _add_train(sub) -> None:
 def _cmd_train(args) -> int:
     from dataclasses import replace
 
-    from .compare import COMPARE_PRESETS, load_splits, train_one
+    from .compare import COMPARE_PRESETS, load_splits, score_line, train_one
     from .fileio import check_output_dir
     from .models import model_family
     from .runtime import pick_device
@@ -146,20 +148,23 @@ def _cmd_train(args) -> int:
     over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                               ("device", args.device)) if v is not None}
     spec = DATASETS.get(known_name(args.dataset))
-    preset = args.preset or ("seg_cpu" if spec is not None and spec.generated else "cpu")
+    dense = spec is not None and spec.generated
+    if args.task and not dense:
+        raise VanEduError(f"--task {args.task} needs a data set with masks and boxes, such as scattered_garments; "
+                          f"{args.dataset!r} has a class per image (expected no --task)")
+    task = (args.task or "segmentation") if dense else None
+    preset = args.preset or {"segmentation": "seg_cpu", "detection": "det_cpu"}.get(task, "cpu")
     config = replace(TRAIN_PRESETS[preset], seed=args.seed, progress=not args.no_progress, **over)
     check_config(config)
     pick_device(config.device)
     check_output_dir(args.out, "--out")
     train, test = load_splits(args.dataset, args.train_samples, args.test_samples, args.image_size,
-                              seed=args.seed, device=None)
-    # a segmentation data set: the model is a Semantic FPN on its pyramid, sized as `compare --task segmentation`
-    options = COMPARE_PRESETS["segmentation"].model_options(args.model) if train.task == "segmentation" else {}
+                              seed=args.seed, device=None, task=task)
+    # masks or boxes: a Semantic FPN or a CenterNet on the model's pyramid, sized as `compare --task ...` does
+    options = COMPARE_PRESETS[train.task].model_options(args.model) if train.task != "classification" else {}
     r = train_one(args.model, train, test, config, args.out, resume=args.resume, dataset=args.dataset,
                   model_options=options)
-    score = (f"test mIoU {r['test_miou']:.3f} (pixel accuracy {100 * r['test_accuracy']:.2f}%)"
-             if "test_miou" in r else f"test accuracy {100 * r['test_accuracy']:.2f}%")
-    print(f"{r['model']}: {score} after {r['epochs']} epochs, "
+    print(f"{r['model']}: {score_line(r)} after {r['epochs']} epochs, "
           f"{r['train_seconds']:.0f} s of training ({r['images_per_second']:.0f} images/s on {r['device']}); "
           f"results in {args.out}/results.json")
     return 0

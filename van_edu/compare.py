@@ -143,7 +143,7 @@ def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_d
     return results
 
 
-def _score_line(run: dict) -> str:
+def score_line(run: dict) -> str:
     """A run's test score, as its task measures it."""
     if "test_miou" in run:
         return f"test mIoU {run['test_miou']:.3f}, pixel accuracy {100 * run['test_accuracy']:.2f}%"
@@ -217,7 +217,7 @@ def compare(setup: CompareSetup, out_dir: str | Path = "runs/compare", device: s
             log(f"training {name} (seed {seed}, {config.epochs} epochs)")
             run = train_one(name, train_data, test_data, config, out / f"{name}-seed{seed}",
                             dataset=setup.dataset, model_options=setup.model_options(name))
-            score = _score_line(run)
+            score = score_line(run)
             log(f"  {name}: {score} in {run['train_seconds']:.0f} s ({run['images_per_second']:.0f} images/s)")
             runs.append(run)
     if setup.task != "classification":
