@@ -44,8 +44,9 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=No
 def eval_detection(model: nn.Module, data: ImageData, batch_size: int, device: torch.device, amp_dtype=None,
                    channels_last: bool = False) -> dict:
     """A detector's mean loss (its own ``loss``) and COCO's box AP (``van_edu.metrics.detection_scores``:
-    ``map50``, ``map`` and ``ap50`` per class) on ``data``, from its ``decode``d detections. Every
-    rank evaluates the whole split (detections are lists of boxes; nothing is reduced)."""
+    ``map50``, ``map`` and ``ap50`` per class) on ``data``, from its ``decode``d detections (COCO's
+    practice: up to 100 per image, down to a score of 0.01; low-scoring ones can only add recall).
+    Every rank evaluates the whole split (detections are lists of boxes; nothing is reduced)."""
     found, truths, loss_sum, count = [], [], 0.0, 0
     for x, y in batches(data, batch_size, shuffle=False):
         if channels_last:
@@ -54,7 +55,7 @@ def eval_detection(model: nn.Module, data: ImageData, batch_size: int, device: t
             outputs = model(x)
         loss_sum += float(model.loss(outputs, y)) * len(y)
         count += len(y)
-        found += [{k: v.cpu() for k, v in d.items()} for d in model.decode(outputs)]
+        found += [{k: v.cpu() for k, v in d.items()} for d in model.decode(outputs, k=100, threshold=0.01)]
         for rows in y.cpu():
             rows = rows[rows[:, 4] >= 0]                                      # padding rows have class -1
             truths.append({"boxes": rows[:, :4], "labels": rows[:, 4].long()})
