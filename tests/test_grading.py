@@ -321,6 +321,71 @@ def test_every_task_has_a_plausible_wrong_answer_that_is_caught(answers, capsys)
     assert not missed, "\n".join(missed)
 
 
+def _poisoned(value):
+    """``value`` with every number made NaN (tensors too), parameters left as they are."""
+    if isinstance(value, nn.Parameter):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value + float("nan")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float("nan")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_poisoned(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _poisoned(v) for k, v in value.items()}
+    if isinstance(value, nn.Module):  # a module a function returns (depthwise_conv): NaN out of it
+        value.register_forward_hook(lambda module, args, out: _poisoned(out))
+    return value
+
+
+def _nan_answer(answer):
+    if isinstance(answer, type):  # a module class: the same module, NaN out of its forward
+        return type(answer.__name__, (answer,), {"forward": lambda self, *a: _poisoned(answer.forward(self, *a))})
+    return lambda *args, **kwargs: _poisoned(answer(*args, **kwargs))
+
+
+@pytest.mark.parametrize("task", sorted(check.CHECKS))
+def test_every_task_refuses_nan_where_its_answer_has_numbers(answers, task, capsys):
+    """The right answer with NaN for every number it returns fails every check (NaN compares False)."""
+    names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
+             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block"}
+    with pytest.raises(check.CheckFailed, match="NaN"):
+        check.CHECKS[task](_nan_answer(answers[names.get(task, task)]), hidden=True)
+
+
+def test_an_integer_answer_must_be_a_whole_number_not_a_truncated_one(capsys):
+    def unfloored(image_size, stem_kernel=7, stem_stride=4, num_stages=4):
+        sizes, side = [], image_size
+        for i in range(num_stages):
+            k, s = (stem_kernel, stem_stride) if i == 0 else (3, 2)
+            side = (side + 2 * (k // 2) - k) / s + 1  # 224 -> 56.75, 28.875, ...: int() would floor them
+            sizes.append(side)
+        return sizes
+
+    with pytest.raises(check.CheckFailed, match=r"expected the whole number 56, got 56.75, which is not a whole"):
+        check.stage_sizes(unfloored)
+    assert check.stage_sizes(lambda *a, **k: [float(int(s)) for s in unfloored(*a, **k)])  # 56.0 is a whole number
+
+
+@pytest.mark.parametrize("got, want, phrase", [
+    ([1, 2], [1, 2, 3], "a sequence of 3"),                       # the length, before any value
+    ([[9.0], [1.0, 2.0]], [[0.0], [1.0]], r"\[1\]: expected a sequence of 1"),  # all lengths before values
+    ({"a": 1}, {"a": 1, "b": 2}, "keys"),
+    (torch.zeros(2, 3), torch.zeros(3, 2), "shape"),
+    (torch.zeros(2, dtype=torch.int64), torch.zeros(2), "dtype"),
+    (torch.tensor([1.0, float("inf")]), torch.zeros(2), "NaN or inf"),
+    (float("inf"), 2.0, "finite"),
+    (True, 1, "a number"),
+    (3.0000001, 3, "not a whole number"),
+    (4.0, 3, "expected 3, got 4"),
+    ("3", 3, "a number"),
+])
+def test_one_comparison_checks_kind_length_and_finiteness_before_values(got, want, phrase):
+    from van_edu.grading._core import expect
+    with pytest.raises(check.CheckFailed, match=phrase):
+        expect(got, want, "x")
+
+
 def test_a_stub_is_reported_as_not_answered(answers, capsys):
     def stub(*args, **kwargs):
         raise NotImplementedError()

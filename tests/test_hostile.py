@@ -56,8 +56,33 @@ def _with(nb, *codes, at: int = 2):
     return nb
 
 
+# answers that forge numbers (issue 24): NaN passes a comparison with a tolerance, int() floors a float
+FORGED_NUMBERS = {
+    "warmup_cosine": "def warmup_cosine(step, warmup_steps, total_steps):\n    return float('nan')",
+    "drop_path_rates": "def drop_path_rates(total, depths):\n    return [[float('nan')] * n for n in depths]",
+    "accuracy": ("import torch\ndef accuracy(model, x, y, batch_size=256):\n    model.eval()\n"
+                 "    with torch.no_grad():\n        for i in range(0, len(x), batch_size):\n"
+                 "            model(x[i:i + batch_size])\n    return float('nan')"),
+    "stage_sizes": ("def stage_sizes(image_size, stem_kernel=7, stem_stride=4, num_stages=4):\n"
+                    "    sizes, side = [], image_size\n    for i in range(num_stages):\n"
+                    "        k, s = (stem_kernel, stem_stride) if i == 0 else (3, 2)\n"
+                    "        side = (side + 2 * (k // 2) - k) / s + 1  # never floored: 56.75, 28.875, ...\n"
+                    "        sizes.append(side)\n    return sizes"),
+}
+
+
+def _forged(name: str):
+    """Set ``name``'s solutions with the forged answers of its tasks; (notebook, expected score, set)."""
+    nb, forged = _nb("solutions", name), 0.0
+    tasks = {t.name: t.points for t in tasks_of(nbformat.read(EXERCISES / "source" / f"{name}.ipynb", as_version=4))}
+    for task in set(FORGED_NUMBERS) & set(tasks):
+        _answer(nb, task).source = FORGED_NUMBERS[task]
+        forged += tasks[task]
+    return nb, sum(tasks.values()) - forged, name
+
+
 def _hostile(root: Path) -> dict:
-    """learner -> (notebook or raw text, expected score); every learner hands in set 01."""
+    """learner -> (notebook or raw text, expected score[, set]); every learner hands in set 01 unless named."""
     cases = {}
 
     def student(*codes):
@@ -134,6 +159,8 @@ def _hostile(root: Path) -> dict:
     cases["binary"] = (os.urandom(2048).decode("latin-1"), 0)
     cases["empty_file"] = ("", 0)
     cases["victim"] = (_nb("solutions"), 6)  # another learner's honest work, written before the others run
+    cases["forged_numbers_03"] = _forged("03_van_block")
+    cases["forged_numbers_05"] = _forged("05_training")
     return cases
 
 
@@ -141,9 +168,9 @@ def _hostile(root: Path) -> dict:
 def hostile_class(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     cases = _hostile(root)
-    for learner, (nb, _) in cases.items():
+    for learner, (nb, _, *name) in cases.items():
         (root / learner).mkdir()
-        path = root / learner / f"{SET1}.ipynb"
+        path = root / learner / f"{name[0] if name else SET1}.ipynb"
         if isinstance(nb, str):
             path.write_text(nb, encoding="latin-1")
         else:
@@ -162,6 +189,14 @@ def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, l
     assert row["score"] == expected, (row, by_learner.get(learner) and by_learner[learner].format())
     table = {r["learner"]: float(r["score"]) for r in csv.DictReader((root / "grades.csv").open())}
     assert table[learner] == expected  # the CSV the grader wrote, not a forged one
+
+
+def test_forged_numbers_fail_with_their_reasons(hostile_class):
+    tasks = {t.name: t.message for learner in ("forged_numbers_03", "forged_numbers_05")
+             for t in hostile_class[3][learner].tasks}
+    for task in ("warmup_cosine", "drop_path_rates", "accuracy"):
+        assert "NaN" in tasks[task], tasks[task]
+    assert "not a whole number" in tasks["stage_sizes"]
 
 
 def test_the_hostile_answers_fail_with_their_reasons(hostile_class):
@@ -241,7 +276,9 @@ def test_reference_use_is_flagged_and_can_be_forbidden(tmp_path, capsys):
 
 def test_the_source_is_untouched_and_the_max_score_is_the_sources(hostile_class):
     rows = hostile_class[2]
-    total = sum(t.points for t in tasks_of(nbformat.read(SOURCE1, as_version=4)))
+    sets = {SET1, "03_van_block", "05_training"}  # a learner's total counts every set the class handed in
+    total = sum(t.points for n in sets for t in tasks_of(nbformat.read(EXERCISES / "source" / f"{n}.ipynb",
+                                                                          as_version=4)))
     assert all(r["max_score"] == total for r in rows)
 
 
