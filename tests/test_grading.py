@@ -396,6 +396,45 @@ def test_a_stub_is_reported_as_not_answered(answers, capsys):
 
 
 # --------------------------------------------------------------------------- the grader, on notebooks
+def test_importing_the_command_module_runs_nothing():
+    import importlib
+    import sys
+    sys.modules.pop("van_edu.__main__", None)
+    importlib.import_module("van_edu.__main__")  # it used to run the CLI (and exit) on import
+
+
+def test_the_reference_analysis_imports_no_module_a_learner_names_and_is_linear():
+    import sys
+    import time
+
+    from van_edu.grading.provenance import reference_use
+    for name in ("van_edu.__main__", "van_edu.grading.cli"):
+        sys.modules.pop(name, None)
+    cells = [("import van_edu.__main__\nimport van_edu.grading.cli as c\nc.x.y\n"
+              "from van_edu.__main__ import main", "same_padding"),
+             ("import van_edu.lka as L\nz = L" + ".a" * 300 + "\nL.best_dilation(21)", "best_dilation")]
+    start = time.perf_counter()
+    flagged = reference_use(cells, ["same_padding", "best_dilation"])
+    assert time.perf_counter() - start < 5  # cubic in the chain's depth before: minutes
+    assert "van_edu.__main__" not in sys.modules and "van_edu.grading.cli" not in sys.modules
+    assert flagged == {"best_dilation": "uses the course's own van_edu.lka.best_dilation"}
+
+
+def test_a_crash_of_the_graders_own_code_scores_the_notebook_zero_with_a_reason(tmp_path, monkeypatch):
+    from van_edu.grading import grader
+
+    def crash(*args):
+        raise RuntimeError("an odd input")
+
+    monkeypatch.setattr(grader, "_plan", crash)
+    path = tmp_path / f"{SETS[0]}.ipynb"
+    shutil.copy(EXERCISES / "solutions" / path.name, path)
+    report = grader.grade_notebook(path)
+    assert report.score == 0 and report.failed and len(report.tasks) == 6
+    assert all("the grader could not grade this notebook (RuntimeError: an odd input)" in t.message
+               for t in report.tasks)
+
+
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
     """A class: alice hands in every solution copy, bob every untouched student copy, carol a file

@@ -159,6 +159,20 @@ def _hostile(root: Path) -> dict:
     cases["binary"] = (os.urandom(2048).decode("latin-1"), 0)
     cases["empty_file"] = ("", 0)
     cases["victim"] = (_nb("solutions"), 6)  # another learner's honest work, written before the others run
+    # odd input that crashed the grader's own code (and so the whole class) before issue 24
+    nb = _nb("solutions")
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "same_padding").metadata.nbgrader = "x"
+    nb.metadata["van_edu"] = "01"  # not a mapping either
+    cases["metadata_not_mappings"] = (json.dumps(nb), 6)  # the test cell is then a plain cell: checked at the end
+    cases["malformed_messages"] = (_with(_nb("solutions"), (
+        "k = get_ipython().kernel\nparent = k.get_parent('shell')\n"
+        "k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': 5}, parent=parent)\n"
+        "k.session.send(k.iopub_socket, 'stream', b'{not json', parent=parent)\n"
+        "k.session.send(k.iopub_socket, 'error', {'ename': 5}, parent=parent)")), 6)
+    nb = _nb("solutions")
+    _answer(nb, "same_padding").source = "import van_edu.__main__  # ran the CLI on import\n" + _answer(
+        nb, "same_padding").source
+    cases["imports_main"] = (nb, 6)
     cases["forged_numbers_03"] = _forged("03_van_block")
     cases["forged_numbers_05"] = _forged("05_training")
     return cases
@@ -197,6 +211,14 @@ def test_forged_numbers_fail_with_their_reasons(hostile_class):
     for task in ("warmup_cosine", "drop_path_rates", "accuracy"):
         assert "NaN" in tasks[task], tasks[task]
     assert "not a whole number" in tasks["stage_sizes"]
+
+
+def test_one_notebook_that_crashed_the_old_grader_costs_no_one_else(hostile_class):
+    root, cases, rows, by_learner = hostile_class
+    table = list(csv.DictReader((root / "grades.csv").open()))
+    assert sorted(r["learner"] for r in table) == sorted(cases)  # every learner has a row
+    errors = {e[1] for e in by_learner["malformed_messages"].errors()}
+    assert "MalformedMessage" in errors, by_learner["malformed_messages"].errors()
 
 
 def test_the_hostile_answers_fail_with_their_reasons(hostile_class):

@@ -66,7 +66,7 @@ def _cmd_grade(args) -> int:
         def progress(learner, report):
             print(f"{learner}: {Path(report.notebook).name} {report.score:g}/{report.max_score:g}", flush=True)
 
-        rows, reports = grade_folder(path, csv_path, args.source, args.timeout, args.output_limit, progress,
+        rows, reports = grade_folder(path, csv_path, args.source, progress,
                                      limits=limits, forbid_reference=args.forbid_reference)
         for row in rows:
             note = f"  ({row['notes']})" if row["notes"] else ""

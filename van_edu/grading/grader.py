@@ -40,15 +40,13 @@ import nbformat
 from ..errors import VanEduError
 from ..fileio import atomic_write_text
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
-from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, tasks_of
+from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, nbgrader_meta, tasks_of
 from .check import CHECKS
 from .kernel import BoxedKernel, CellRun, KernelLost, Limits
-from .limits import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT
 from .provenance import reference_use
 from .scores import GradeReport, TaskResult, first_line, rows_to_csv, score
 
-__all__ = ["TaskResult", "GradeReport", "grade_notebook", "grade_folder", "DEFAULT_TIMEOUT",
-           "DEFAULT_OUTPUT_LIMIT"]
+__all__ = ["TaskResult", "GradeReport", "grade_notebook", "grade_folder"]
 
 
 # --------------------------------------------------------------------------- the execution plan
@@ -90,14 +88,14 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
     for number, cell in enumerate(nb.cells, start=1):
         if cell.get("cell_type") != "code":
             continue
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        gid = nbgrader_meta(cell).get("grade_id")
         if is_test_cell(cell) and gid in by_name:
             if gid not in placed:
                 steps.append(_Step("", "test", gid, number))
                 placed.add(gid)
             continue
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
-        locked = cell.get("metadata", {}).get("nbgrader", {}).get("locked") and not is_answer_cell(cell)
+        locked = nbgrader_meta(cell).get("locked") and not is_answer_cell(cell)
         steps.append(_Step(_neutralize(source), "setup" if locked else "learner", None, number))
     missing = {t.name for t in tasks} - placed
     for t in tasks:
@@ -164,8 +162,7 @@ def _sources(source_dir: Path | None) -> dict[str, Path]:
 def _grade_ids(nb) -> set[str]:
     ids = set()
     for c in nb.cells:
-        gid = (c.get("metadata", {}) or {}).get("nbgrader", {}) or {}
-        gid = gid.get("grade_id") if isinstance(gid, dict) else None
+        gid = nbgrader_meta(c).get("grade_id")
         if isinstance(gid, str):
             ids.add(gid)
     return ids
@@ -173,8 +170,9 @@ def _grade_ids(nb) -> set[str]:
 
 def find_source(nb, path: Path, sources: dict[str, Path], notebooks: dict | None = None) -> str:
     """The exercise set (a key of ``sources``) a submission answers: by metadata, file name, then grade_ids."""
-    meta = nb.get("metadata", {}) if nb is not None else {}
-    name = (meta.get("van_edu", {}) or {}).get("exercise_set") if isinstance(meta, dict) else None
+    meta = nb.get("metadata") if nb is not None else None
+    meta = meta.get("van_edu") if isinstance(meta, dict) else None
+    name = meta.get("exercise_set") if isinstance(meta, dict) else None
     if isinstance(name, str) and name in sources:
         return name
     if path.stem in sources:
@@ -217,15 +215,14 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def grade_notebook(path, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                   output_limit: int = DEFAULT_OUTPUT_LIMIT, source=None, *, limits: Limits | None = None,
+def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None = None,
                    forbid_reference: bool = False, secret: int | None = None, text: str | None = None,
                    sources: dict | None = None) -> GradeReport:
     """Grade one submitted notebook; never raises for the learner's mistakes.
 
     ``source`` (a path) forces the source notebook; otherwise it is looked up in ``source_dir``
-    (default ``exercises/source``). ``limits`` (default: ``timeout`` and ``output_limit`` with the
-    box's default sizes) bound the submission's kernel; ``secret`` seeds the hidden tests' inputs
+    (default ``exercises/source``). ``limits`` (default :class:`~.limits.Limits`) bound the
+    submission's kernel; ``secret`` seeds the hidden tests' inputs
     (default: a fresh secret). ``text`` and ``sources`` are the submission's and the sources'
     contents when the caller has already read them (a folder is read whole before grading starts).
     """
@@ -251,11 +248,25 @@ def grade_notebook(path, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
     for task in tasks:
         check_of(task)  # a source whose tests call no check is the teacher's problem: say so now
     if nb is None:
-        return GradeReport(str(path), str(src_path),
-                           [TaskResult(t.name, 0.0, t.points, f"the notebook could not be read ({unreadable})")
-                            for t in tasks])
+        return _zero(path, src_path, tasks, f"the notebook could not be read ({unreadable})")
     secret = secrets.randbits(64) if secret is None else secret
-    limits = limits or Limits(timeout=timeout, output_limit=output_limit)
+    limits = limits or Limits()
+    try:
+        return _grade(path, text, nb, src_path, tasks, limits, secret, forbid_reference)
+    except Exception as err:  # the grader's own failure on odd input costs this notebook only, with a reason
+        return _zero(path, src_path, tasks, f"the grader could not grade this notebook ({type(err).__name__}: "
+                                            f"{first_line(str(err), 200)}); tell the teacher", failed=True)
+
+
+def _zero(path, src_path, tasks: list[Task], why: str, failed: bool = False) -> GradeReport:
+    """Every task 0 with one reason (``failed``: the grader's fault, so a resumed run grades it again)."""
+    return GradeReport(str(path), str(src_path), [TaskResult(t.name, 0.0, t.points, why) for t in tasks],
+                       failed=failed)
+
+
+def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limits, secret: int,
+           forbid_reference: bool) -> GradeReport:
+    """Run the notebook in its box, judge each task where its test cell stands, and score them."""
     steps, missing = _plan(nb, tasks)
     by_name = {t.name: t for t in tasks}
     hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir()]
@@ -298,8 +309,7 @@ def _submissions(folder: Path) -> dict[str, list[Path]]:
     return out
 
 
-def grade_folder(folder, csv_path=None, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                 output_limit: int = DEFAULT_OUTPUT_LIMIT, progress=None, *, limits: Limits | None = None,
+def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limits: Limits | None = None,
                  forbid_reference: bool = False) -> tuple[list[dict], list[GradeReport]]:
     """Grade every learner's notebooks; one CSV row per learner (written to ``csv_path`` if given).
 
@@ -324,11 +334,15 @@ def grade_folder(folder, csv_path=None, source_dir=None, timeout: int = DEFAULT_
     for learner, paths in learners.items():
         for path in paths:
             try:
-                report = grade_notebook(path, source_dir, timeout, output_limit, limits=limits,
+                report = grade_notebook(path, source_dir, limits=limits,
                                         forbid_reference=forbid_reference, secret=secret, text=texts[path],
                                         sources=sources)
             except VanEduError as err:
                 problems.setdefault(learner, []).append(str(err))
+                continue
+            except Exception as err:  # a crash of the grader's own code on this file: the class goes on
+                problems.setdefault(learner, []).append(f"{path.name}: the grader failed on it ({type(err).__name__}: "
+                                                        f"{first_line(str(err), 200)}); scored 0")
                 continue
             reports.append(report)
             per_learner.setdefault(learner, {})[Path(report.source).stem] = report

@@ -101,11 +101,16 @@ class _Client(NotebookClient):
         return self.km
 
     def output(self, outs, msg, display_id, cell_index):
-        content = msg.get("content", {})
+        content = msg.get("content")
+        if not isinstance(content, dict):
+            return None  # a malformed message (the learner's code can send anything): dropped
         if msg["msg_type"] == "stream":
-            size = len(content.get("text", ""))
+            if not isinstance(content.get("text"), str):
+                return None
+            size = len(content["text"])
         else:
-            size = sum(len(str(v)) for v in content.get("data", {}).values())
+            data = content.get("data")
+            size = sum(len(str(v)) for v in data.values()) if isinstance(data, dict) else 0
         before = self.output_used.get(cell_index, 0)
         self.output_used[cell_index] = before + size
         if before + size > self.output_limit and msg["msg_type"] != "error":
@@ -248,6 +253,10 @@ class BoxedKernel:
         except DeadKernelError:
             run.died = True
             return False
+        except Exception as err:  # a malformed message from the kernel: it is not trusted again
+            run.error = ("MalformedMessage", f"the kernel sent the grader a message it could not read "
+                                             f"({type(err).__name__}); the kernel was restarted")
+            return False
         finally:
             cell.source = ""  # keep the in-memory notebook small
         _record_outputs(run, cell)
@@ -312,6 +321,7 @@ class BoxedKernel:
             self._try_restart()
             raise KernelLost("your code killed the Python kernel while it was being checked "
                              "(os._exit, a crash, or out of memory?)" if run.died else
+                             f"{run.error[1]}, while your code was being checked" if run.error else
                              f"your code timed out after {self.limits.timeout} s while it was being checked "
                              "and ignored the interrupt")
         if run.timed_out:
@@ -333,7 +343,7 @@ class BoxedKernel:
 
 def _record_outputs(run: CellRun, cell) -> None:
     for out in cell.get("outputs", []):
-        if out.output_type == "error":
-            run.error = (out.ename, out.evalue)
-        elif out.output_type == "stream" and out.name == "stdout":
-            run.stdout += out.text
+        if out.get("output_type") == "error":
+            run.error = (str(out.get("ename", "")), str(out.get("evalue", "")))
+        elif out.get("output_type") == "stream" and out.get("name") == "stdout":
+            run.stdout += str(out.get("text", ""))

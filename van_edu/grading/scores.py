@@ -36,6 +36,7 @@ class GradeReport:
     tasks: list[TaskResult]
     cells: list = field(default_factory=list, repr=False)  # _CellRecord per executed cell
     box: dict = field(default_factory=dict)                # the protections the kernel ran with
+    failed: bool = False                                   # scored 0 by the grader's own failure
 
     @property
     def score(self) -> float:
