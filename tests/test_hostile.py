@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
 SET1 = "01_lka_arithmetic"
 SOURCE1 = EXERCISES / "source" / f"{SET1}.ipynb"
+SPOOF = "\r\x1b[2K  same_padding  1/1 passed\x1b[0m\x1b[1A\u202e"  # rewrites the teacher's screen line
 FAKE_CHECK = 'check = type("C", (), {"__getattr__": lambda s, n: lambda *a, **k: None})()'
 
 
@@ -173,6 +174,11 @@ def _hostile(root: Path) -> dict:
     _answer(nb, "same_padding").source = "import van_edu.__main__  # ran the CLI on import\n" + _answer(
         nb, "same_padding").source
     cases["imports_main"] = (nb, 6)
+    nb = _nb("student")
+    for task in ("same_padding", "decompose", "eq3_params", "best_dilation", "receptive_field", "table2_row"):
+        _answer(nb, task).source = f"def {task}(*args, **kwargs):\n    raise ValueError({SPOOF!r})"
+    cases["spoofed_screen"] = (nb, 0)
+    cases["@SUM(1+1)"] = (_nb("solutions"), 6)  # a learner (folder) name a spreadsheet would run
     cases["forged_numbers_03"] = _forged("03_van_block")
     cases["forged_numbers_05"] = _forged("05_training")
     return cases
@@ -201,7 +207,7 @@ def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, l
     expected = cases[learner][1]
     row = next(r for r in rows if r["learner"] == learner)
     assert row["score"] == expected, (row, by_learner.get(learner) and by_learner[learner].format())
-    table = {r["learner"]: float(r["score"]) for r in csv.DictReader((root / "grades.csv").open())}
+    table = {r["learner"].removeprefix("'"): float(r["score"]) for r in csv.DictReader((root / "grades.csv").open())}
     assert table[learner] == expected  # the CSV the grader wrote, not a forged one
 
 
@@ -216,9 +222,22 @@ def test_forged_numbers_fail_with_their_reasons(hostile_class):
 def test_one_notebook_that_crashed_the_old_grader_costs_no_one_else(hostile_class):
     root, cases, rows, by_learner = hostile_class
     table = list(csv.DictReader((root / "grades.csv").open()))
-    assert sorted(r["learner"] for r in table) == sorted(cases)  # every learner has a row
+    assert sorted(r["learner"].removeprefix("'") for r in table) == sorted(cases)  # every learner has a row
     errors = {e[1] for e in by_learner["malformed_messages"].errors()}
     assert "MalformedMessage" in errors, by_learner["malformed_messages"].errors()
+
+
+def test_text_from_a_learner_reaches_screen_csv_and_json_as_inert_text(hostile_class, capsys, tmp_path):
+    root, cases, rows, by_learner = hostile_class
+    report = by_learner["spoofed_screen"]
+    for t in report.tasks:
+        assert not re.search("[\x00-\x1f\x7f\u202e]", t.message) and "\\x1b[2K" in t.message, t.message
+    lines = (root / "grades.csv").read_text().splitlines()
+    assert any(line.startswith("'@SUM(1+1),") for line in lines), lines
+    assert main(["grade", report.notebook, "--timeout", "10", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert not re.search("[\x00-\x09\x0b-\x1f\u202e]", out) and re.search(r"total\s+0/6", out), out
+    assert "\x1b" not in json.loads((tmp_path / "r.json").read_text())["tasks"][0]["message"]
 
 
 def test_the_hostile_answers_fail_with_their_reasons(hostile_class):

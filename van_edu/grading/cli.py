@@ -41,7 +41,7 @@ def add_grade_command(sub) -> None:
 def _cmd_grade(args) -> int:
     try:
         from .grader import grade_folder, grade_notebook
-        from .scores import box_summary, write_json
+        from .scores import box_summary, clean, write_json
     except ImportError as err:
         raise VanEduError(f"the grader needs nbclient and ipykernel ({err}); install the course with "
                           "`pip install -e .[dev]`") from err
@@ -64,13 +64,14 @@ def _cmd_grade(args) -> int:
         csv_path = Path(args.csv) if args.csv else path / "grades.csv"
 
         def progress(learner, report):
-            print(f"{learner}: {Path(report.notebook).name} {report.score:g}/{report.max_score:g}", flush=True)
+            print(f"{clean(learner)}: {clean(Path(report.notebook).name)} {report.score:g}/{report.max_score:g}",
+                  flush=True)
 
         rows, reports = grade_folder(path, csv_path, args.source, progress,
                                      limits=limits, forbid_reference=args.forbid_reference)
         for row in rows:
-            note = f"  ({row['notes']})" if row["notes"] else ""
-            print(f"{row['learner']}: total {row['score']:g}/{row['max_score']:g}{note}")
+            note = f"  ({clean(row['notes'])})" if row["notes"] else ""
+            print(f"{clean(row['learner'])}: total {row['score']:g}/{row['max_score']:g}{note}")
         print(f"{len(rows)} learners; scores in {csv_path}")
         if reports:
             print(f"(box: {box_summary(reports[0].box)})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,25 @@ from .assign import Task
 if TYPE_CHECKING:
     from .grader import _CellRecord
 
-__all__ = ["TaskResult", "GradeReport", "score", "first_line", "box_summary", "rows_to_csv", "write_json"]
+__all__ = ["TaskResult", "GradeReport", "score", "first_line", "clean", "csv_cell", "box_summary", "rows_to_csv",
+           "write_json"]
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def clean(text) -> str:
+    """Learner-provided text made inert for a terminal, a spreadsheet or a JSON reader: control
+    characters (``\\r``, ANSI's ESC, ...), zero-width and bidi marks are written as ``\\xNN`` / ``\\uNNNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", str(text))
+
+
+def csv_cell(value) -> str:
+    """A CSV cell: numbers as numbers; text cleaned, and a leading = + - @ quoted so no spreadsheet runs it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _num(value)
+    text = clean(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 @dataclass
@@ -26,7 +45,10 @@ class TaskResult:
     name: str
     score: float
     max_score: float
-    message: str
+    message: str  # holds learner text (their exceptions, their values): cleaned on the way in
+
+    def __post_init__(self):
+        self.message = clean(self.message)
 
 
 @dataclass
@@ -47,7 +69,7 @@ class GradeReport:
         return sum(t.max_score for t in self.tasks)
 
     def to_json(self) -> dict:
-        return {"notebook": self.notebook, "score": self.score, "max_score": self.max_score,
+        return {"notebook": clean(self.notebook), "score": self.score, "max_score": self.max_score,
                 "tasks": [asdict(t) for t in self.tasks], "box": self.box}
 
     def errors(self) -> list[tuple[int, str, str]]:
@@ -64,7 +86,7 @@ class GradeReport:
 
     def format(self) -> str:
         width = max([len(t.name) for t in self.tasks] + [5])
-        lines = [f"{self.notebook}  (tests from {self.source})"]
+        lines = [f"{clean(self.notebook)}  (tests from {clean(self.source)})"]
         for t in self.tasks:
             lines.append(f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}")
         lines.append(f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}")
@@ -76,7 +98,8 @@ def _num(x: float) -> str:
 
 
 def first_line(text: str, limit: int = 300) -> str:
-    text = (text or "").strip().split("\n")[0]
+    """The first line of ``text``, cleaned (:func:`clean`), at most ``limit`` characters."""
+    text = clean((text or "").strip().split("\n")[0])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -137,10 +160,9 @@ def box_summary(box: dict) -> str:
 
 def rows_to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["learner", "score", "max_score"])
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _num(v) if isinstance(v, float) else v for k, v in row.items()})
+    writer = csv.writer(buf)
+    header = list(rows[0]) if rows else ["learner", "score", "max_score"]
+    writer.writerows([[csv_cell(k) for k in header]] + [[csv_cell(row.get(k, "")) for k in header] for row in rows])
     return buf.getvalue()
 
 
