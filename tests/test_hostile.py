@@ -8,6 +8,9 @@ import csv
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -329,3 +332,55 @@ def test_a_file_that_is_not_a_notebook_is_refused_in_one_line(tmp_path, capsys):
     assert main(["grade", str(path)]) == 2
     err = capsys.readouterr().err
     assert "not a Jupyter notebook" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- limits that bound the grader too
+def test_replays_after_restarts_stay_within_the_notebook_limit(tmp_path):
+    """Cells that sleep only when replayed, and kernels killed to force replays: the notebook's 20 s hold."""
+    replay_sleeper = "import os, time\nif os.path.exists('m{0}'):\n    time.sleep(60)\nopen('m{0}', 'w').close()"
+    nb = _with(_nb("solutions"), *[replay_sleeper.format(i) for i in range(60)], "import os\nos._exit(1)",
+               "import os\nos._exit(1)")
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(nb, path)
+    start = time.monotonic()
+    report = grade_notebook(path, limits=Limits(timeout=5, notebook_timeout=20))
+    assert time.monotonic() - start < 50, report.format()  # 80 s and more when replays were not counted
+    assert report.score == 0 and all("used up its 20 s" in t.message for t in report.tasks), report.format()
+
+
+def test_the_reference_analysis_has_a_budget_and_scores_zero_past_it(tmp_path, monkeypatch):
+    from van_edu.grading import grader
+    monkeypatch.setattr(grader, "ANALYSIS_BUDGET", -1)
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(_nb("solutions"), path)
+    report = grade_notebook(path, limits=Limits(timeout=10))
+    assert report.score == 0 and all("took more than -1 s" in t.message for t in report.tasks), report.format()
+
+
+def test_all_the_output_of_a_notebook_is_capped(tmp_path, monkeypatch):
+    from van_edu.grading import kernel
+    monkeypatch.setattr(kernel, "MAX_OUTPUT_MB", 1)
+    nb = _with(_nb("solutions"), *["print('z' * 99_000)"] * 30, at=-1)  # after the tests: they still count
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(nb, path)
+    report = grade_notebook(path, limits=Limits(timeout=10))
+    skipped = [c for c in report.cells if c.skipped and "more than 1 MiB in all" in c.skipped]
+    assert report.score == 6 and 10 <= len(skipped) <= 20, [c.skipped for c in report.cells]
+    assert max(len(c.stdout) for c in report.cells) < kernel.KEPT_OUTPUT + 100  # kept per cell: bounded
+    assert any("more characters cut by the grader" in c.stdout for c in report.cells)
+
+
+def test_large_kernel_messages_do_not_grow_the_grader(tmp_path):
+    """Two 64 MiB messages from the kernel: refused unread (they grew the grader by their size, and more)."""
+    nb = _with(_nb("solutions"), (
+        "k = get_ipython().kernel\nparent = k.get_parent('shell')\ns = 'x' * 2**26\nfor _ in range(2):\n"
+        "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': s}, parent=parent)"), at=-1)
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(nb, path)
+    script = ("import resource, sys\nfrom van_edu.grading.grader import grade_notebook\n"
+              "from van_edu.grading.kernel import Limits\nbase = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "r = grade_notebook(sys.argv[1], limits=Limits(timeout=20))\n"
+              "print(r.score, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300)
+    score, grew_mib = out.stdout.split()[-2:]
+    assert float(score) == 6 and int(grew_mib) < 64, out.stdout + out.stderr

@@ -43,7 +43,8 @@ from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
 from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, nbgrader_meta, tasks_of
 from .check import CHECKS
 from .kernel import BoxedKernel, CellRun, KernelLost, Limits
-from .provenance import reference_use
+from .limits import ANALYSIS_BUDGET, MAX_NOTEBOOK_MB
+from .provenance import AnalysisOverrun, reference_use
 from .scores import GradeReport, TaskResult, first_line, rows_to_csv, score
 
 __all__ = ["TaskResult", "GradeReport", "grade_notebook", "grade_folder"]
@@ -209,10 +210,13 @@ def _read_notebook(text: str | None):
 
 
 def _read_text(path: Path) -> str | None:
+    """The file's text, or None when it cannot be read or is larger than MAX_NOTEBOOK_MB."""
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
+        with path.open("rb") as f:
+            data = f.read(MAX_NOTEBOOK_MB * 2**20 + 1)
     except OSError:
         return None
+    return data.decode("utf-8", errors="replace") if len(data) <= MAX_NOTEBOOK_MB * 2**20 else None
 
 
 def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None = None,
@@ -280,7 +284,11 @@ def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limit
                 run = kernel.run(step.code)
                 records.append(_CellRecord(**vars(run), number=step.number, kind=step.kind, task=step.task))
         box = dict(kernel.protections)
-    flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks])
+    try:
+        flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks],
+                                ANALYSIS_BUDGET)
+    except AnalysisOverrun as err:
+        return _zero(path, src_path, tasks, str(err))
     results = score(tasks, records, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
     return GradeReport(str(path), str(src_path), results, records, box)
 

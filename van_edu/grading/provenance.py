@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ast
 import importlib
+import time
 import types
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-__all__ = ["REFERENCE_CODE", "reference_use", "targets_of"]
+__all__ = ["REFERENCE_CODE", "AnalysisOverrun", "reference_use", "targets_of"]
 
 # task -> the van_edu objects it asks the learner to write again ("module:attribute")
 REFERENCE_CODE = {
@@ -153,12 +154,25 @@ def _uses(tree, local: dict[str, str], targets: dict[int, str]) -> str | None:
     return None
 
 
-def reference_use(cells: list[tuple[str, str | None]], tasks: list[str]) -> dict[str, str]:
+class AnalysisOverrun(TimeoutError):
+    """The analysis took longer than its budget (a notebook made to be slow to read)."""
+
+
+def reference_use(cells: list[tuple[str, str | None]], tasks: list[str], budget: float = 10.0) -> dict[str, str]:
     """``{task: what}`` for each task whose answer cells use its reference code.
 
-    ``cells`` are the learner's cells in order, as ``(code, task it answers or None)``.
+    ``cells`` are the learner's cells in order, as ``(code, task it answers or None)``. Past
+    ``budget`` seconds it raises :class:`AnalysisOverrun` (it is linear: real notebooks take milliseconds).
     """
-    trees = [(_parse(code), task) for code, task in cells]
+    deadline = time.monotonic() + budget
+
+    def in_time(item):
+        if time.monotonic() > deadline:
+            raise AnalysisOverrun(f"reading your code for use of the course's own implementations took more "
+                                  f"than {budget:g} s")
+        return item
+
+    trees = [(_parse(in_time(code)), task) for code, task in cells]
     bound: dict[str, str] = {}
     for tree, _ in trees:
         if tree is not None:
@@ -166,7 +180,7 @@ def reference_use(cells: list[tuple[str, str | None]], tasks: list[str]) -> dict
     found: dict[str, str] = {}
     for task in tasks:
         targets = targets_of(task)
-        for tree, owner in trees:
+        for tree, owner in map(in_time, trees):
             if tree is None or owner != task:
                 continue
             if _dynamic(tree) and any(isinstance(n, ast.Constant) and isinstance(n.value, str) and "van_edu" in n.value
