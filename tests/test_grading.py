@@ -5,7 +5,12 @@ import copy
 import csv
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -27,7 +32,7 @@ from van_edu.grading.assign import (
     tasks_of,
     validate_source,
 )
-from van_edu.grading.grader import grade_folder
+from van_edu.grading.classroom import grade_folder
 
 EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
 SETS = sorted(p.stem for p in (EXERCISES / "source").glob("*.ipynb"))
@@ -558,3 +563,80 @@ def test_the_command_refuses_a_missing_notebook_in_one_line(tmp_path, capsys):
     assert main(["grade", str(tmp_path / "nowhere.ipynb")]) == 2
     err = capsys.readouterr().err
     assert "no such notebook" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- a class at scale, nothing lost
+@pytest.fixture(scope="module")
+def small_class(tmp_path_factory):
+    """Five learners of set 01 (right, stubs, one wrong answer, not a notebook, a learner file), graded once
+    by the command with --jobs 1 and a fixed secret: what every other way of grading them must equal."""
+    root = tmp_path_factory.mktemp("scale") / "class"
+    root.mkdir()
+    for learner, folder in (("alice", "solutions"), ("bob", "student"), ("carol", "solutions")):
+        (root / learner).mkdir()
+        shutil.copy(EXERCISES / folder / f"{SETS[0]}.ipynb", root / learner / f"{SETS[0]}.ipynb")
+    nb = read("solutions", SETS[0])
+    _by_id(nb, "eq3_params_answer").source = "def eq3_params(K, d, C):\n    return C * C"
+    nbformat.write(nb, root / "carol" / f"{SETS[0]}.ipynb")
+    (root / "dave").mkdir()
+    (root / "dave" / f"{SETS[0]}.ipynb").write_text("{ not json")
+    shutil.copy(EXERCISES / "solutions" / f"{SETS[0]}.ipynb", root / "erin.ipynb")
+    base = root.parent / "base.csv"
+    assert main(["grade", str(root), "--jobs", "1", "--secret", "7", "--csv", str(base), "--timeout", "20"]) == 0
+    return root, base.read_text()
+
+
+def _copy(root: Path, to: Path) -> Path:
+    shutil.copytree(root, to, ignore=shutil.ignore_patterns(".van-edu-journal", "*.csv"))
+    return to
+
+
+@pytest.mark.slow
+def test_a_class_graded_two_at_a_time_equals_one_at_a_time(small_class, tmp_path):
+    root, base = small_class
+    assert base.count("\n") == 6 and "alice,6,6" in base  # five learners, a header
+    folder = _copy(root, tmp_path / "class")
+    assert main(["grade", str(folder), "--jobs", "2", "--secret", "7", "--timeout", "20"]) == 0
+    assert (folder / "grades.csv").read_text() == base
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_equals_an_uninterrupted_one_and_grades_nothing_twice(small_class, tmp_path, capsys):
+    root, base = small_class
+    folder = _copy(root, tmp_path / "class")
+    journal = folder / ".van-edu-journal"
+    run = subprocess.Popen([sys.executable, "-m", "van_edu", "grade", str(folder), "--jobs", "1", "--secret", "7",
+                            "--timeout", "20"], start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(journal.glob("*.json")) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # the grader and its kernel, as a reboot or an OOM kill would
+    run.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in journal.glob("*.json")}
+    assert 1 <= len(finished) < 5 and not (folder / "grades.csv").exists()
+    assert main(["grade", str(folder), "--resume", "--jobs", "1", "--secret", "7", "--timeout", "20"]) == 0
+    assert (folder / "grades.csv").read_text() == base
+    assert capsys.readouterr().out.count("(from the journal)") == len(finished)
+    assert all(p.stat().st_mtime_ns == finished[p.name] for p in journal.glob("*.json") if p.name in finished)
+
+
+@pytest.mark.slow
+def test_shards_graded_apart_and_merged_equal_one_run(small_class, tmp_path, capsys):
+    root, base = small_class
+    shards = [_copy(root, tmp_path / f"machine{k}") for k in (1, 2)]
+    for k, folder in enumerate(shards, start=1):
+        assert main(["grade", str(folder), "--shard", f"{k}/2", "--secret", "7", "--timeout", "20"]) == 0
+    parts = [len(list((f / ".van-edu-journal").glob("*.json"))) for f in shards]
+    assert sum(parts) == 5 and 0 < parts[0] < 5  # each machine graded its share only
+    out = tmp_path / "merged.csv"
+    assert main(["grade", "merge", *map(str, shards), "--csv", str(out)]) == 0
+    assert out.read_text() == base
+
+
+def test_bad_shards_and_merges_are_refused_in_one_line(tmp_path, capsys):
+    for argv, phrase in ((["grade", str(tmp_path), "--shard", "3/2"], "K/N"),
+                         (["grade", "merge", str(tmp_path / "nowhere"), "--csv", str(tmp_path / "x.csv")], "no journal")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

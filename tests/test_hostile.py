@@ -19,7 +19,8 @@ import pytest
 from van_edu.cli import main
 from van_edu.grading.assign import tasks_of
 from van_edu.grading.box import landlock_abi
-from van_edu.grading.grader import grade_folder, grade_notebook
+from van_edu.grading.classroom import grade_folder
+from van_edu.grading.grader import grade_notebook
 from van_edu.grading.host import empty_cgroup as _empty_cgroup
 from van_edu.grading.host import pids_cgroup as _pids_cgroup
 from van_edu.grading.kernel import Limits

@@ -38,16 +38,15 @@ from pathlib import Path
 import nbformat
 
 from ..errors import VanEduError
-from ..fileio import atomic_write_text
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
 from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, nbgrader_meta, tasks_of
 from .check import CHECKS
 from .kernel import BoxedKernel, CellRun, KernelLost, Limits
 from .limits import ANALYSIS_BUDGET, MAX_NOTEBOOK_MB
 from .provenance import AnalysisOverrun, reference_use
-from .scores import GradeReport, TaskResult, first_line, rows_to_csv, score
+from .scores import GradeReport, TaskResult, first_line, score
 
-__all__ = ["TaskResult", "GradeReport", "grade_notebook", "grade_folder"]
+__all__ = ["TaskResult", "GradeReport", "grade_notebook"]
 
 
 # --------------------------------------------------------------------------- the execution plan
@@ -303,74 +302,3 @@ def _load_sources(paths) -> dict:
         except Exception as err:
             raise VanEduError(f"cannot read the source notebook {p}: {type(err).__name__}: {err}") from None
     return out
-
-
-def _submissions(folder: Path) -> dict[str, list[Path]]:
-    """Learner -> notebooks: ``folder/<learner>/**/*.ipynb`` or ``folder/<learner>.ipynb``."""
-    out: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*.ipynb")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):  # .ipynb_checkpoints and hidden folders
-            continue
-        learner = rel.parts[0] if len(rel.parts) > 1 else path.stem
-        out.setdefault(learner, []).append(path)
-    return out
-
-
-def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limits: Limits | None = None,
-                 forbid_reference: bool = False) -> tuple[list[dict], list[GradeReport]]:
-    """Grade every learner's notebooks; one CSV row per learner (written to ``csv_path`` if given).
-
-    Every submission and every source is read into memory before the first kernel starts, and
-    each notebook runs in its own box, so one learner's code can reach neither another's notebook
-    nor the CSV (written, atomically, at the end): the scores do not depend on the order.
-    A learner's ``max_score`` counts every exercise set that anyone submitted, so a missing
-    notebook scores 0 rather than shrinking the total.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VanEduError(f"no such folder: {folder}")
-    sources = _load_sources(_sources(source_dir).values())
-    learners = _submissions(folder)
-    if not learners:
-        raise VanEduError(f"no notebooks (*.ipynb) under {folder}")
-    texts = {path: _read_text(path) for paths in learners.values() for path in paths}
-    secret = secrets.randbits(64)
-    reports: list[GradeReport] = []
-    per_learner: dict[str, dict[str, GradeReport]] = {}
-    problems: dict[str, list[str]] = {}
-    for learner, paths in learners.items():
-        for path in paths:
-            try:
-                report = grade_notebook(path, source_dir, limits=limits,
-                                        forbid_reference=forbid_reference, secret=secret, text=texts[path],
-                                        sources=sources)
-            except VanEduError as err:
-                problems.setdefault(learner, []).append(str(err))
-                continue
-            except Exception as err:  # a crash of the grader's own code on this file: the class goes on
-                problems.setdefault(learner, []).append(f"{path.name}: the grader failed on it ({type(err).__name__}: "
-                                                        f"{first_line(str(err), 200)}); scored 0")
-                continue
-            reports.append(report)
-            per_learner.setdefault(learner, {})[Path(report.source).stem] = report
-            if progress:
-                progress(learner, report)
-    sets = sorted({stem for r in per_learner.values() for stem in r})
-    columns = [t.name for stem in sets for t in tasks_of(sources[stem][1])]
-    max_total = sum(t.points for stem in sets for t in tasks_of(sources[stem][1]))
-    rows = []
-    for learner in learners:
-        graded = per_learner.get(learner, {})
-        scores = {t.name: t.score for r in graded.values() for t in r.tasks}
-        notes = list(problems.get(learner, []))
-        notes += [f"{stem}: no submission" for stem in sets if stem not in graded]
-        row = {"learner": learner, "score": sum(scores.values()), "max_score": max_total}
-        row.update({name: scores.get(name, 0.0) for name in columns})
-        row["notes"] = "; ".join(notes)
-        rows.append(row)
-    if csv_path:
-        atomic_write_text(csv_path, rows_to_csv(rows))
-    return rows, reports
-
-
