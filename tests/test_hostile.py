@@ -216,7 +216,8 @@ def hostile_class(tmp_path_factory):
 
 
 @pytest.mark.parametrize("learner", [
-    pytest.param(learner, marks=pytest.mark.skipif(*NEEDS[learner])) if learner in NEEDS else learner
+    pytest.param(learner, marks=pytest.mark.skipif(NEEDS[learner][0], reason=NEEDS[learner][1]))
+    if learner in NEEDS else learner
     for learner in sorted(_hostile(Path("/nowhere")))])
 def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, learner):
     root, cases, rows, by_learner = hostile_class

@@ -115,7 +115,7 @@ class Agent:
             return {k: self._resolve(v) for k, v in value.items()}
         return value
 
-    def _export(self, value, depth: int = 0, names: dict | None = None):
+    def _export(self, value, names: dict | None = None):
         """A result as data: tensors, numbers, containers; anything else becomes a handle.
 
         With ``names`` (``id(parameter)`` -> :class:`~.wire.ParamRef`), a parameter of a module the
@@ -125,12 +125,10 @@ class Agent:
             return names[id(value)]
         if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.Tensor)):
             return value
-        if depth > 30:
-            return wire.Opaque("deep", "nested too deeply")
         if type(value) in (list, tuple):
-            return type(value)(self._export(v, depth + 1, names) for v in value)
+            return type(value)(self._export(v, names) for v in value)
         if type(value) is dict:
-            return {k if isinstance(k, (str, int, float, bool)) else repr(k)[:60]: self._export(v, depth + 1, names)
+            return {k if isinstance(k, (str, int, float, bool)) else repr(k)[:60]: self._export(v, names)
                     for k, v in value.items()}
         try:
             import numpy as np

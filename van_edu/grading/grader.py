@@ -1,30 +1,15 @@
-"""The grader: run a learner's notebook in its own box, ask it for its answers, judge them here.
+"""The grader of one notebook: run it in its own box, ask it for its answers, judge them here.
 
-How a notebook is graded:
-
-1. Its exercise set is found (notebook metadata, then file name, then the ``grade_id``s it holds)
-   and the teacher's source is read from ``exercises/source/``. Every file is read into memory
-   before any learner code runs, so nothing a submission writes can change what is graded.
-2. A fresh kernel starts in a fresh temporary folder holding only a copy of the notebook, with
-   limits on memory, processes, file sizes and time, and (on Linux) Landlock's file, network and
-   signal rules (:mod:`.box`). The learner's cells run there in order, one by one; errors do not
-   stop the run. Test cells are not run in that kernel at all.
-3. Where each test cell stands (or at the end, for a test cell the learner deleted), the task's
-   check runs here, in the grader's process: it asks the kernel to call the learner's function or
-   module on inputs, weights and seeds drawn from a secret seed made for this run, gets the outputs
-   back as data (:mod:`.wire`), and compares them with the reference. The kernel never sees a
-   reference, an expected output, or the check's code; whatever the learner's code does there, it
-   can change only its own outputs.
-4. A task scores its points when its check passes; otherwise 0, with the reason. An answer that
-   imports or calls the course's own implementation of what the task asks for is flagged in the
-   report (``forbid_reference``: scored 0).
-
-Nothing a learner writes can crash the grader: exceptions, syntax errors and missing functions
-fail their task; an infinite loop is interrupted at the time limit (and, if it ignores the
-interrupt, the kernel is restarted and the earlier cells replayed without it); a crashed kernel
-is restarted the same way; output beyond the limit is dropped and fails the task that printed it.
-Shell escapes (``!pip ...``, ``%pip``) in learner cells are skipped: grade in an environment that
-already has the course installed.
+1. Its exercise set is found (notebook metadata, file name, then the ``grade_id``s it holds) and
+   the teacher's source read; every file is read before any learner code runs.
+2. A fresh kernel in a fresh folder, with limits (:mod:`.kernel`, :mod:`.box`), runs the learner's
+   cells in order; errors do not stop the run; shell escapes are skipped; test cells never run there.
+3. Where each test cell stands (or at the end, for a deleted one) the task's check runs here, in the
+   grader's process: it asks the kernel to call the learner's code on inputs drawn from a secret
+   seed, gets the outputs back as data (:mod:`.wire`) and compares them with the reference.
+4. A task scores its points when its check passes, else 0 with the reason; reference use is
+   flagged (:mod:`.provenance`; ``forbid_reference``: 0). Nothing a learner writes, and no failure of
+   the grader's own code on one notebook, stops the grading: the notebook scores 0 with the reason.
 """
 from __future__ import annotations
 
@@ -32,7 +17,6 @@ import ast
 import random
 import re
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -41,33 +25,15 @@ from ..errors import VanEduError
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
 from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, nbgrader_meta, tasks_of
 from .check import CHECKS
-from .kernel import BoxedKernel, CellRun, KernelLost, Limits
+from .kernel import BoxedKernel, KernelLost, Limits
 from .limits import ANALYSIS_BUDGET, MAX_NOTEBOOK_MB
 from .provenance import AnalysisOverrun, reference_use
-from .scores import GradeReport, TaskResult, first_line, score
+from .scores import CellRecord, GradeReport, TaskResult, first_line, score
 
 __all__ = ["TaskResult", "GradeReport", "grade_notebook"]
 
 
 # --------------------------------------------------------------------------- the execution plan
-@dataclass
-class _Step:
-    code: str
-    kind: str            # "learner", "setup" or "test"
-    task: str | None     # the task a test step checks, or a learner cell answers
-    number: int | None   # 1-based cell number in the learner's notebook (None: appended test)
-
-
-@dataclass
-class _CellRecord(CellRun):
-    """A step's ``CellRun`` and where it came from (for a test step: the check's outcome)."""
-
-    number: int | None = None
-    kind: str = "learner"
-    task: str | None = None
-    reason: str | None = None  # why a test step's check failed; None when it passed
-
-
 _SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$")
 
 
@@ -80,7 +46,7 @@ def _neutralize(code: str) -> str:
     return "\n".join(lines)
 
 
-def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
+def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
     """The learner's cells, with a check step where each of the source's test cells stands; returns
     the steps and the tasks whose test cell the learner's notebook lacked (checked at the end)."""
     by_name = {t.name: t for t in tasks}
@@ -91,16 +57,16 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
         gid = nbgrader_meta(cell).get("grade_id")
         if is_test_cell(cell) and gid in by_name:
             if gid not in placed:
-                steps.append(_Step("", "test", gid, number))
+                steps.append(CellRecord(kind="test", task=gid, number=number))
                 placed.add(gid)
             continue
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
         locked = nbgrader_meta(cell).get("locked") and not is_answer_cell(cell)
-        steps.append(_Step(_neutralize(source), "setup" if locked else "learner", None, number))
+        steps.append(CellRecord(code=_neutralize(source), kind="setup" if locked else "learner", number=number))
     missing = {t.name for t in tasks} - placed
     for t in tasks:
         if t.name in missing:
-            steps.append(_Step("", "test", t.name, None))
+            steps.append(CellRecord(kind="test", task=t.name))
     following = None  # each learner cell answers the next task tested after it
     for step in reversed(steps):
         if step.kind == "test":
@@ -273,23 +239,20 @@ def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limit
     steps, missing = _plan(nb, tasks)
     by_name = {t.name: t for t in tasks}
     hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir()]
-    records = []
     with BoxedKernel(path.name, text, limits, hide) as kernel:
-        for step in steps:
+        for step in steps:  # each record filled in: the check's reason, or what running the cell did
             if step.kind == "test":
-                reason = _judge(kernel, by_name[step.task], secret)
-                records.append(_CellRecord(number=step.number, kind="test", task=step.task, reason=reason))
+                step.reason = _judge(kernel, by_name[step.task], secret)
             else:
-                run = kernel.run(step.code)
-                records.append(_CellRecord(**vars(run), number=step.number, kind=step.kind, task=step.task))
+                kernel.run(step.code, step)
         box = dict(kernel.protections)
     try:
         flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks],
                                 ANALYSIS_BUDGET)
     except AnalysisOverrun as err:
         return _zero(path, src_path, tasks, str(err))
-    results = score(tasks, records, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
-    return GradeReport(str(path), str(src_path), results, records, box)
+    results = score(tasks, steps, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
+    return GradeReport(str(path), str(src_path), results, steps, box)
 
 
 def _load_sources(paths) -> dict:

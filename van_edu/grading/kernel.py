@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq.asyncio
@@ -134,12 +134,6 @@ class _Client(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-@dataclass
-class _Step:
-    code: str
-    run: CellRun = field(default_factory=CellRun)
-
-
 class BoxedKernel:
     """One submission's kernel, in a fresh folder; use as a context manager."""
 
@@ -153,7 +147,7 @@ class BoxedKernel:
         (self.box / Path(notebook_name).name).write_text(notebook_text, encoding="utf-8")
         (self.root / "runtime").mkdir()
         self.deadline = time.monotonic() + self.limits.notebook_timeout
-        self.steps: list[_Step] = []
+        self.steps: list[tuple[str, CellRun]] = []  # (code, what running it did)
         self.never_again: set[int] = set()
         self.restarts = 0
         self.client = self.session = self.cgroup = None
@@ -238,12 +232,12 @@ class BoxedKernel:
             if self.time_left() <= 0:  # replays count in the notebook's time: none past it
                 raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
             self._start()
-            for i, step in enumerate(self.steps):
+            for i, (code, run) in enumerate(self.steps):
                 if self.time_left() <= 0:
                     raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
-                if i in self.never_again or step.run.timed_out or step.run.died:
+                if i in self.never_again or run.timed_out or run.died:
                     continue
-                if not self._execute(step.code, CellRun()):
+                if not self._execute(code, CellRun()):
                     self.never_again.add(i)
                     break
             else:
@@ -293,23 +287,20 @@ class BoxedKernel:
         except Exception:
             return False
 
-    def run(self, code: str) -> CellRun:
-        """Run one of the notebook's cells; never raises for what the code does."""
-        step = _Step(code)
-        self.steps.append(step)
+    def run(self, code: str, run: CellRun | None = None) -> CellRun:
+        """Run one of the notebook's cells into ``run`` (a fresh one by default); never raises for what it does."""
+        run = CellRun() if run is None else run
+        self.steps.append((code, run))
         if self.time_left() <= 0:
-            step.run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
-            return step.run
-        if self.client is not None and self.client.flooded:
-            step.run.skipped = f"not run: the notebook printed more than {MAX_OUTPUT_MB} MiB in all"
-            return step.run
-        if self.session is None:
-            step.run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
-            return step.run
-        if not self._execute(code, step.run):
+            run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
+        elif self.client is not None and self.client.flooded:
+            run.skipped = f"not run: the notebook printed more than {MAX_OUTPUT_MB} MiB in all"
+        elif self.session is None:
+            run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
+        elif not self._execute(code, run):
             self.never_again.add(len(self.steps) - 1)
             self._try_restart()
-        return step.run
+        return run
 
     def _try_restart(self) -> None:
         try:

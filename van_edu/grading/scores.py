@@ -11,16 +11,13 @@ import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fileio import atomic_write_text
 from .assign import Task
+from .kernel import CellRun
 
-if TYPE_CHECKING:
-    from .grader import _CellRecord
-
-__all__ = ["TaskResult", "GradeReport", "score", "first_line", "clean", "csv_cell", "box_summary", "rows_to_csv",
-           "write_json"]
+__all__ = ["CellRecord", "TaskResult", "GradeReport", "score", "first_line", "clean", "csv_cell", "box_summary",
+           "rows_to_csv", "write_json"]
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
@@ -41,6 +38,17 @@ def csv_cell(value) -> str:
 
 
 @dataclass
+class CellRecord(CellRun):
+    """One step of the grader's plan: a learner's cell (and what running it did) or a task's check."""
+
+    code: str = ""
+    kind: str = "learner"      # "learner", "setup" (a locked cell) or "test" (a task's check)
+    task: str | None = None    # the task a test step checks, or a learner cell answers
+    number: int | None = None  # 1-based cell number in the learner's notebook (None: an appended test)
+    reason: str | None = None  # why a test step's check failed; None when it passed
+
+
+@dataclass
 class TaskResult:
     name: str
     score: float
@@ -56,7 +64,7 @@ class GradeReport:
     notebook: str
     source: str
     tasks: list[TaskResult]
-    cells: list = field(default_factory=list, repr=False)  # _CellRecord per executed cell
+    cells: list = field(default_factory=list, repr=False)  # CellRecord per executed cell
     box: dict = field(default_factory=dict)                # the protections the kernel ran with
     failed: bool = False                                   # scored 0 by the grader's own failure
 
@@ -103,7 +111,7 @@ def first_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | None:
+def _learner_note(records: list[CellRecord], task: str, timeout: int) -> str | None:
     for rec in records:
         if rec.kind != "learner" or rec.task != task or rec.number is None:
             continue
@@ -116,7 +124,7 @@ def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | 
     return None
 
 
-def score(tasks: list[Task], records: list[_CellRecord], missing: set[str], timeout: int,
+def score(tasks: list[Task], records: list[CellRecord], missing: set[str], timeout: int,
            output_limit: int, flagged: dict[str, str], forbid_reference: bool) -> list[TaskResult]:
     results = []
     for task in tasks:
