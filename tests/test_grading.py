@@ -529,7 +529,7 @@ def test_the_json_report_has_the_promised_shape(failure_report):
     assert {"score", "max_score", "tasks"} <= set(report)
     assert report["max_score"] == 6 and report["score"] == 1
     for t in report["tasks"]:
-        assert set(t) == {"name", "score", "max_score", "message"}
+        assert set(t) == {"name", "score", "max_score", "message", "hidden"}
 
 
 @pytest.mark.parametrize("task, score, phrases", [
@@ -577,6 +577,10 @@ def small_class(tmp_path_factory):
         shutil.copy(EXERCISES / folder / f"{SETS[0]}.ipynb", root / learner / f"{SETS[0]}.ipynb")
     nb = read("solutions", SETS[0])
     _by_id(nb, "eq3_params_answer").source = "def eq3_params(K, d, C):\n    return C * C"
+    _by_id(nb, "best_dilation_answer").source = (  # right on the visible tests only
+        "import math\ndef best_dilation(K):\n"
+        "    best = min(range(1, K + 1), key=lambda d: (math.ceil(K / d) ** 2 + (2 * d - 1) ** 2, d))\n"
+        "    return best if K in (21, 7, 14, 28) else best + 1")
     nbformat.write(nb, root / "carol" / f"{SETS[0]}.ipynb")
     (root / "dave").mkdir()
     (root / "dave" / f"{SETS[0]}.ipynb").write_text("{ not json")
@@ -640,3 +644,19 @@ def test_bad_shards_and_merges_are_refused_in_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert phrase in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_each_learner_gets_a_markdown_report_without_hidden_inputs_unless_asked(small_class, tmp_path):
+    root, base = small_class
+    folder = root.parent / "feedback"
+    assert sorted(p.stem for p in folder.glob("*.md")) == ["alice", "bob", "carol", "dave", "erin"]
+    carol = (folder / "carol.md").read_text()
+    assert carol.startswith("# carol: 3/6") and "| same\\_padding | 1/1 | passed |" in carol  # table2_row uses eq3
+    assert "| eq3\\_params | 0/1 | eq3\\_params(K=21, d=3, C=32): expected" in carol  # a visible input: shown
+    line = next(x for x in carol.splitlines() if x.startswith("| best\\_dilation"))
+    assert "fails one of the hidden tests" in line and "best\\_dilation(" not in line, line
+    assert main(["grade", "merge", str(root), "--csv", str(tmp_path / "g.csv"), "--feedback-hidden"]) == 0
+    line = next(x for x in (tmp_path / "feedback" / "carol.md").read_text().splitlines() if "best\\_dilation" in x)
+    assert "best\\_dilation(" in line and "expected" in line, line  # the teacher asked: the hidden input shown
+    assert "no submission" in (folder / "dave.md").read_text() or "could not be read" in (folder / "dave.md").read_text()

@@ -11,7 +11,8 @@
   class can be spread over machines (a SLURM array, a Kubernetes indexed job); :func:`merge`
   joins the shards' journals into one CSV. Each run draws its own secret seed for the hidden
   tests (a shard's, and a resumed run's, differ from the others') unless one is given;
-* :func:`class_rows` makes the CSV's rows from the journal's entries, whichever run wrote them.
+* :func:`class_rows` makes the CSV's rows from the journal's entries, whichever run wrote them, and
+  :func:`write_feedback` one Markdown report per learner beside the CSV (``feedback/<learner>.md``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,9 +31,9 @@ from ..errors import VanEduError
 from ..fileio import atomic_write_text
 from .grader import _load_sources, _read_text, _sources, grade_notebook
 from .limits import Limits
-from .scores import GradeReport, TaskResult, first_line, rows_to_csv
+from .scores import GradeReport, TaskResult, feedback, first_line, rows_to_csv
 
-__all__ = ["grade_folder", "merge", "class_rows", "JOURNAL", "grader_version", "default_jobs"]
+__all__ = ["grade_folder", "merge", "class_rows", "write_feedback", "JOURNAL", "grader_version", "default_jobs"]
 
 JOURNAL = ".van-edu-journal"
 
@@ -152,9 +154,22 @@ def class_rows(entries: list[dict], folder: Path) -> list[dict]:
     return rows
 
 
+def write_feedback(csv_path, entries: list[dict], rows: list[dict], folder: Path, show_hidden: bool = False) -> None:
+    """``feedback/<learner>.md`` beside the CSV: each learner's tasks, points and reasons (:func:`.scores.feedback`)."""
+    out = Path(csv_path).parent / "feedback"
+    out.mkdir(exist_ok=True)
+    for row in rows:
+        reports = [r for e in sorted(entries, key=lambda e: e["notebook"]) if e["learner"] == row["learner"]
+                   for r in [_report(e, folder)] if r is not None]
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", row["learner"]).lstrip(".") or "_"
+        if name != row["learner"]:  # two names made the same by the replacement stay apart
+            name += "-" + hashlib.sha256(row["learner"].encode()).hexdigest()[:8]
+        atomic_write_text(out / f"{name}.md", feedback(row["learner"], reports, row["notes"], show_hidden) + "\n")
+
+
 def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limits: Limits | None = None,
                  forbid_reference: bool = False, jobs: int = 1, resume: bool = False, shard=(1, 1),
-                 secret: int | None = None) -> tuple[list[dict], list[GradeReport]]:
+                 secret: int | None = None, show_hidden: bool = False) -> tuple[list[dict], list[GradeReport]]:
     """Grade every learner's notebooks (of this shard); one CSV row per learner (to ``csv_path`` if given).
 
     Every submission and source is read into memory before the first kernel starts, and each
@@ -207,6 +222,7 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
     rows = class_rows(entries, folder)
     if csv_path:
         atomic_write_text(csv_path, rows_to_csv(rows))
+        write_feedback(csv_path, entries, rows, folder, show_hidden)
     return rows, [r for r in (_report(e, folder) for e in entries) if r is not None]
 
 
@@ -227,7 +243,7 @@ def _run(todo: list[dict], jobs: int):
                                "scored 0, run again with --resume"}
 
 
-def merge(journals, csv_path=None) -> list[dict]:
+def merge(journals, csv_path=None, show_hidden: bool = False) -> list[dict]:
     """Join the journals of several shards (their folders) into one CSV's rows, written to ``csv_path``."""
     entries: dict[str, dict] = {}
     for j in journals:
@@ -241,4 +257,5 @@ def merge(journals, csv_path=None) -> list[dict]:
     rows = class_rows(list(entries.values()), Path(journals[0]))
     if csv_path:
         atomic_write_text(csv_path, rows_to_csv(rows))
+        write_feedback(csv_path, list(entries.values()), rows, Path(journals[0]), show_hidden)
     return rows

@@ -46,6 +46,8 @@ def add_grade_command(sub) -> None:
                    "for these submissions, sources, grader and limits; grade only the rest")
     p.add_argument("--shard", default="1/1", metavar="K/N", help="grade only share K of N of the learners "
                    "(then `van-edu grade merge` the shards' folders)")
+    p.add_argument("--feedback-hidden", action="store_true", help="in each learner's feedback/<learner>.md, "
+                   "show the inputs of the hidden tests their answers failed (default: say only that one failed)")
     p.add_argument("--secret", type=int, default=None, help="the seed of the hidden tests' inputs (default: a "
                    "fresh secret per run; a fixed one makes them predictable to whoever knows it)")
     p.set_defaults(func=_cmd_grade)
@@ -81,7 +83,7 @@ def _print_rows(rows, csv_path, reports=()) -> None:
     for row in rows:
         note = f"  ({clean(row['notes'])})" if row["notes"] else ""
         print(f"{clean(row['learner'])}: total {row['score']:g}/{row['max_score']:g}{note}")
-    print(f"{len(rows)} learners; scores in {csv_path}")
+    print(f"{len(rows)} learners; scores in {csv_path}, each learner's feedback in {Path(csv_path).parent / 'feedback'}")
     if reports and reports[0].box:
         print(f"(box: {box_summary(reports[0].box)})")
 
@@ -97,7 +99,7 @@ def _cmd_grade(args) -> int:
     if args.path[0] == "merge":
         if len(args.path) < 2 or not args.csv:
             raise VanEduError("usage: van-edu grade merge FOLDER [FOLDER ...] --csv OUT (the shards' class folders)")
-        rows = merge(args.path[1:], args.csv)
+        rows = merge(args.path[1:], args.csv, show_hidden=args.feedback_hidden)
         _print_rows(rows, args.csv)
         return 0
     if len(args.path) > 1:
@@ -112,7 +114,7 @@ def _cmd_grade(args) -> int:
         try:
             rows, reports = grade_folder(path, csv_path, args.source, progress, limits=limits, jobs=jobs, shard=shard,
                                          forbid_reference=args.forbid_reference, resume=args.resume,
-                                         secret=args.secret)
+                                         secret=args.secret, show_hidden=args.feedback_hidden)
         finally:
             progress.close()
         _print_rows(rows, csv_path, reports)

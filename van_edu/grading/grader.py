@@ -94,25 +94,30 @@ def check_of(task: Task):
                       f"(expected check.<task>(<your answer>) with one of {', '.join(sorted(CHECKS))})")
 
 
-def _judge(kernel: BoxedKernel, task: Task, secret: int) -> str | None:
-    """Run the task's check here, against the kernel; None when it passed, else the reason."""
+def _judge(kernel: BoxedKernel, task: Task, secret: int) -> tuple[str | None, bool]:
+    """Run the task's check here, against the kernel: ``(None, False)`` when it passed, else the reason
+    and whether only hidden tests failed (the visible ones, asked again alone, pass)."""
     check, subject = check_of(task)
     session = Session(kernel.ask, subject)
-    rng = random.Random(f"{secret}:{task.name}")
     try:
-        check.verdict(session, True, rng)
+        check.verdict(session, True, random.Random(f"{secret}:{task.name}"))
+        return None, False
     except _NotAnswered as err:
-        return f"not answered yet ({err} still raises NotImplementedError)"
+        return f"not answered yet ({err} still raises NotImplementedError)", False
     except SubjectMissing as err:
         return (f"{first_line(str(err))}; the tests call `{err.name}` by name: did you rename or delete "
-                "it, or did the cell that defines it fail?")
+                "it, or did the cell that defines it fail?"), False
     except CheckFailed as err:
-        return first_line(str(err), 500) or "the check failed"
+        reason = first_line(str(err), 500) or "the check failed"
     except KernelLost as err:
-        return str(err)
+        return str(err), False
     except Exception as err:  # a bug in a check must not crash the grading of a class
-        return f"the check itself failed ({type(err).__name__}: {first_line(str(err), 200)}); tell the teacher"
-    return None
+        return f"the check itself failed ({type(err).__name__}: {first_line(str(err), 200)}); tell the teacher", False
+    try:
+        check.verdict(session, False, random.Random(check.visible_seed))
+    except Exception:
+        return reason, False
+    return reason, True
 
 
 # --------------------------------------------------------------------------- finding the source
@@ -242,7 +247,7 @@ def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limit
     with BoxedKernel(path.name, text, limits, hide) as kernel:
         for step in steps:  # each record filled in: the check's reason, or what running the cell did
             if step.kind == "test":
-                step.reason = _judge(kernel, by_name[step.task], secret)
+                step.reason, step.hidden_only = _judge(kernel, by_name[step.task], secret)
             else:
                 kernel.run(step.code, step)
         box = dict(kernel.protections)

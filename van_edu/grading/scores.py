@@ -11,13 +11,14 @@ import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from ..fileio import atomic_write_text
 from .assign import Task
 from .kernel import CellRun
 
 __all__ = ["CellRecord", "TaskResult", "GradeReport", "score", "first_line", "clean", "csv_cell", "box_summary",
-           "rows_to_csv", "write_json"]
+           "rows_to_csv", "write_json", "feedback"]
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
@@ -46,6 +47,7 @@ class CellRecord(CellRun):
     task: str | None = None    # the task a test step checks, or a learner cell answers
     number: int | None = None  # 1-based cell number in the learner's notebook (None: an appended test)
     reason: str | None = None  # why a test step's check failed; None when it passed
+    hidden_only: bool = False  # it failed on hidden inputs only
 
 
 @dataclass
@@ -54,6 +56,7 @@ class TaskResult:
     score: float
     max_score: float
     message: str  # holds learner text (their exceptions, their values): cleaned on the way in
+    hidden: bool = False  # failed on hidden inputs only (the learner's feedback shows them if the teacher asks)
 
     def __post_init__(self):
         self.message = clean(self.message)
@@ -148,8 +151,30 @@ def score(tasks: list[Task], records: list[CellRecord], missing: set[str], timeo
             reason += f" ({note})"
         if task.name in missing:
             reason += " (your notebook had no test cell for this task; tested at the end)"
-        results.append(TaskResult(task.name, 0.0, task.points, reason))
+        results.append(TaskResult(task.name, 0.0, task.points, reason, rec.hidden_only and not rec.skipped))
     return results
+
+
+def _md(text) -> str:
+    """Learner text for a Markdown table cell: cleaned, with no HTML, links or emphasis of its own."""
+    text = clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join("\\" + c if c in "\\`*_[]|#" else c for c in text)
+
+
+def feedback(learner: str, reports: list[GradeReport], notes: str = "", show_hidden: bool = False) -> str:
+    """A learner's report in Markdown: each set's tasks, their points, and why each failure failed
+    (a failure on the hidden tests only says so, without their inputs, unless ``show_hidden``)."""
+    total, top = sum(r.score for r in reports), sum(r.max_score for r in reports)
+    lines = [f"# {_md(learner)}: {_num(total)}/{_num(top)}", ""] + ([f"Notes: {_md(notes)}", ""] if notes else [])
+    for r in reports:
+        lines += [f"## {_md(Path(r.source).stem)}: {_num(r.score)}/{_num(r.max_score)}", "",
+                  "| task | points | result |", "|---|---|---|"]
+        for t in r.tasks:
+            why = t.message if not t.hidden or show_hidden else (
+                "fails one of the hidden tests (the visible ones pass): try the cases they do not cover")
+            lines.append(f"| {_md(t.name)} | {_num(t.score)}/{_num(t.max_score)} | {_md(why)} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def box_summary(box: dict) -> str:
