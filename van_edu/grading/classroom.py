@@ -117,8 +117,9 @@ def _read_journal(journal: Path) -> dict[str, dict]:
     for path in sorted(journal.glob("*.json")):
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
+            _report(entry, journal)  # an entry whose report cannot be read is not one
             out[entry["key"]] = entry
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # a file that is not an entry (the writes are atomic: no torn ones)
     return out
 
