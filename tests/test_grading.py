@@ -5,7 +5,12 @@ import copy
 import csv
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -27,7 +32,7 @@ from van_edu.grading.assign import (
     tasks_of,
     validate_source,
 )
-from van_edu.grading.grader import grade_folder
+from van_edu.grading.classroom import grade_folder
 
 EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
 SETS = sorted(p.stem for p in (EXERCISES / "source").glob("*.ipynb"))
@@ -321,6 +326,71 @@ def test_every_task_has_a_plausible_wrong_answer_that_is_caught(answers, capsys)
     assert not missed, "\n".join(missed)
 
 
+def _poisoned(value):
+    """``value`` with every number made NaN (tensors too), parameters left as they are."""
+    if isinstance(value, nn.Parameter):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value + float("nan")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float("nan")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_poisoned(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _poisoned(v) for k, v in value.items()}
+    if isinstance(value, nn.Module):  # a module a function returns (depthwise_conv): NaN out of it
+        value.register_forward_hook(lambda module, args, out: _poisoned(out))
+    return value
+
+
+def _nan_answer(answer):
+    if isinstance(answer, type):  # a module class: the same module, NaN out of its forward
+        return type(answer.__name__, (answer,), {"forward": lambda self, *a: _poisoned(answer.forward(self, *a))})
+    return lambda *args, **kwargs: _poisoned(answer(*args, **kwargs))
+
+
+@pytest.mark.parametrize("task", sorted(check.CHECKS))
+def test_every_task_refuses_nan_where_its_answer_has_numbers(answers, task, capsys):
+    """The right answer with NaN for every number it returns fails every check (NaN compares False)."""
+    names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
+             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block"}
+    with pytest.raises(check.CheckFailed, match="NaN"):
+        check.CHECKS[task](_nan_answer(answers[names.get(task, task)]), hidden=True)
+
+
+def test_an_integer_answer_must_be_a_whole_number_not_a_truncated_one(capsys):
+    def unfloored(image_size, stem_kernel=7, stem_stride=4, num_stages=4):
+        sizes, side = [], image_size
+        for i in range(num_stages):
+            k, s = (stem_kernel, stem_stride) if i == 0 else (3, 2)
+            side = (side + 2 * (k // 2) - k) / s + 1  # 224 -> 56.75, 28.875, ...: int() would floor them
+            sizes.append(side)
+        return sizes
+
+    with pytest.raises(check.CheckFailed, match=r"expected the whole number 56, got 56.75, which is not a whole"):
+        check.stage_sizes(unfloored)
+    assert check.stage_sizes(lambda *a, **k: [float(int(s)) for s in unfloored(*a, **k)])  # 56.0 is a whole number
+
+
+@pytest.mark.parametrize("got, want, phrase", [
+    ([1, 2], [1, 2, 3], "a sequence of 3"),                       # the length, before any value
+    ([[9.0], [1.0, 2.0]], [[0.0], [1.0]], r"\[1\]: expected a sequence of 1"),  # all lengths before values
+    ({"a": 1}, {"a": 1, "b": 2}, "keys"),
+    (torch.zeros(2, 3), torch.zeros(3, 2), "shape"),
+    (torch.zeros(2, dtype=torch.int64), torch.zeros(2), "dtype"),
+    (torch.tensor([1.0, float("inf")]), torch.zeros(2), "NaN or inf"),
+    (float("inf"), 2.0, "finite"),
+    (True, 1, "a number"),
+    (3.0000001, 3, "not a whole number"),
+    (4.0, 3, "expected 3, got 4"),
+    ("3", 3, "a number"),
+])
+def test_one_comparison_checks_kind_length_and_finiteness_before_values(got, want, phrase):
+    from van_edu.grading._core import expect
+    with pytest.raises(check.CheckFailed, match=phrase):
+        expect(got, want, "x")
+
+
 def test_a_stub_is_reported_as_not_answered(answers, capsys):
     def stub(*args, **kwargs):
         raise NotImplementedError()
@@ -331,6 +401,45 @@ def test_a_stub_is_reported_as_not_answered(answers, capsys):
 
 
 # --------------------------------------------------------------------------- the grader, on notebooks
+def test_importing_the_command_module_runs_nothing():
+    import importlib
+    import sys
+    sys.modules.pop("van_edu.__main__", None)
+    importlib.import_module("van_edu.__main__")  # it used to run the CLI (and exit) on import
+
+
+def test_the_reference_analysis_imports_no_module_a_learner_names_and_is_linear():
+    import sys
+    import time
+
+    from van_edu.grading.provenance import reference_use
+    for name in ("van_edu.__main__", "van_edu.grading.cli"):
+        sys.modules.pop(name, None)
+    cells = [("import van_edu.__main__\nimport van_edu.grading.cli as c\nc.x.y\n"
+              "from van_edu.__main__ import main", "same_padding"),
+             ("import van_edu.lka as L\nz = L" + ".a" * 300 + "\nL.best_dilation(21)", "best_dilation")]
+    start = time.perf_counter()
+    flagged = reference_use(cells, ["same_padding", "best_dilation"])
+    assert time.perf_counter() - start < 5  # cubic in the chain's depth before: minutes
+    assert "van_edu.__main__" not in sys.modules and "van_edu.grading.cli" not in sys.modules
+    assert flagged == {"best_dilation": "uses the course's own van_edu.lka.best_dilation"}
+
+
+def test_a_crash_of_the_graders_own_code_scores_the_notebook_zero_with_a_reason(tmp_path, monkeypatch):
+    from van_edu.grading import grader
+
+    def crash(*args):
+        raise RuntimeError("an odd input")
+
+    monkeypatch.setattr(grader, "_plan", crash)
+    path = tmp_path / f"{SETS[0]}.ipynb"
+    shutil.copy(EXERCISES / "solutions" / path.name, path)
+    report = grader.grade_notebook(path)
+    assert report.score == 0 and report.failed and len(report.tasks) == 6
+    assert all("the grader could not grade this notebook (RuntimeError: an odd input)" in t.message
+               for t in report.tasks)
+
+
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
     """A class: alice hands in every solution copy, bob every untouched student copy, carol a file
@@ -420,7 +529,7 @@ def test_the_json_report_has_the_promised_shape(failure_report):
     assert {"score", "max_score", "tasks"} <= set(report)
     assert report["max_score"] == 6 and report["score"] == 1
     for t in report["tasks"]:
-        assert set(t) == {"name", "score", "max_score", "message"}
+        assert set(t) == {"name", "score", "max_score", "message", "hidden"}
 
 
 @pytest.mark.parametrize("task, score, phrases", [
@@ -454,3 +563,100 @@ def test_the_command_refuses_a_missing_notebook_in_one_line(tmp_path, capsys):
     assert main(["grade", str(tmp_path / "nowhere.ipynb")]) == 2
     err = capsys.readouterr().err
     assert "no such notebook" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- a class at scale, nothing lost
+@pytest.fixture(scope="module")
+def small_class(tmp_path_factory):
+    """Five learners of set 01 (right, stubs, one wrong answer, not a notebook, a learner file), graded once
+    by the command with --jobs 1 and a fixed secret: what every other way of grading them must equal."""
+    root = tmp_path_factory.mktemp("scale") / "class"
+    root.mkdir()
+    for learner, folder in (("alice", "solutions"), ("bob", "student"), ("carol", "solutions")):
+        (root / learner).mkdir()
+        shutil.copy(EXERCISES / folder / f"{SETS[0]}.ipynb", root / learner / f"{SETS[0]}.ipynb")
+    nb = read("solutions", SETS[0])
+    _by_id(nb, "eq3_params_answer").source = "def eq3_params(K, d, C):\n    return C * C"
+    _by_id(nb, "best_dilation_answer").source = (  # right on the visible tests only
+        "import math\ndef best_dilation(K):\n"
+        "    best = min(range(1, K + 1), key=lambda d: (math.ceil(K / d) ** 2 + (2 * d - 1) ** 2, d))\n"
+        "    return best if K in (21, 7, 14, 28) else best + 1")
+    nbformat.write(nb, root / "carol" / f"{SETS[0]}.ipynb")
+    (root / "dave").mkdir()
+    (root / "dave" / f"{SETS[0]}.ipynb").write_text("{ not json")
+    shutil.copy(EXERCISES / "solutions" / f"{SETS[0]}.ipynb", root / "erin.ipynb")
+    base = root.parent / "base.csv"
+    assert main(["grade", str(root), "--jobs", "1", "--secret", "7", "--csv", str(base), "--timeout", "20"]) == 0
+    return root, base.read_text()
+
+
+def _copy(root: Path, to: Path) -> Path:
+    shutil.copytree(root, to, ignore=shutil.ignore_patterns(".van-edu-journal", "*.csv"))
+    return to
+
+
+@pytest.mark.slow
+def test_a_class_graded_two_at_a_time_equals_one_at_a_time(small_class, tmp_path):
+    root, base = small_class
+    assert base.count("\n") == 6 and "alice,6,6" in base  # five learners, a header
+    folder = _copy(root, tmp_path / "class")
+    assert main(["grade", str(folder), "--jobs", "2", "--secret", "7", "--timeout", "20"]) == 0
+    assert (folder / "grades.csv").read_text() == base
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_equals_an_uninterrupted_one_and_grades_nothing_twice(small_class, tmp_path, capsys):
+    root, base = small_class
+    folder = _copy(root, tmp_path / "class")
+    journal = folder / ".van-edu-journal"
+    run = subprocess.Popen([sys.executable, "-m", "van_edu", "grade", str(folder), "--jobs", "1", "--secret", "7",
+                            "--timeout", "20"], start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(journal.glob("*.json")) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # the grader and its kernel, as a reboot or an OOM kill would
+    run.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in journal.glob("*.json")}
+    assert 1 <= len(finished) < 5 and not (folder / "grades.csv").exists()
+    assert main(["grade", str(folder), "--resume", "--jobs", "1", "--secret", "7", "--timeout", "20"]) == 0
+    assert (folder / "grades.csv").read_text() == base
+    assert capsys.readouterr().out.count("(from the journal)") == len(finished)
+    assert all(p.stat().st_mtime_ns == finished[p.name] for p in journal.glob("*.json") if p.name in finished)
+
+
+@pytest.mark.slow
+def test_shards_graded_apart_and_merged_equal_one_run(small_class, tmp_path, capsys):
+    root, base = small_class
+    shards = [_copy(root, tmp_path / f"machine{k}") for k in (1, 2)]
+    for k, folder in enumerate(shards, start=1):
+        assert main(["grade", str(folder), "--shard", f"{k}/2", "--secret", "7", "--timeout", "20"]) == 0
+    parts = [len(list((f / ".van-edu-journal").glob("*.json"))) for f in shards]
+    assert sum(parts) == 5 and 0 < parts[0] < 5  # each machine graded its share only
+    out = tmp_path / "merged.csv"
+    assert main(["grade", "merge", *map(str, shards), "--csv", str(out)]) == 0
+    assert out.read_text() == base
+
+
+def test_bad_shards_and_merges_are_refused_in_one_line(tmp_path, capsys):
+    for argv, phrase in ((["grade", str(tmp_path), "--shard", "3/2"], "K/N"),
+                         (["grade", "merge", str(tmp_path / "nowhere"), "--csv", str(tmp_path / "x.csv")], "no journal")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_each_learner_gets_a_markdown_report_without_hidden_inputs_unless_asked(small_class, tmp_path):
+    root, base = small_class
+    folder = root.parent / "feedback"
+    assert sorted(p.stem for p in folder.glob("*.md")) == ["alice", "bob", "carol", "dave", "erin"]
+    carol = (folder / "carol.md").read_text()
+    assert carol.startswith("# carol: 3/6") and "| same\\_padding | 1/1 | passed |" in carol  # table2_row uses eq3
+    assert "| eq3\\_params | 0/1 | eq3\\_params(K=21, d=3, C=32): expected" in carol  # a visible input: shown
+    line = next(x for x in carol.splitlines() if x.startswith("| best\\_dilation"))
+    assert "fails one of the hidden tests" in line and "best\\_dilation(" not in line, line
+    assert main(["grade", "merge", str(root), "--csv", str(tmp_path / "g.csv"), "--feedback-hidden"]) == 0
+    line = next(x for x in (tmp_path / "feedback" / "carol.md").read_text().splitlines() if "best\\_dilation" in x)
+    assert "best\\_dilation(" in line and "expected" in line, line  # the teacher asked: the hidden input shown
+    assert "no submission" in (folder / "dave.md").read_text() or "could not be read" in (folder / "dave.md").read_text()

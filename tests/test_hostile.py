@@ -5,9 +5,13 @@ The notebooks are built from the committed student and solution copies (so they 
 exercises), graded together as one class by ``grade_folder``, then judged here.
 """
 import csv
+import functools
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -16,7 +20,8 @@ import pytest
 from van_edu.cli import main
 from van_edu.grading.assign import tasks_of
 from van_edu.grading.box import landlock_abi
-from van_edu.grading.grader import grade_folder, grade_notebook
+from van_edu.grading.classroom import grade_folder
+from van_edu.grading.grader import grade_notebook
 from van_edu.grading.host import empty_cgroup as _empty_cgroup
 from van_edu.grading.host import pids_cgroup as _pids_cgroup
 from van_edu.grading.kernel import Limits
@@ -26,11 +31,14 @@ pytestmark = pytest.mark.slow
 EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
 SET1 = "01_lka_arithmetic"
 SOURCE1 = EXERCISES / "source" / f"{SET1}.ipynb"
+SPOOF = "\r\x1b[2K  same_padding  1/1 passed\x1b[0m\x1b[1A\u202e"  # rewrites the teacher's screen line
 FAKE_CHECK = 'check = type("C", (), {"__getattr__": lambda s, n: lambda *a, **k: None})()'
 
 
-def _procs_limited() -> bool:
-    """Whether the box can limit processes here: RLIMIT_NPROC (not root), or a pids cgroup."""
+@functools.cache
+def procs_limited() -> bool:
+    """Whether the box can limit processes here: RLIMIT_NPROC (not root), or a pids cgroup (made, then removed:
+    asked when a test needs it, never while collecting)."""
     if os.getuid() != 0:
         return True
     group = _pids_cgroup(64)
@@ -38,7 +46,15 @@ def _procs_limited() -> bool:
     return group is not None
 
 
-PROCS_LIMITED, LANDLOCK = _procs_limited(), landlock_abi()
+# cases that run only where the machine can contain them; elsewhere they are reported as skipped
+NEEDS = {"process_spawner": ("not procs_limited()", "no process limit here (root without a pids cgroup): the "
+                             "spawner would be a real fork bomb"),
+         "kills_the_grader": ("landlock_abi() < 6", "no Landlock signal scoping (Linux 6.12+): the learner's "
+                              "kill would end the test run")}
+
+
+def _contained(learner: str) -> bool:
+    return learner not in NEEDS or not eval(NEEDS[learner][0])
 
 
 def _nb(folder: str, name: str = SET1):
@@ -56,8 +72,33 @@ def _with(nb, *codes, at: int = 2):
     return nb
 
 
+# answers that forge numbers (issue 24): NaN passes a comparison with a tolerance, int() floors a float
+FORGED_NUMBERS = {
+    "warmup_cosine": "def warmup_cosine(step, warmup_steps, total_steps):\n    return float('nan')",
+    "drop_path_rates": "def drop_path_rates(total, depths):\n    return [[float('nan')] * n for n in depths]",
+    "accuracy": ("import torch\ndef accuracy(model, x, y, batch_size=256):\n    model.eval()\n"
+                 "    with torch.no_grad():\n        for i in range(0, len(x), batch_size):\n"
+                 "            model(x[i:i + batch_size])\n    return float('nan')"),
+    "stage_sizes": ("def stage_sizes(image_size, stem_kernel=7, stem_stride=4, num_stages=4):\n"
+                    "    sizes, side = [], image_size\n    for i in range(num_stages):\n"
+                    "        k, s = (stem_kernel, stem_stride) if i == 0 else (3, 2)\n"
+                    "        side = (side + 2 * (k // 2) - k) / s + 1  # never floored: 56.75, 28.875, ...\n"
+                    "        sizes.append(side)\n    return sizes"),
+}
+
+
+def _forged(name: str):
+    """Set ``name``'s solutions with the forged answers of its tasks; (notebook, expected score, set)."""
+    nb, forged = _nb("solutions", name), 0.0
+    tasks = {t.name: t.points for t in tasks_of(nbformat.read(EXERCISES / "source" / f"{name}.ipynb", as_version=4))}
+    for task in set(FORGED_NUMBERS) & set(tasks):
+        _answer(nb, task).source = FORGED_NUMBERS[task]
+        forged += tasks[task]
+    return nb, sum(tasks.values()) - forged, name
+
+
 def _hostile(root: Path) -> dict:
-    """learner -> (notebook or raw text, expected score); every learner hands in set 01."""
+    """learner -> (notebook or raw text, expected score[, set]); every learner hands in set 01 unless named."""
     cases = {}
 
     def student(*codes):
@@ -120,13 +161,12 @@ def _hostile(root: Path) -> dict:
     # the first, whose allocation fails at once
     cases["memory_hog"] = (_with(_with(_nb("solutions"), "x = bytearray(64 * 2**30)"),
                                  "chunks = []\nwhile True:\n    chunks.append(bytearray(2**27))", at=-1), 6)
-    if PROCS_LIMITED:  # without a limit this would be a real fork bomb
-        cases["process_spawner"] = (_with(_nb("solutions"), (
-            "import os, time\nchildren = 0\ntry:\n    for _ in range(2000):\n        if os.fork() == 0:\n"
-            "            time.sleep(120)\n            os._exit(0)\n        children += 1\nfinally:\n"
-            "    print('children', children)"), at=-1), 6)
-    if LANDLOCK >= 6:  # without signal scoping this would kill the test run
-        cases["kills_the_grader"] = (_with(_nb("solutions"), "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), 6)
+    # the next two are graded only where the machine contains them (NEEDS)
+    cases["process_spawner"] = (_with(_nb("solutions"), (
+        "import os, time\nchildren = 0\ntry:\n    for _ in range(2000):\n        if os.fork() == 0:\n"
+        "            time.sleep(120)\n            os._exit(0)\n        children += 1\nfinally:\n"
+        "    print('children', children)"), at=-1), 6)
+    cases["kills_the_grader"] = (_with(_nb("solutions"), "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), 6)
     cases["output_flood"] = (_with(_nb("student"), "import sys\nfor _ in range(20000):\n    sys.stdout.write('y' * 1000)"), 0)
     cases["not_json"] = ("{ this is not json", 0)
     cases["json_list"] = ("[1, 2, 3]", 0)
@@ -134,16 +174,37 @@ def _hostile(root: Path) -> dict:
     cases["binary"] = (os.urandom(2048).decode("latin-1"), 0)
     cases["empty_file"] = ("", 0)
     cases["victim"] = (_nb("solutions"), 6)  # another learner's honest work, written before the others run
+    # odd input that crashed the grader's own code (and so the whole class) before issue 24
+    nb = _nb("solutions")
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "same_padding").metadata.nbgrader = "x"
+    nb.metadata["van_edu"] = "01"  # not a mapping either
+    cases["metadata_not_mappings"] = (json.dumps(nb), 6)  # the test cell is then a plain cell: checked at the end
+    cases["malformed_messages"] = (_with(_nb("solutions"), (
+        "k = get_ipython().kernel\nparent = k.get_parent('shell')\n"
+        "k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': 5}, parent=parent)\n"
+        "k.session.send(k.iopub_socket, 'stream', b'{not json', parent=parent)\n"
+        "k.session.send(k.iopub_socket, 'error', {'ename': 5}, parent=parent)")), 6)
+    nb = _nb("solutions")
+    _answer(nb, "same_padding").source = "import van_edu.__main__  # ran the CLI on import\n" + _answer(
+        nb, "same_padding").source
+    cases["imports_main"] = (nb, 6)
+    nb = _nb("student")
+    for task in ("same_padding", "decompose", "eq3_params", "best_dilation", "receptive_field", "table2_row"):
+        _answer(nb, task).source = f"def {task}(*args, **kwargs):\n    raise ValueError({SPOOF!r})"
+    cases["spoofed_screen"] = (nb, 0)
+    cases["@SUM(1+1)"] = (_nb("solutions"), 6)  # a learner (folder) name a spreadsheet would run
+    cases["forged_numbers_03"] = _forged("03_van_block")
+    cases["forged_numbers_05"] = _forged("05_training")
     return cases
 
 
 @pytest.fixture(scope="module")
 def hostile_class(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
-    cases = _hostile(root)
-    for learner, (nb, _) in cases.items():
+    cases = {learner: case for learner, case in _hostile(root).items() if _contained(learner)}
+    for learner, (nb, _, *name) in cases.items():
         (root / learner).mkdir()
-        path = root / learner / f"{SET1}.ipynb"
+        path = root / learner / f"{name[0] if name else SET1}.ipynb"
         if isinstance(nb, str):
             path.write_text(nb, encoding="latin-1")
         else:
@@ -154,14 +215,46 @@ def hostile_class(tmp_path_factory):
     return root, cases, rows, by_learner
 
 
-@pytest.mark.parametrize("learner", sorted(_hostile(Path("/nowhere"))))
+@pytest.mark.parametrize("learner", [
+    pytest.param(learner, marks=pytest.mark.skipif(NEEDS[learner][0], reason=NEEDS[learner][1]))
+    if learner in NEEDS else learner
+    for learner in sorted(_hostile(Path("/nowhere")))])
 def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, learner):
     root, cases, rows, by_learner = hostile_class
     expected = cases[learner][1]
     row = next(r for r in rows if r["learner"] == learner)
     assert row["score"] == expected, (row, by_learner.get(learner) and by_learner[learner].format())
-    table = {r["learner"]: float(r["score"]) for r in csv.DictReader((root / "grades.csv").open())}
+    table = {r["learner"].removeprefix("'"): float(r["score"]) for r in csv.DictReader((root / "grades.csv").open())}
     assert table[learner] == expected  # the CSV the grader wrote, not a forged one
+
+
+def test_forged_numbers_fail_with_their_reasons(hostile_class):
+    tasks = {t.name: t.message for learner in ("forged_numbers_03", "forged_numbers_05")
+             for t in hostile_class[3][learner].tasks}
+    for task in ("warmup_cosine", "drop_path_rates", "accuracy"):
+        assert "NaN" in tasks[task], tasks[task]
+    assert "not a whole number" in tasks["stage_sizes"]
+
+
+def test_one_notebook_that_crashed_the_old_grader_costs_no_one_else(hostile_class):
+    root, cases, rows, by_learner = hostile_class
+    table = list(csv.DictReader((root / "grades.csv").open()))
+    assert sorted(r["learner"].removeprefix("'") for r in table) == sorted(cases)  # every learner has a row
+    errors = {e[1] for e in by_learner["malformed_messages"].errors()}
+    assert "MalformedMessage" in errors, by_learner["malformed_messages"].errors()
+
+
+def test_text_from_a_learner_reaches_screen_csv_and_json_as_inert_text(hostile_class, capsys, tmp_path):
+    root, cases, rows, by_learner = hostile_class
+    report = by_learner["spoofed_screen"]
+    for t in report.tasks:
+        assert not re.search("[\x00-\x1f\x7f\u202e]", t.message) and "\\x1b[2K" in t.message, t.message
+    lines = (root / "grades.csv").read_text().splitlines()
+    assert any(line.startswith("'@SUM(1+1),") for line in lines), lines
+    assert main(["grade", report.notebook, "--timeout", "10", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert not re.search("[\x00-\x09\x0b-\x1f\u202e]", out) and re.search(r"total\s+0/6", out), out
+    assert "\x1b" not in json.loads((tmp_path / "r.json").read_text())["tasks"][0]["message"]
 
 
 def test_the_hostile_answers_fail_with_their_reasons(hostile_class):
@@ -182,7 +275,7 @@ def test_unreadable_files_are_graded_zero_with_a_reason(hostile_class):
 
 def test_the_box_confines_files_and_reading(hostile_class):
     by_learner = hostile_class[3]
-    if not LANDLOCK:
+    if not landlock_abi():
         pytest.skip("no Landlock on this kernel: files are not confined (the README says so)")
     errors = {e[1] for e in by_learner["reads_hidden_tests"].errors()}
     assert "PermissionError" in errors  # the teacher's source cannot be read from the kernel
@@ -241,7 +334,9 @@ def test_reference_use_is_flagged_and_can_be_forbidden(tmp_path, capsys):
 
 def test_the_source_is_untouched_and_the_max_score_is_the_sources(hostile_class):
     rows = hostile_class[2]
-    total = sum(t.points for t in tasks_of(nbformat.read(SOURCE1, as_version=4)))
+    sets = {SET1, "03_van_block", "05_training"}  # a learner's total counts every set the class handed in
+    total = sum(t.points for n in sets for t in tasks_of(nbformat.read(EXERCISES / "source" / f"{n}.ipynb",
+                                                                          as_version=4)))
     assert all(r["max_score"] == total for r in rows)
 
 
@@ -251,3 +346,55 @@ def test_a_file_that_is_not_a_notebook_is_refused_in_one_line(tmp_path, capsys):
     assert main(["grade", str(path)]) == 2
     err = capsys.readouterr().err
     assert "not a Jupyter notebook" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- limits that bound the grader too
+def test_replays_after_restarts_stay_within_the_notebook_limit(tmp_path):
+    """Cells that sleep only when replayed, and kernels killed to force replays: the notebook's 20 s hold."""
+    replay_sleeper = "import os, time\nif os.path.exists('m{0}'):\n    time.sleep(60)\nopen('m{0}', 'w').close()"
+    nb = _with(_nb("solutions"), *[replay_sleeper.format(i) for i in range(60)], "import os\nos._exit(1)",
+               "import os\nos._exit(1)")
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(nb, path)
+    start = time.monotonic()
+    report = grade_notebook(path, limits=Limits(timeout=5, notebook_timeout=20))
+    assert time.monotonic() - start < 50, report.format()  # 80 s and more when replays were not counted
+    assert report.score == 0 and all("used up its 20 s" in t.message for t in report.tasks), report.format()
+
+
+def test_the_reference_analysis_has_a_budget_and_scores_zero_past_it(tmp_path, monkeypatch):
+    from van_edu.grading import grader
+    monkeypatch.setattr(grader, "ANALYSIS_BUDGET", -1)
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(_nb("solutions"), path)
+    report = grade_notebook(path, limits=Limits(timeout=10))
+    assert report.score == 0 and all("took more than -1 s" in t.message for t in report.tasks), report.format()
+
+
+def test_all_the_output_of_a_notebook_is_capped(tmp_path, monkeypatch):
+    from van_edu.grading import kernel
+    monkeypatch.setattr(kernel, "MAX_OUTPUT_MB", 1)
+    nb = _with(_nb("solutions"), *["print('z' * 99_000)"] * 30, at=-1)  # after the tests: they still count
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(nb, path)
+    report = grade_notebook(path, limits=Limits(timeout=10))
+    skipped = [c for c in report.cells if c.skipped and "more than 1 MiB in all" in c.skipped]
+    assert report.score == 6 and 10 <= len(skipped) <= 20, [c.skipped for c in report.cells]
+    assert max(len(c.stdout) for c in report.cells) < kernel.KEPT_OUTPUT + 100  # kept per cell: bounded
+    assert any("more characters cut by the grader" in c.stdout for c in report.cells)
+
+
+def test_large_kernel_messages_do_not_grow_the_grader(tmp_path):
+    """Two 64 MiB messages from the kernel: refused unread (they grew the grader by their size, and more)."""
+    nb = _with(_nb("solutions"), (
+        "k = get_ipython().kernel\nparent = k.get_parent('shell')\ns = 'x' * 2**26\nfor _ in range(2):\n"
+        "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': s}, parent=parent)"), at=-1)
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(nb, path)
+    script = ("import resource, sys\nfrom van_edu.grading.grader import grade_notebook\n"
+              "from van_edu.grading.kernel import Limits\nbase = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "r = grade_notebook(sys.argv[1], limits=Limits(timeout=20))\n"
+              "print(r.score, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300)
+    score, grew_mib = out.stdout.split()[-2:]
+    assert float(score) == 6 and int(grew_mib) < 64, out.stdout + out.stderr

@@ -1,6 +1,7 @@
-"""``python -m van_edu`` is the ``van-edu`` command."""
+"""``python -m van_edu`` is the ``van-edu`` command (importing this module runs nothing)."""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

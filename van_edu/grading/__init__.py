@@ -19,7 +19,7 @@ import importlib
 __all__ = ["check", "CheckFailed", "grade_notebook", "grade_folder", "generate"]
 
 _LAZY = {"check": ("check", None), "CheckFailed": ("_core", "CheckFailed"),
-         "grade_notebook": ("grader", "grade_notebook"), "grade_folder": ("grader", "grade_folder"),
+         "grade_notebook": ("grader", "grade_notebook"), "grade_folder": ("classroom", "grade_folder"),
          "generate": ("assign", "generate")}
 
 

@@ -15,18 +15,17 @@ reported as not answered yet.
 from __future__ import annotations
 
 import functools
+import math
 import random
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ..models.checkpoint import state_dict_differences
 from . import wire
-from .agent import Agent, conv_description
+from .agent import Agent, conv_description, seeded
 
-__all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect_number",
-           "expect_tensor", "fmt_shape", "seeded", "module_signature_mismatch", "load_reference_state",
+__all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded", "module_signature_mismatch", "load_reference_state",
            "require_callable", "randn"]
 
 
@@ -57,39 +56,70 @@ def _fmt_args(args, kwargs) -> str:
     return ", ".join(parts)
 
 
-def expect_number(got, expected, what: str, integer: bool = True, rel: float = 1e-9, hint: str = "") -> None:
-    """``got`` must be a number equal to ``expected`` (an int when ``integer``).
+def _show(v) -> str:
+    return f"{type(v).__name__} {v!r:.60}" if not isinstance(v, torch.Tensor) else f"a tensor {fmt_shape(v)}"
 
-    ``hint`` (a known mistake's explanation, e.g. " (round K / d up)") is added to the reason when
-    the check fails; the caller decides from ``got`` whether it applies.
+
+def _walk(got, want, what: str, values: bool, tol: tuple[float, float], hint: str, hints: dict | None) -> None:
+    """One pass of :func:`expect`: the kinds, lengths, shapes and finiteness, or (``values``) the values."""
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            raise CheckFailed(f"{what}: expected a tensor of shape {fmt_shape(want)}, got {_show(got)}")
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckFailed(f"{what}: expected shape {fmt_shape(want)}, got {fmt_shape(got)}")
+        kind = (got.dtype.is_floating_point, got.dtype == torch.bool)
+        if kind != (want.dtype.is_floating_point, want.dtype == torch.bool):
+            raise CheckFailed(f"{what}: expected a tensor of dtype {want.dtype}, got {got.dtype}")
+        if got.dtype.is_floating_point and not torch.isfinite(got.detach()).all():
+            raise CheckFailed(f"{what}: the result contains NaN or inf (expected finite values)")
+        if values:
+            _tensor_values(got, want, what, tol, hints)
+    elif isinstance(want, (list, tuple, dict)):
+        keys = list(want) if isinstance(want, dict) else range(len(want))
+        shape = "a dict" if isinstance(want, dict) else f"a sequence of {len(want)}"
+        if isinstance(want, dict) and (not isinstance(got, dict) or set(got) != set(want)):
+            raise CheckFailed(f"{what}: expected a dict with keys {sorted(want)}, got {_show(got)}{hint}")
+        if not isinstance(want, dict) and (not isinstance(got, (list, tuple)) or len(got) != len(want)):
+            raise CheckFailed(f"{what}: expected {shape} like {list(want)!r:.60}, got {_show(got)}{hint}")
+        for k in keys:
+            _walk(got[k], want[k], f"{what}[{k!r}]", values, tol, hint, hints)
+    elif isinstance(want, (int, float)) and not isinstance(want, bool):
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise CheckFailed(f"{what}: expected a number, got {_show(got)}{hint}")
+        if not math.isfinite(got):
+            raise CheckFailed(f"{what}: expected the finite number {want:.6g}, got {got}{hint}")
+        if isinstance(want, int) and isinstance(got, float) and not got.is_integer():
+            raise CheckFailed(f"{what}: expected the whole number {want}, got {got}, which is not a whole "
+                              f"number{hint}")
+        if values and isinstance(want, int) and int(got) != want:  # int() of an integral float is exact
+            raise CheckFailed(f"{what}: expected {want}, got {int(got)}{hint}")
+        if values and isinstance(want, float) and abs(got - want) > tol[0] * max(1.0, abs(want)):
+            raise CheckFailed(f"{what}: expected {want:.6g}, got {got:.6g}{hint}")
+    elif type(got) is not type(want) or got != want:
+        raise CheckFailed(f"{what}: expected {want!r:.60}, got {_show(got)}{hint}")
+
+
+def expect(got, want, what: str, *, rel: float = 1e-9, atol: float = 1e-5, rtol: float = 1e-4, hint: str = "",
+           hints: dict | None = None) -> None:
+    """The one comparison of a learner's result with the reference's, for every check.
+
+    ``want`` decides what ``got`` must be, checked in two passes so that the first failure said is
+    the most basic one: first the kinds, lengths, dict keys, tensor shapes and dtype kinds, and that
+    every number is finite (NaN and inf never pass) and, where ``want`` is an ``int``, integral (a
+    float with a fraction fails and says so; no truncation); then the values: ints exactly, floats
+    within ``rel`` (relative, at least absolute ``rel``), tensors within ``atol``/``rtol``. ``hint``
+    (a known mistake's explanation) is added to a failure's reason; ``hints`` maps a message to a
+    tensor a known mistake would produce.
     """
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float)) and not hasattr(got, "__index__"):
-        raise CheckFailed(f"{what}: expected a number, got {type(got).__name__} {got!r:.60}{hint}")
-    if integer:
-        if isinstance(got, float) and not got.is_integer():
-            raise CheckFailed(f"{what}: expected the whole number {expected}, got {got}{hint}")
-        if int(got) != expected:
-            raise CheckFailed(f"{what}: expected {expected}, got {int(got)}{hint}")
-    elif abs(float(got) - expected) > rel * max(1.0, abs(expected)):
-        raise CheckFailed(f"{what}: expected {expected:.6g}, got {float(got):.6g}{hint}")
+    for values in (False, True):
+        _walk(got, want, what, values, (rel, atol, rtol), hint, hints)
 
 
-def expect_tensor(got, expected: torch.Tensor, what: str, atol: float = 1e-5, rtol: float = 1e-4,
-                  hints: dict | None = None) -> None:
-    """``got`` must be a tensor of ``expected``'s shape and values.
-
-    ``hints`` maps a message to a tensor a known mistake would produce; when ``got`` matches one,
-    the message is added to the reason.
-    """
-    if not isinstance(got, torch.Tensor):
-        raise CheckFailed(f"{what}: expected a tensor of shape {fmt_shape(expected)}, got {type(got).__name__}")
-    if tuple(got.shape) != tuple(expected.shape):
-        raise CheckFailed(f"{what}: expected shape {fmt_shape(expected)}, got {fmt_shape(got)}")
-    got_f, exp_f = got.detach().to(torch.float64).cpu(), expected.detach().to(torch.float64).cpu()
-    if not torch.isfinite(got_f).all():
-        raise CheckFailed(f"{what}: the result contains NaN or inf (expected finite values)")
+def _tensor_values(got, want, what: str, tol: tuple, hints: dict | None) -> None:
+    _, atol, rtol = tol
+    got_f, exp_f = got.detach().to(torch.float64).cpu(), want.detach().to(torch.float64).cpu()
     if torch.allclose(got_f, exp_f, atol=atol, rtol=rtol):
         return
     diff = (got_f - exp_f).abs()
@@ -104,17 +134,20 @@ def expect_tensor(got, expected: torch.Tensor, what: str, atol: float = 1e-5, rt
     raise CheckFailed(reason)
 
 
+def _non_finite(value, depth: int = 0) -> bool:
+    """Whether a value from the learner's code holds NaN or inf anywhere (a float, a tensor, inside containers)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, torch.Tensor):
+        return value.dtype.is_floating_point and not bool(torch.isfinite(value.detach()).all())
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (list, tuple)) and depth < 50 and any(_non_finite(v, depth + 1) for v in value)
+
+
 def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
     """Standard normal numbers from their own generator (the global one is left alone)."""
     return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-@contextmanager
-def seeded(seed: int = 0):
-    """Run a block with torch's global generator seeded, restoring the learner's state after."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 class SubjectMissing(CheckFailed):
@@ -159,28 +192,28 @@ class Session:
         return self._rpc([op])[0]
 
     def _value(self, result: dict, label: str, args=(), kwargs=None):
-        """The value in ``result``, or the learner's exception turned into a CheckFailed."""
-        if not isinstance(result, dict):
+        """The value in ``result``, or the learner's exception turned into a CheckFailed.
+
+        Every result of the learner's code passes here, so NaN and inf are refused here for every
+        check: no task's answer holds them.
+        """
+        call_text = f"{label}({_fmt_args(args, kwargs or {})})" if label and not label.endswith(")") else label
+        if not isinstance(result, dict) or ("error" not in result and "value" not in result):
             raise CheckFailed(f"{label}: the grader could not read what your code returned")
         if "error" not in result:
-            if "value" not in result:
-                raise CheckFailed(f"{label}: the grader could not read what your code returned")
+            if _non_finite(result["value"]):
+                raise CheckFailed(f"{call_text} returned NaN or inf; expected finite numbers")
             return result["value"]
         ename, message = str(result.get("error")), str(result.get("message", ""))
         if result.get("agent"):
             raise CheckFailed(f"{label}: the check could not run ({ename}: {message})")
         if ename == "NameError" and result.get("where") == "the subject":
             raise SubjectMissing(self.subject, f"NameError: {message}")
-        call_text = f"{label}({_fmt_args(args, kwargs or {})})" if label and not label.endswith(")") else label
         if ename == "NotImplementedError":
             if result.get("stub"):
                 raise _NotAnswered(str(result.get("where") or label))
             raise CheckFailed(f"{call_text} raised NotImplementedError in torch: {message}")
         raise CheckFailed(f"{call_text} raised {ename}: {message}")
-
-    def _subject_op(self, op: dict) -> dict:
-        op.setdefault("subject", self.subject)
-        return op
 
     # ----------------------------------------------------------------------- operations
     def origin(self) -> dict:

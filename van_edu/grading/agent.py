@@ -15,13 +15,14 @@ import copy
 import inspect
 import os
 import traceback
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from . import fixtures, wire
 
-__all__ = ["Agent", "serve", "conv_description", "error_info"]
+__all__ = ["Agent", "serve", "conv_description", "error_info", "seeded"]
 
 
 def conv_description(module) -> dict:
@@ -114,7 +115,7 @@ class Agent:
             return {k: self._resolve(v) for k, v in value.items()}
         return value
 
-    def _export(self, value, depth: int = 0, names: dict | None = None):
+    def _export(self, value, names: dict | None = None):
         """A result as data: tensors, numbers, containers; anything else becomes a handle.
 
         With ``names`` (``id(parameter)`` -> :class:`~.wire.ParamRef`), a parameter of a module the
@@ -124,12 +125,10 @@ class Agent:
             return names[id(value)]
         if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.Tensor)):
             return value
-        if depth > 30:
-            return wire.Opaque("deep", "nested too deeply")
         if type(value) in (list, tuple):
-            return type(value)(self._export(v, depth + 1, names) for v in value)
+            return type(value)(self._export(v, names) for v in value)
         if type(value) is dict:
-            return {k if isinstance(k, (str, int, float, bool)) else repr(k)[:60]: self._export(v, depth + 1, names)
+            return {k if isinstance(k, (str, int, float, bool)) else repr(k)[:60]: self._export(v, names)
                     for k, v in value.items()}
         try:
             import numpy as np
@@ -163,7 +162,7 @@ class Agent:
             return _origin(self._target(op))
         if kind == "make":
             args = self._resolve(op.get("args", []))
-            with _seeded(op.get("seed", 0)):
+            with seeded(op.get("seed", 0)):
                 obj = fixtures.build(op["fixture"], *args)
             if op.get("state") is not None:
                 obj.load_state_dict(op["state"])
@@ -177,7 +176,7 @@ class Agent:
             target = self._target(op)
             if kind == "call":
                 args, kwargs = self._resolve(op.get("args", [])), self._resolve(op.get("kwargs", {}))
-                with _seeded(op.get("seed")):
+                with seeded(op.get("seed")):
                     result = target(*args, **kwargs)
                 out = {"value": self._export(result, names=self._param_names() if op.get("param_refs") else None)}
                 if op.get("args_after"):
@@ -197,7 +196,7 @@ class Agent:
                 for sub, mode in (op.get("submodes") or {}).items():
                     module.get_submodule(sub).train(mode == "train")
                 args = self._resolve(op.get("args", []))
-                with _seeded(op.get("seed")), torch.set_grad_enabled(bool(op.get("grad"))):
+                with seeded(op.get("seed")), torch.set_grad_enabled(bool(op.get("grad"))):
                     result = module(*args)
                 return {"value": self._export(result)}
         except _NoSubject as err:
@@ -235,22 +234,18 @@ class Agent:
 _Missing = wire.Opaque("missing", "no such attribute")
 
 
-class _seeded:
-    """torch's global generator seeded for a block (``seed=None``: untouched), restored after."""
+@contextmanager
+def seeded(seed):
+    """torch's global generator seeded for a block (``seed=None``: untouched), restored after.
 
-    def __init__(self, seed):
-        self.seed = seed
-
-    def __enter__(self):
-        if self.seed is not None:
-            self._fork = torch.random.fork_rng(devices=[])
-            self._fork.__enter__()
-            torch.manual_seed(int(self.seed))
-
-    def __exit__(self, *exc):
-        if self.seed is not None:
-            self._fork.__exit__(*exc)
-        return False
+    The one seeding helper: the agent seeds the learner's calls with it, the checks their references.
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def serve(ns: dict, request_path: str, answer_path: str) -> None:

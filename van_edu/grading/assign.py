@@ -45,20 +45,22 @@ class Task:
     name: str
     points: float
     test_code: str
-    answer_ids: tuple[str, ...]
 
 
-def _meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+def nbgrader_meta(cell) -> dict:
+    """A cell's ``nbgrader`` metadata; {} when it is missing or not a mapping (a learner's file can hold anything)."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def is_test_cell(cell) -> bool:
-    m = _meta(cell)
-    return cell.cell_type == "code" and bool(m.get("grade")) and not m.get("solution")
+    m = nbgrader_meta(cell)
+    return cell.get("cell_type") == "code" and bool(m.get("grade")) and not m.get("solution")
 
 
 def is_answer_cell(cell) -> bool:
-    return bool(_meta(cell).get("solution"))
+    return bool(nbgrader_meta(cell).get("solution"))
 
 
 def _replace_blocks(source: str, begin: str, end: str, replacement) -> str:
@@ -94,7 +96,7 @@ def _clean(nb, exercise_set: str):
     nb.nbformat, nb.nbformat_minor = 4, 5
     for i, cell in enumerate(nb.cells):
         cell.metadata = nbformat.from_dict({k: v for k, v in cell.metadata.items() if k in ("nbgrader", "tags")})
-        cell.id = _meta(cell).get("grade_id") or f"cell-{i:02d}"  # stable ids: stable files
+        cell.id = nbgrader_meta(cell).get("grade_id") or f"cell-{i:02d}"  # stable ids: stable files
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         else:
@@ -129,23 +131,16 @@ def solution_copy(nb, exercise_set: str):
 
 
 def tasks_of(nb) -> list[Task]:
-    """The graded tasks of a source notebook, in order; answer cells belong to the next test cell."""
-    tasks, pending = [], []
-    for cell in nb.cells:
-        m = _meta(cell)
-        if is_answer_cell(cell):
-            pending.append(m.get("grade_id", ""))
-        elif is_test_cell(cell):
-            tasks.append(Task(m["grade_id"], float(m.get("points", 0)), test_source(cell.source), tuple(pending)))
-            pending = []
-    return tasks
+    """The graded tasks of a source notebook, in order (one per test cell)."""
+    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)), test_source(c.source))
+            for c in nb.cells if is_test_cell(c)]
 
 
 def validate_source(nb, name: str = "source") -> None:
     """Raise VanEduError when a source breaks the conventions above."""
     ids, problems = set(), []
     for i, cell in enumerate(nb.cells):
-        m = _meta(cell)
+        m = nbgrader_meta(cell)
         gid = m.get("grade_id")
         if m:
             if not gid or not re.fullmatch(r"[A-Za-z0-9_-]+", gid):

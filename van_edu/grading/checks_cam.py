@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from . import fixtures
 from . import reference as ref
-from ._core import CheckFailed, expect_tensor, fmt_shape, require_callable, seeded, task_check
+from ._core import CheckFailed, expect, fmt_shape, require_callable, seeded, task_check
 
 __all__ = ["grad_cam", "upsample_cam"]
 
@@ -60,7 +60,7 @@ def grad_cam(S, hidden: bool, rng: random.Random):
         want = ref.grad_cam(model, x, target)
         mine = S.make(fixture, state=model.state_dict(), mode="eval")
         got = S.call(mine, x.clone(), target)
-        expect_tensor(got, want, label, atol=1e-4, rtol=1e-3, hints=_cam_hints(model, x, target))
+        expect(got, want, label, atol=1e-4, rtol=1e-3, hints=_cam_hints(model, x, target))
     return f"{len(cases)} maps match the reference Grad-CAM"
 
 
@@ -83,7 +83,7 @@ def upsample_cam(S, hidden: bool, rng: random.Random):
         if isinstance(got, torch.Tensor) and got.dim() == 4 and got.shape[1] == 1:
             raise CheckFailed(f"{label}: expected shape {fmt_shape(want)}, got {fmt_shape(got)}; "
                               "remove the channel dimension you added for F.interpolate")
-        expect_tensor(got, want, label, hints={
+        expect(got, want, label, hints={
             "use mode='bilinear' (smooth), not nearest": nearest,
             "use align_corners=False (the default: pixel centres, like image resizing)": corners,
         })

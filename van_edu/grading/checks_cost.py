@@ -6,7 +6,7 @@ import random
 
 from . import fixtures
 from . import reference as ref
-from ._core import expect_number, expect_tensor, randn, require_callable, task_check
+from ._core import expect, randn, require_callable, task_check
 
 __all__ = ["attention", "attention_macs", "lka_macs", "count_parameters"]
 
@@ -29,7 +29,7 @@ def attention(S, hidden: bool, rng: random.Random):
         got = S.call(q.clone(), k.clone(), v.clone())
         want = ref.attention(q, k, v)
         scores = q @ k.transpose(-2, -1)
-        expect_tensor(got, want, label, hints={
+        expect(got, want, label, hints={
             f"divide the scores q k^T by sqrt(D) = sqrt({qs[-1]}) before the softmax": scores.softmax(-1) @ v,
             "take the softmax over the keys (the last dimension), so each query's weights sum to 1":
                 (scores / math.sqrt(qs[-1])).softmax(-2) @ v if ks[-2] == qs[-2] else None,
@@ -60,7 +60,7 @@ def attention_macs(S, hidden: bool, rng: random.Random):
             hint = " (include the four C x C projections, Q, K, V and the output: 4 N C^2)"
         elif got == 3 * n * c * c + 2 * n * n * c:
             hint = " (the output projection after A V costs another N C^2)"
-        expect_number(got, want, f"attention_macs({h}, {w}, {c})", hint=hint)
+        expect(got, want, f"attention_macs({h}, {w}, {c})", hint=hint)
     return "4 N C^2 + 2 N^2 C on " + ("34" if hidden else "4") + " feature-map sizes"
 
 
@@ -83,7 +83,7 @@ def lka_macs(S, hidden: bool, rng: random.Random):
         hint = ""
         if got == want - c * c * h * w:
             hint = " (the 1x1 convolution costs C^2 per position)"
-        expect_number(got, want, label, hint=hint)
+        expect(got, want, label, hint=hint)
     return "Eq. (4) on " + str(len(cases)) + " sizes and kernels"
 
 
@@ -101,8 +101,8 @@ def count_parameters(S, hidden: bool, rng: random.Random):
         got = S.call(mine)
         hint = f" (count elements, p.numel(), not tensors: that gives {len(list(model.parameters()))})" \
             if got == len(list(model.parameters())) else ""
-        expect_number(got, want, f"count_parameters({name})", hint=hint)
+        expect(got, want, f"count_parameters({name})", hint=hint)
         got = S.call(mine, trainable_only=True)
-        expect_number(got, ref.count_parameters(model, trainable_only=True),
+        expect(got, ref.count_parameters(model, trainable_only=True),
                       f"count_parameters({name}, trainable_only=True) (count only parameters with requires_grad)")
     return "exact counts" + (" including van_b0 (4,105,800)" if hidden else "")

@@ -10,7 +10,7 @@ from torch import nn
 from . import reference as ref
 from ._core import (
     CheckFailed,
-    expect_tensor,
+    expect,
     fmt_shape,
     load_reference_state,
     module_signature_mismatch,
@@ -63,7 +63,7 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
             raise CheckFailed(f"{label}: input {fmt_shape(x)} gave {fmt_shape(out)}; expected the same shape")
         S.load_state(conv, reference.state_dict(), label)
         with torch.no_grad():
-            expect_tensor(S.forward(conv, x, label=label), reference(x), f"{label} on {fmt_shape(x)}")
+            expect(S.forward(conv, x, label=label), reference(x), f"{label} on {fmt_shape(x)}")
     return f"{len(cases)} depth-wise convolutions keep the size"
 
 
@@ -85,7 +85,7 @@ def effective_kernel(S, hidden: bool, rng: random.Random):
         if isinstance(got, torch.Tensor) and tuple(got.shape) != (side, side):
             raise CheckFailed(f"{label}: expected shape [{side}, {side}] (the receptive field "
                               f"{k1} + {d} x ({k2} - 1)), got {fmt_shape(got)}")
-        expect_tensor(got, want, label, hints={
+        expect(got, want, label, hints={
             "the DW-D-Conv kernel is flipped: torch's conv2d is a cross-correlation, so chaining two "
             "of them convolves the kernels (or use F.conv_transpose2d)": ref.effective_kernel(a, b.flip(0, 1), d),
             "the result is flipped: chaining two cross-correlations convolves the kernels": want.flip(0, 1),
@@ -95,7 +95,7 @@ def effective_kernel(S, hidden: bool, rng: random.Random):
             two = F.conv2d(F.conv2d(x, a[None, None]), b[None, None], dilation=d)
             one = F.conv2d(x, got[None, None].to(x.dtype))
             if two.shape == one.shape:
-                expect_tensor(one, two, f"{label} applied to an image", atol=1e-4)
+                expect(one, two, f"{label} applied to an image", atol=1e-4)
     return f"{len(cases)} pairs of kernels compose to the reference kernel"
 
 
@@ -129,7 +129,7 @@ def lka_module(S, hidden: bool, rng: random.Random):
         with torch.no_grad():
             got = S.forward(mine, x.clone(), label=label)
             want = reference(x)
-            expect_tensor(got, want, f"{label} on input {fmt_shape(x)}", hints=_lka_hints(reference, x))
+            expect(got, want, f"{label} on input {fmt_shape(x)}", hints=_lka_hints(reference, x))
     return f"{len(cases)} configurations match the reference LKA"
 
 
@@ -152,7 +152,7 @@ def attention_module(S, hidden: bool, rng: random.Random):
             want = reference(x)
             branch = reference.proj_2(reference.spatial_gating_unit(reference.activation(reference.proj_1(x))))
             no_act = reference.proj_2(reference.spatial_gating_unit(reference.proj_1(x))) + x
-            expect_tensor(got, want, f"{label} on input {fmt_shape(x)}", hints={
+            expect(got, want, f"{label} on input {fmt_shape(x)}", hints={
                 "add the input back at the end (the shortcut: proj_2(...) + x)": branch,
                 "apply GELU between proj_1 and the LKA": no_act,
             })

@@ -7,7 +7,7 @@ import torch
 
 from . import fixtures
 from . import reference as ref
-from ._core import CheckFailed, expect_number, expect_tensor, require_callable, seeded, task_check
+from ._core import CheckFailed, expect, require_callable, seeded, task_check
 from .wire import ParamRef
 
 __all__ = ["warmup_cosine", "param_groups", "train_step", "accuracy"]
@@ -25,13 +25,12 @@ def warmup_cosine(S, hidden: bool, rng: random.Random):
         outs = S.call_all([((step, warm, total), {}) for step in range(total)])
         for step, out in enumerate(outs):
             got = S.unwrap(out)
-            want = ref.warmup_cosine(step, warm, total)
+            want = float(ref.warmup_cosine(step, warm, total))
             hint = ""
             if step < warm and isinstance(got, (int, float)) and abs(got - step / warm) < 1e-9:
                 hint = (f" (count the warm-up from step 0 as (step + 1) / warmup_steps, so the first "
                         f"step already trains and step {warm - 1} reaches the peak)")
-            expect_number(got, want, f"warmup_cosine(step={step}, warmup_steps={warm}, total_steps={total})",
-                          integer=False, hint=hint)
+            expect(got, want, f"warmup_cosine(step={step}, warmup_steps={warm}, total_steps={total})", hint=hint)
     return "linear warm-up then half a cosine, " + ", ".join(f"{w}/{t}" for w, t in schedules)
 
 
@@ -130,9 +129,9 @@ def _compare_runs(S, amp_dtype, use_scaler: bool, label: str, tol: float, seeds:
                           f"scaler.step(optimizer) and scaler.update() once; over 3 steps the calls were {calls}")
     try:
         for i, (got, want) in enumerate(zip(losses, want_losses)):
-            expect_number(got, want, f"{label}: the loss returned at step {i + 1}", integer=False, rel=tol)
+            expect(got, float(want), f"{label}: the loss returned at step {i + 1}", rel=tol)
         for name, q in theirs.named_parameters():
-            expect_tensor(params.get(name), q.detach(), f"{label}: parameter {name} after 3 steps", atol=tol, rtol=tol)
+            expect(params.get(name), q.detach(), f"{label}: parameter {name} after 3 steps", atol=tol, rtol=tol)
     except CheckFailed as err:
         *_, one_mine = _learner_steps(S, state, batches[:1], amp_dtype, use_scaler, label)
         _, one_ref = _reference_steps(state, batches[:1], amp_dtype, use_scaler)
@@ -183,7 +182,7 @@ def accuracy(S, hidden: bool, rng: random.Random):
         if batches != expected:
             raise CheckFailed(f"{label}: the model saw batches of {batches}, expected {expected} "
                               "(every image once, the last batch may be smaller)")
-        expect_number(got, want, label, integer=False)
+        expect(got, float(want), label)
         if not isinstance(got, float):
             raise CheckFailed(f"{label}: return a Python float, got {type(got).__name__}")
     return "fraction correct, in eval mode, without gradients, in batches"

@@ -1,30 +1,15 @@
-"""The grader: run a learner's notebook in its own box, ask it for its answers, judge them here.
+"""The grader of one notebook: run it in its own box, ask it for its answers, judge them here.
 
-How a notebook is graded:
-
-1. Its exercise set is found (notebook metadata, then file name, then the ``grade_id``s it holds)
-   and the teacher's source is read from ``exercises/source/``. Every file is read into memory
-   before any learner code runs, so nothing a submission writes can change what is graded.
-2. A fresh kernel starts in a fresh temporary folder holding only a copy of the notebook, with
-   limits on memory, processes, file sizes and time, and (on Linux) Landlock's file, network and
-   signal rules (:mod:`.box`). The learner's cells run there in order, one by one; errors do not
-   stop the run. Test cells are not run in that kernel at all.
-3. Where each test cell stands (or at the end, for a test cell the learner deleted), the task's
-   check runs here, in the grader's process: it asks the kernel to call the learner's function or
-   module on inputs, weights and seeds drawn from a secret seed made for this run, gets the outputs
-   back as data (:mod:`.wire`), and compares them with the reference. The kernel never sees a
-   reference, an expected output, or the check's code; whatever the learner's code does there, it
-   can change only its own outputs.
-4. A task scores its points when its check passes; otherwise 0, with the reason. An answer that
-   imports or calls the course's own implementation of what the task asks for is flagged in the
-   report (``forbid_reference``: scored 0).
-
-Nothing a learner writes can crash the grader: exceptions, syntax errors and missing functions
-fail their task; an infinite loop is interrupted at the time limit (and, if it ignores the
-interrupt, the kernel is restarted and the earlier cells replayed without it); a crashed kernel
-is restarted the same way; output beyond the limit is dropped and fails the task that printed it.
-Shell escapes (``!pip ...``, ``%pip``) in learner cells are skipped: grade in an environment that
-already has the course installed.
+1. Its exercise set is found (notebook metadata, file name, then the ``grade_id``s it holds) and
+   the teacher's source read; every file is read before any learner code runs.
+2. A fresh kernel in a fresh folder, with limits (:mod:`.kernel`, :mod:`.box`), runs the learner's
+   cells in order; errors do not stop the run; shell escapes are skipped; test cells never run there.
+3. Where each test cell stands (or at the end, for a deleted one) the task's check runs here, in the
+   grader's process: it asks the kernel to call the learner's code on inputs drawn from a secret
+   seed, gets the outputs back as data (:mod:`.wire`) and compares them with the reference.
+4. A task scores its points when its check passes, else 0 with the reason; reference use is
+   flagged (:mod:`.provenance`; ``forbid_reference``: 0). Nothing a learner writes, and no failure of
+   the grader's own code on one notebook, stops the grading: the notebook scores 0 with the reason.
 """
 from __future__ import annotations
 
@@ -32,44 +17,23 @@ import ast
 import random
 import re
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 from ..errors import VanEduError
-from ..fileio import atomic_write_text
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
-from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, tasks_of
+from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, nbgrader_meta, tasks_of
 from .check import CHECKS
-from .kernel import BoxedKernel, CellRun, KernelLost, Limits
-from .limits import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT
-from .provenance import reference_use
-from .scores import GradeReport, TaskResult, first_line, rows_to_csv, score
+from .kernel import BoxedKernel, KernelLost, Limits
+from .limits import ANALYSIS_BUDGET, MAX_NOTEBOOK_MB
+from .provenance import AnalysisOverrun, reference_use
+from .scores import CellRecord, GradeReport, TaskResult, first_line, score
 
-__all__ = ["TaskResult", "GradeReport", "grade_notebook", "grade_folder", "DEFAULT_TIMEOUT",
-           "DEFAULT_OUTPUT_LIMIT"]
+__all__ = ["TaskResult", "GradeReport", "grade_notebook"]
 
 
 # --------------------------------------------------------------------------- the execution plan
-@dataclass
-class _Step:
-    code: str
-    kind: str            # "learner", "setup" or "test"
-    task: str | None     # the task a test step checks, or a learner cell answers
-    number: int | None   # 1-based cell number in the learner's notebook (None: appended test)
-
-
-@dataclass
-class _CellRecord(CellRun):
-    """A step's ``CellRun`` and where it came from (for a test step: the check's outcome)."""
-
-    number: int | None = None
-    kind: str = "learner"
-    task: str | None = None
-    reason: str | None = None  # why a test step's check failed; None when it passed
-
-
 _SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$")
 
 
@@ -82,7 +46,7 @@ def _neutralize(code: str) -> str:
     return "\n".join(lines)
 
 
-def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
+def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
     """The learner's cells, with a check step where each of the source's test cells stands; returns
     the steps and the tasks whose test cell the learner's notebook lacked (checked at the end)."""
     by_name = {t.name: t for t in tasks}
@@ -90,19 +54,19 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[_Step], set[str]]:
     for number, cell in enumerate(nb.cells, start=1):
         if cell.get("cell_type") != "code":
             continue
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        gid = nbgrader_meta(cell).get("grade_id")
         if is_test_cell(cell) and gid in by_name:
             if gid not in placed:
-                steps.append(_Step("", "test", gid, number))
+                steps.append(CellRecord(kind="test", task=gid, number=number))
                 placed.add(gid)
             continue
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
-        locked = cell.get("metadata", {}).get("nbgrader", {}).get("locked") and not is_answer_cell(cell)
-        steps.append(_Step(_neutralize(source), "setup" if locked else "learner", None, number))
+        locked = nbgrader_meta(cell).get("locked") and not is_answer_cell(cell)
+        steps.append(CellRecord(code=_neutralize(source), kind="setup" if locked else "learner", number=number))
     missing = {t.name for t in tasks} - placed
     for t in tasks:
         if t.name in missing:
-            steps.append(_Step("", "test", t.name, None))
+            steps.append(CellRecord(kind="test", task=t.name))
     following = None  # each learner cell answers the next task tested after it
     for step in reversed(steps):
         if step.kind == "test":
@@ -130,25 +94,30 @@ def check_of(task: Task):
                       f"(expected check.<task>(<your answer>) with one of {', '.join(sorted(CHECKS))})")
 
 
-def _judge(kernel: BoxedKernel, task: Task, secret: int) -> str | None:
-    """Run the task's check here, against the kernel; None when it passed, else the reason."""
+def _judge(kernel: BoxedKernel, task: Task, secret: int) -> tuple[str | None, bool]:
+    """Run the task's check here, against the kernel: ``(None, False)`` when it passed, else the reason
+    and whether only hidden tests failed (the visible ones, asked again alone, pass)."""
     check, subject = check_of(task)
     session = Session(kernel.ask, subject)
-    rng = random.Random(f"{secret}:{task.name}")
     try:
-        check.verdict(session, True, rng)
+        check.verdict(session, True, random.Random(f"{secret}:{task.name}"))
+        return None, False
     except _NotAnswered as err:
-        return f"not answered yet ({err} still raises NotImplementedError)"
+        return f"not answered yet ({err} still raises NotImplementedError)", False
     except SubjectMissing as err:
         return (f"{first_line(str(err))}; the tests call `{err.name}` by name: did you rename or delete "
-                "it, or did the cell that defines it fail?")
+                "it, or did the cell that defines it fail?"), False
     except CheckFailed as err:
-        return first_line(str(err), 500) or "the check failed"
+        reason = first_line(str(err), 500) or "the check failed"
     except KernelLost as err:
-        return str(err)
+        return str(err), False
     except Exception as err:  # a bug in a check must not crash the grading of a class
-        return f"the check itself failed ({type(err).__name__}: {first_line(str(err), 200)}); tell the teacher"
-    return None
+        return f"the check itself failed ({type(err).__name__}: {first_line(str(err), 200)}); tell the teacher", False
+    try:
+        check.verdict(session, False, random.Random(check.visible_seed))
+    except Exception:
+        return reason, False
+    return reason, True
 
 
 # --------------------------------------------------------------------------- finding the source
@@ -164,8 +133,7 @@ def _sources(source_dir: Path | None) -> dict[str, Path]:
 def _grade_ids(nb) -> set[str]:
     ids = set()
     for c in nb.cells:
-        gid = (c.get("metadata", {}) or {}).get("nbgrader", {}) or {}
-        gid = gid.get("grade_id") if isinstance(gid, dict) else None
+        gid = nbgrader_meta(c).get("grade_id")
         if isinstance(gid, str):
             ids.add(gid)
     return ids
@@ -173,8 +141,9 @@ def _grade_ids(nb) -> set[str]:
 
 def find_source(nb, path: Path, sources: dict[str, Path], notebooks: dict | None = None) -> str:
     """The exercise set (a key of ``sources``) a submission answers: by metadata, file name, then grade_ids."""
-    meta = nb.get("metadata", {}) if nb is not None else {}
-    name = (meta.get("van_edu", {}) or {}).get("exercise_set") if isinstance(meta, dict) else None
+    meta = nb.get("metadata") if nb is not None else None
+    meta = meta.get("van_edu") if isinstance(meta, dict) else None
+    name = meta.get("exercise_set") if isinstance(meta, dict) else None
     if isinstance(name, str) and name in sources:
         return name
     if path.stem in sources:
@@ -211,21 +180,23 @@ def _read_notebook(text: str | None):
 
 
 def _read_text(path: Path) -> str | None:
+    """The file's text, or None when it cannot be read or is larger than MAX_NOTEBOOK_MB."""
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
+        with path.open("rb") as f:
+            data = f.read(MAX_NOTEBOOK_MB * 2**20 + 1)
     except OSError:
         return None
+    return data.decode("utf-8", errors="replace") if len(data) <= MAX_NOTEBOOK_MB * 2**20 else None
 
 
-def grade_notebook(path, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                   output_limit: int = DEFAULT_OUTPUT_LIMIT, source=None, *, limits: Limits | None = None,
+def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None = None,
                    forbid_reference: bool = False, secret: int | None = None, text: str | None = None,
                    sources: dict | None = None) -> GradeReport:
     """Grade one submitted notebook; never raises for the learner's mistakes.
 
     ``source`` (a path) forces the source notebook; otherwise it is looked up in ``source_dir``
-    (default ``exercises/source``). ``limits`` (default: ``timeout`` and ``output_limit`` with the
-    box's default sizes) bound the submission's kernel; ``secret`` seeds the hidden tests' inputs
+    (default ``exercises/source``). ``limits`` (default :class:`~.limits.Limits`) bound the
+    submission's kernel; ``secret`` seeds the hidden tests' inputs
     (default: a fresh secret). ``text`` and ``sources`` are the submission's and the sources'
     contents when the caller has already read them (a folder is read whole before grading starts).
     """
@@ -251,27 +222,42 @@ def grade_notebook(path, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
     for task in tasks:
         check_of(task)  # a source whose tests call no check is the teacher's problem: say so now
     if nb is None:
-        return GradeReport(str(path), str(src_path),
-                           [TaskResult(t.name, 0.0, t.points, f"the notebook could not be read ({unreadable})")
-                            for t in tasks])
+        return _zero(path, src_path, tasks, f"the notebook could not be read ({unreadable})")
     secret = secrets.randbits(64) if secret is None else secret
-    limits = limits or Limits(timeout=timeout, output_limit=output_limit)
+    limits = limits or Limits()
+    try:
+        return _grade(path, text, nb, src_path, tasks, limits, secret, forbid_reference)
+    except Exception as err:  # the grader's own failure on odd input costs this notebook only, with a reason
+        return _zero(path, src_path, tasks, f"the grader could not grade this notebook ({type(err).__name__}: "
+                                            f"{first_line(str(err), 200)}); tell the teacher", failed=True)
+
+
+def _zero(path, src_path, tasks: list[Task], why: str, failed: bool = False) -> GradeReport:
+    """Every task 0 with one reason (``failed``: the grader's fault, so a resumed run grades it again)."""
+    return GradeReport(str(path), str(src_path), [TaskResult(t.name, 0.0, t.points, why) for t in tasks],
+                       failed=failed)
+
+
+def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limits, secret: int,
+           forbid_reference: bool) -> GradeReport:
+    """Run the notebook in its box, judge each task where its test cell stands, and score them."""
     steps, missing = _plan(nb, tasks)
     by_name = {t.name: t for t in tasks}
     hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir()]
-    records = []
     with BoxedKernel(path.name, text, limits, hide) as kernel:
-        for step in steps:
+        for step in steps:  # each record filled in: the check's reason, or what running the cell did
             if step.kind == "test":
-                reason = _judge(kernel, by_name[step.task], secret)
-                records.append(_CellRecord(number=step.number, kind="test", task=step.task, reason=reason))
+                step.reason, step.hidden_only = _judge(kernel, by_name[step.task], secret)
             else:
-                run = kernel.run(step.code)
-                records.append(_CellRecord(**vars(run), number=step.number, kind=step.kind, task=step.task))
+                kernel.run(step.code, step)
         box = dict(kernel.protections)
-    flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks])
-    results = score(tasks, records, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
-    return GradeReport(str(path), str(src_path), results, records, box)
+    try:
+        flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks],
+                                ANALYSIS_BUDGET)
+    except AnalysisOverrun as err:
+        return _zero(path, src_path, tasks, str(err))
+    results = score(tasks, steps, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
+    return GradeReport(str(path), str(src_path), results, steps, box)
 
 
 def _load_sources(paths) -> dict:
@@ -284,71 +270,3 @@ def _load_sources(paths) -> dict:
         except Exception as err:
             raise VanEduError(f"cannot read the source notebook {p}: {type(err).__name__}: {err}") from None
     return out
-
-
-def _submissions(folder: Path) -> dict[str, list[Path]]:
-    """Learner -> notebooks: ``folder/<learner>/**/*.ipynb`` or ``folder/<learner>.ipynb``."""
-    out: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*.ipynb")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):  # .ipynb_checkpoints and hidden folders
-            continue
-        learner = rel.parts[0] if len(rel.parts) > 1 else path.stem
-        out.setdefault(learner, []).append(path)
-    return out
-
-
-def grade_folder(folder, csv_path=None, source_dir=None, timeout: int = DEFAULT_TIMEOUT,
-                 output_limit: int = DEFAULT_OUTPUT_LIMIT, progress=None, *, limits: Limits | None = None,
-                 forbid_reference: bool = False) -> tuple[list[dict], list[GradeReport]]:
-    """Grade every learner's notebooks; one CSV row per learner (written to ``csv_path`` if given).
-
-    Every submission and every source is read into memory before the first kernel starts, and
-    each notebook runs in its own box, so one learner's code can reach neither another's notebook
-    nor the CSV (written, atomically, at the end): the scores do not depend on the order.
-    A learner's ``max_score`` counts every exercise set that anyone submitted, so a missing
-    notebook scores 0 rather than shrinking the total.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VanEduError(f"no such folder: {folder}")
-    sources = _load_sources(_sources(source_dir).values())
-    learners = _submissions(folder)
-    if not learners:
-        raise VanEduError(f"no notebooks (*.ipynb) under {folder}")
-    texts = {path: _read_text(path) for paths in learners.values() for path in paths}
-    secret = secrets.randbits(64)
-    reports: list[GradeReport] = []
-    per_learner: dict[str, dict[str, GradeReport]] = {}
-    problems: dict[str, list[str]] = {}
-    for learner, paths in learners.items():
-        for path in paths:
-            try:
-                report = grade_notebook(path, source_dir, timeout, output_limit, limits=limits,
-                                        forbid_reference=forbid_reference, secret=secret, text=texts[path],
-                                        sources=sources)
-            except VanEduError as err:
-                problems.setdefault(learner, []).append(str(err))
-                continue
-            reports.append(report)
-            per_learner.setdefault(learner, {})[Path(report.source).stem] = report
-            if progress:
-                progress(learner, report)
-    sets = sorted({stem for r in per_learner.values() for stem in r})
-    columns = [t.name for stem in sets for t in tasks_of(sources[stem][1])]
-    max_total = sum(t.points for stem in sets for t in tasks_of(sources[stem][1]))
-    rows = []
-    for learner in learners:
-        graded = per_learner.get(learner, {})
-        scores = {t.name: t.score for r in graded.values() for t in r.tasks}
-        notes = list(problems.get(learner, []))
-        notes += [f"{stem}: no submission" for stem in sets if stem not in graded]
-        row = {"learner": learner, "score": sum(scores.values()), "max_score": max_total}
-        row.update({name: scores.get(name, 0.0) for name in columns})
-        row["notes"] = "; ".join(notes)
-        rows.append(row)
-    if csv_path:
-        atomic_write_text(csv_path, rows_to_csv(rows))
-    return rows, reports
-
-

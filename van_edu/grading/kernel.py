@@ -17,6 +17,7 @@ caches and temporary files are inside the box).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -25,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -36,7 +38,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from ..errors import VanEduError
 from .host import empty_cgroup, pids_cgroup, read_answer
-from .limits import MAX_RESTARTS, PROBE_TIMEOUT, Limits
+from .limits import KEPT_OUTPUT, MAX_MESSAGE_MB, MAX_OUTPUT_MB, MAX_RESTARTS, PROBE_TIMEOUT, Limits
 
 __all__ = ["CellRun", "Limits", "BoxedKernel", "KernelLost", "read_answer"]
 
@@ -79,7 +81,8 @@ class _BoxSpec(KernelSpecManager):
 
 
 class _Client(NotebookClient):
-    """nbclient with a cap on the output kept per cell, in this interpreter."""
+    """nbclient in this interpreter, with caps: a message's size (zmq drops a larger one unread), the
+    output kept per cell, and all the output of the notebook (``flooded`` once past it)."""
 
     def __init__(self, nb, output_limit: int, spec: _BoxSpec, **kw):
         super().__init__(nb, **kw)
@@ -88,6 +91,13 @@ class _Client(NotebookClient):
         self.output_used: dict[int, int] = {}
         self.truncated: set[int] = set()
         self.spec = spec
+        self.received = 0
+        self.zmq = zmq.asyncio.Context()
+        self.zmq.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_MB * 2**20)  # for every socket made from it
+
+    @property
+    def flooded(self) -> bool:
+        return self.received > MAX_OUTPUT_MB * 2**20
 
     async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
         # nbclient leaves this task running after a cell times out, and it would then swallow the
@@ -98,29 +108,30 @@ class _Client(NotebookClient):
     def create_kernel_manager(self):
         self.km = self.kernel_manager_class(kernel_name="python3", kernel_spec_manager=self.spec,
                                             config=self.config)
+        make_client = self.km.client
+        self.km.client = lambda **kw: make_client(context=self.zmq, **kw)  # the capped sockets
         return self.km
 
     def output(self, outs, msg, display_id, cell_index):
-        content = msg.get("content", {})
+        content = msg.get("content")
+        if not isinstance(content, dict):
+            return None  # a malformed message (the learner's code can send anything): dropped
         if msg["msg_type"] == "stream":
-            size = len(content.get("text", ""))
+            if not isinstance(content.get("text"), str):
+                return None
+            size = len(content["text"])
         else:
-            size = sum(len(str(v)) for v in content.get("data", {}).values())
+            data = content.get("data")
+            size = sum(len(str(v)) for v in data.values()) if isinstance(data, dict) else 0
         before = self.output_used.get(cell_index, 0)
         self.output_used[cell_index] = before + size
+        self.received += size
         if before + size > self.output_limit and msg["msg_type"] != "error":
             self.truncated.add(cell_index)
             if msg["msg_type"] != "stream" or before >= self.output_limit:
                 return None  # dropped: only the first output_limit characters are kept
             content["text"] = content["text"][: self.output_limit - before] + "\n[output truncated by the grader]\n"
         return super().output(outs, msg, display_id, cell_index)
-
-
-@dataclass
-class _Step:
-    code: str
-    replayable: bool
-    run: CellRun = field(default_factory=CellRun)
 
 
 class BoxedKernel:
@@ -136,7 +147,7 @@ class BoxedKernel:
         (self.box / Path(notebook_name).name).write_text(notebook_text, encoding="utf-8")
         (self.root / "runtime").mkdir()
         self.deadline = time.monotonic() + self.limits.notebook_timeout
-        self.steps: list[_Step] = []
+        self.steps: list[tuple[str, CellRun]] = []  # (code, what running it did)
         self.never_again: set[int] = set()
         self.restarts = 0
         self.client = self.session = self.cgroup = None
@@ -193,7 +204,6 @@ class BoxedKernel:
             self.nb.cells.append(probe)
             self.client.execute_cell(probe, len(self.nb.cells) - 1)
             text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
-            import json
             self.protections = json.loads(text.strip() or "{}")
         except Exception as err:  # the grading environment, not the learner
             self._stop()
@@ -207,6 +217,8 @@ class BoxedKernel:
             except Exception:  # a kernel that is already gone
                 pass
             self.session = None
+        if self.client is not None and not self.client.zmq.closed:
+            self.client.zmq.destroy(linger=0)
         empty_cgroup(self.cgroup)
         self.cgroup = None
 
@@ -217,11 +229,15 @@ class BoxedKernel:
             if self.restarts > MAX_RESTARTS:
                 raise _Restart(f"the kernel had to be restarted {MAX_RESTARTS} times")
             self._stop()
+            if self.time_left() <= 0:  # replays count in the notebook's time: none past it
+                raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
             self._start()
-            for i, step in enumerate(self.steps):
-                if i in self.never_again or not step.replayable or step.run.timed_out or step.run.died:
+            for i, (code, run) in enumerate(self.steps):
+                if self.time_left() <= 0:
+                    raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
+                if i in self.never_again or run.timed_out or run.died:
                     continue
-                if not self._execute(step.code, CellRun()):
+                if not self._execute(code, CellRun()):
                     self.never_again.add(i)
                     break
             else:
@@ -248,6 +264,10 @@ class BoxedKernel:
         except DeadKernelError:
             run.died = True
             return False
+        except Exception as err:  # a malformed message from the kernel: it is not trusted again
+            run.error = ("MalformedMessage", f"the kernel sent the grader a message it could not read "
+                                             f"({type(err).__name__}); the kernel was restarted")
+            return False
         finally:
             cell.source = ""  # keep the in-memory notebook small
         _record_outputs(run, cell)
@@ -267,20 +287,20 @@ class BoxedKernel:
         except Exception:
             return False
 
-    def run(self, code: str, replayable: bool = True) -> CellRun:
-        """Run one of the notebook's cells; never raises for what the code does."""
-        step = _Step(code, replayable)
-        self.steps.append(step)
+    def run(self, code: str, run: CellRun | None = None) -> CellRun:
+        """Run one of the notebook's cells into ``run`` (a fresh one by default); never raises for what it does."""
+        run = CellRun() if run is None else run
+        self.steps.append((code, run))
         if self.time_left() <= 0:
-            step.run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
-            return step.run
-        if self.session is None:
-            step.run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
-            return step.run
-        if not self._execute(code, step.run):
+            run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
+        elif self.client is not None and self.client.flooded:
+            run.skipped = f"not run: the notebook printed more than {MAX_OUTPUT_MB} MiB in all"
+        elif self.session is None:
+            run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
+        elif not self._execute(code, run):
             self.never_again.add(len(self.steps) - 1)
             self._try_restart()
-        return step.run
+        return run
 
     def _try_restart(self) -> None:
         try:
@@ -292,10 +312,10 @@ class BoxedKernel:
 
     def ask(self, request: str) -> str:
         """Send the agent a request; its answer text. KernelLost when it gives none."""
-        if self.session is None:
-            raise KernelLost(f"the kernel had to be restarted {MAX_RESTARTS} times; nothing more was run")
         if self.time_left() <= 0:
             raise KernelLost(f"the notebook used up its {self.limits.notebook_timeout} s")
+        if self.session is None:
+            raise KernelLost(f"the kernel had to be restarted {MAX_RESTARTS} times; nothing more was run")
         token = secrets.token_hex(8)
         req, ans = self.box / f".request-{token}.json", self.box / f".answer-{token}.json"
         req.write_text(request, encoding="utf-8")
@@ -312,6 +332,7 @@ class BoxedKernel:
             self._try_restart()
             raise KernelLost("your code killed the Python kernel while it was being checked "
                              "(os._exit, a crash, or out of memory?)" if run.died else
+                             f"{run.error[1]}, while your code was being checked" if run.error else
                              f"your code timed out after {self.limits.timeout} s while it was being checked "
                              "and ignored the interrupt")
         if run.timed_out:
@@ -331,9 +352,17 @@ class BoxedKernel:
         return text
 
 
+def _kept(text: str) -> str:
+    """At most KEPT_OUTPUT characters of a cell's output for the report, saying what was cut."""
+    cut = len(text) - KEPT_OUTPUT
+    return text if cut <= 0 else text[:KEPT_OUTPUT] + f"\n[{cut:,} more characters cut by the grader]"
+
+
 def _record_outputs(run: CellRun, cell) -> None:
+    stdout = []
     for out in cell.get("outputs", []):
-        if out.output_type == "error":
-            run.error = (out.ename, out.evalue)
-        elif out.output_type == "stream" and out.name == "stdout":
-            run.stdout += out.text
+        if out.get("output_type") == "error":
+            run.error = (str(out.get("ename", ""))[:200], _kept(str(out.get("evalue", ""))))
+        elif out.get("output_type") == "stream" and out.get("name") == "stdout":
+            stdout.append(str(out.get("text", "")))
+    run.stdout = _kept(run.stdout + "".join(stdout))

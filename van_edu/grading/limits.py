@@ -9,6 +9,11 @@ DEFAULT_PROCS = 64               # processes and threads of a submission's kerne
 DEFAULT_FILE_MB = 256            # size of any one file a submission writes
 PROBE_TIMEOUT = 10               # seconds an interrupted kernel gets to answer again
 MAX_RESTARTS = 4                 # fresh kernels per notebook after crashes or ignored interrupts
+MAX_MESSAGE_MB = 16              # one kernel message (zmq drops a larger one unread; a real one: < 1 MB)
+MAX_OUTPUT_MB = 64               # all of a notebook's output messages together; later cells are not run
+KEPT_OUTPUT = 2000               # characters of a cell's printed output (and error) kept in the report
+ANALYSIS_BUDGET = 10             # seconds for the reference-use analysis of a notebook (linear: milliseconds)
+MAX_NOTEBOOK_MB = 64             # a submitted file larger than this is not read
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The learner's cells are read, never run, here: :func:`reference_use` parses them (after IPython's
 own transformations, so magics are fine) and follows every ``import`` of ``van_edu`` to the objects
-it binds, in this process. A task is flagged when one of its answer cells imports or uses one of
+it binds, importing only the course's modules named below (never one the learner names: importing
+runs code), in time linear in the cells' size. A task is flagged when one of its answer cells imports or uses one of
 the objects listed for it in :data:`REFERENCE_CODE` (through any alias or attribute chain), or
 imports ``van_edu`` dynamically (``__import__``, ``importlib``) where the target cannot be told.
 Using other parts of ``van_edu`` is fine: exercise 03 builds its block from the course's
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import ast
 import importlib
+import time
+import types
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-__all__ = ["REFERENCE_CODE", "reference_use", "targets_of"]
+__all__ = ["REFERENCE_CODE", "AnalysisOverrun", "reference_use", "targets_of"]
 
 # task -> the van_edu objects it asks the learner to write again ("module:attribute")
 REFERENCE_CODE = {
@@ -48,20 +51,28 @@ REFERENCE_CODE = {
 }
 
 
-def _resolve(dotted: str):
-    """The object a dotted path under van_edu names (a module, or an attribute of one), else None."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except Exception:
-            continue
-        for name in parts[cut:]:
-            obj = getattr(obj, name, None)
-            if obj is None:
-                return None
-        return obj
-    return None
+# the only modules this analysis imports: those named above and their packages (never one a learner names)
+_SAFE = {".".join(spec.split(":")[0].split(".")[:i]) for specs in REFERENCE_CODE.values() for spec in specs
+         for i in range(1, spec.count(".") + 2)}
+
+
+def _walk_path(parts: list[str], targets: dict[int, str]) -> str | None:
+    """The first of ``targets`` met along a dotted path under van_edu (``van_edu.lka.LKA.forward``).
+
+    It imports only the modules in :data:`_SAFE` and follows attributes from the longest of them,
+    one step at a time: linear in the path's length, and nothing the learner chose is imported.
+    """
+    cut = max((i for i in range(1, min(len(parts), 6) + 1) if ".".join(parts[:i]) in _SAFE), default=0)
+    if not cut:
+        return None
+    obj = importlib.import_module(".".join(parts[:cut]))
+    for name in parts[cut:]:
+        if id(obj) in targets:
+            break
+        obj = getattr(obj, name, None) if isinstance(obj, types.ModuleType) else None
+        if obj is None:
+            return None
+    return targets.get(id(obj))
 
 
 def targets_of(task: str) -> dict[int, str]:
@@ -69,7 +80,7 @@ def targets_of(task: str) -> dict[int, str]:
     out = {}
     for spec in REFERENCE_CODE.get(task, []):
         module, name = spec.split(":")
-        obj = _resolve(f"{module}.{name}")
+        obj = getattr(importlib.import_module(module), name, None)
         if obj is not None:
             out[id(obj)] = f"{module}.{name}"
     return out
@@ -117,12 +128,51 @@ def _dynamic(tree) -> bool:
     return False
 
 
-def reference_use(cells: list[tuple[str, str | None]], tasks: list[str]) -> dict[str, str]:
+def _chains(tree):
+    """Every maximal ``a.b.c`` chain in a cell (not its shorter prefixes: linear in its length)."""
+    inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Name, ast.Attribute)) and id(node) not in inner:
+            chain = _chain(node)
+            if chain:
+                yield chain.split(".")
+
+
+def _uses(tree, local: dict[str, str], targets: dict[int, str]) -> str | None:
+    """What the cell uses of ``targets``, through the names it binds or an import, if anything."""
+    for parts in _chains(tree):
+        if parts[0] in local:
+            used = _walk_path(local[parts[0]].split(".") + parts[1:], targets)
+            if used:
+                return f"uses the course's own {used}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("van_edu") and not node.level:
+            for a in node.names:
+                used = _walk_path(f"{node.module}.{a.name}".split("."), targets)
+                if used:
+                    return f"imports the course's own {used}"
+    return None
+
+
+class AnalysisOverrun(TimeoutError):
+    """The analysis took longer than its budget (a notebook made to be slow to read)."""
+
+
+def reference_use(cells: list[tuple[str, str | None]], tasks: list[str], budget: float = 10.0) -> dict[str, str]:
     """``{task: what}`` for each task whose answer cells use its reference code.
 
-    ``cells`` are the learner's cells in order, as ``(code, task it answers or None)``.
+    ``cells`` are the learner's cells in order, as ``(code, task it answers or None)``. Past
+    ``budget`` seconds it raises :class:`AnalysisOverrun` (it is linear: real notebooks take milliseconds).
     """
-    trees = [(_parse(code), task) for code, task in cells]
+    deadline = time.monotonic() + budget
+
+    def in_time(item):
+        if time.monotonic() > deadline:
+            raise AnalysisOverrun(f"reading your code for use of the course's own implementations took more "
+                                  f"than {budget:g} s")
+        return item
+
+    trees = [(_parse(in_time(code)), task) for code, task in cells]
     bound: dict[str, str] = {}
     for tree, _ in trees:
         if tree is not None:
@@ -130,33 +180,15 @@ def reference_use(cells: list[tuple[str, str | None]], tasks: list[str]) -> dict
     found: dict[str, str] = {}
     for task in tasks:
         targets = targets_of(task)
-        for tree, owner in trees:
+        for tree, owner in map(in_time, trees):
             if tree is None or owner != task:
                 continue
             if _dynamic(tree) and any(isinstance(n, ast.Constant) and isinstance(n.value, str) and "van_edu" in n.value
                                       for n in ast.walk(tree)):
                 found[task] = "imports van_edu dynamically (check by hand)"
                 break
-            local = {**bound, **_bindings(tree)}
-            for node in ast.walk(tree):
-                chain = _chain(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
-                if chain is None:
-                    continue
-                head, _, rest = chain.partition(".")
-                if head not in local:
-                    continue
-                path = local[head] + (f".{rest}" if rest else "")
-                obj = _resolve(path)
-                if obj is not None and id(obj) in targets:
-                    found[task] = f"uses the course's own {targets[id(obj)]}"
-                    break
-            if task not in found:
-                for node in ast.walk(tree):
-                    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("van_edu"):
-                        for a in node.names:
-                            obj = _resolve(f"{node.module}.{a.name}")
-                            if obj is not None and id(obj) in targets:
-                                found[task] = f"imports the course's own {targets[id(obj)]}"
-            if task in found:
+            used = _uses(tree, {**bound, **_bindings(tree)}, targets)
+            if used:
+                found[task] = used
                 break
     return found

@@ -9,16 +9,45 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from ..fileio import atomic_write_text
 from .assign import Task
+from .kernel import CellRun
 
-if TYPE_CHECKING:
-    from .grader import _CellRecord
+__all__ = ["CellRecord", "TaskResult", "GradeReport", "score", "first_line", "clean", "csv_cell", "box_summary",
+           "rows_to_csv", "write_json", "feedback"]
 
-__all__ = ["TaskResult", "GradeReport", "score", "first_line", "box_summary", "rows_to_csv", "write_json"]
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def clean(text) -> str:
+    """Learner-provided text made inert for a terminal, a spreadsheet or a JSON reader: control
+    characters (``\\r``, ANSI's ESC, ...), zero-width and bidi marks are written as ``\\xNN`` / ``\\uNNNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", str(text))
+
+
+def csv_cell(value) -> str:
+    """A CSV cell: numbers as numbers; text cleaned, and a leading = + - @ quoted so no spreadsheet runs it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _num(value)
+    text = clean(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+@dataclass
+class CellRecord(CellRun):
+    """One step of the grader's plan: a learner's cell (and what running it did) or a task's check."""
+
+    code: str = ""
+    kind: str = "learner"      # "learner", "setup" (a locked cell) or "test" (a task's check)
+    task: str | None = None    # the task a test step checks, or a learner cell answers
+    number: int | None = None  # 1-based cell number in the learner's notebook (None: an appended test)
+    reason: str | None = None  # why a test step's check failed; None when it passed
+    hidden_only: bool = False  # it failed on hidden inputs only
 
 
 @dataclass
@@ -26,7 +55,11 @@ class TaskResult:
     name: str
     score: float
     max_score: float
-    message: str
+    message: str  # holds learner text (their exceptions, their values): cleaned on the way in
+    hidden: bool = False  # failed on hidden inputs only (the learner's feedback shows them if the teacher asks)
+
+    def __post_init__(self):
+        self.message = clean(self.message)
 
 
 @dataclass
@@ -34,8 +67,9 @@ class GradeReport:
     notebook: str
     source: str
     tasks: list[TaskResult]
-    cells: list = field(default_factory=list, repr=False)  # _CellRecord per executed cell
+    cells: list = field(default_factory=list, repr=False)  # CellRecord per executed cell
     box: dict = field(default_factory=dict)                # the protections the kernel ran with
+    failed: bool = False                                   # scored 0 by the grader's own failure
 
     @property
     def score(self) -> float:
@@ -46,7 +80,7 @@ class GradeReport:
         return sum(t.max_score for t in self.tasks)
 
     def to_json(self) -> dict:
-        return {"notebook": self.notebook, "score": self.score, "max_score": self.max_score,
+        return {"notebook": clean(self.notebook), "score": self.score, "max_score": self.max_score,
                 "tasks": [asdict(t) for t in self.tasks], "box": self.box}
 
     def errors(self) -> list[tuple[int, str, str]]:
@@ -63,7 +97,7 @@ class GradeReport:
 
     def format(self) -> str:
         width = max([len(t.name) for t in self.tasks] + [5])
-        lines = [f"{self.notebook}  (tests from {self.source})"]
+        lines = [f"{clean(self.notebook)}  (tests from {clean(self.source)})"]
         for t in self.tasks:
             lines.append(f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}")
         lines.append(f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}")
@@ -75,11 +109,12 @@ def _num(x: float) -> str:
 
 
 def first_line(text: str, limit: int = 300) -> str:
-    text = (text or "").strip().split("\n")[0]
+    """The first line of ``text``, cleaned (:func:`clean`), at most ``limit`` characters."""
+    text = clean((text or "").strip().split("\n")[0])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | None:
+def _learner_note(records: list[CellRecord], task: str, timeout: int) -> str | None:
     for rec in records:
         if rec.kind != "learner" or rec.task != task or rec.number is None:
             continue
@@ -92,7 +127,7 @@ def _learner_note(records: list[_CellRecord], task: str, timeout: int) -> str | 
     return None
 
 
-def score(tasks: list[Task], records: list[_CellRecord], missing: set[str], timeout: int,
+def score(tasks: list[Task], records: list[CellRecord], missing: set[str], timeout: int,
            output_limit: int, flagged: dict[str, str], forbid_reference: bool) -> list[TaskResult]:
     results = []
     for task in tasks:
@@ -116,8 +151,30 @@ def score(tasks: list[Task], records: list[_CellRecord], missing: set[str], time
             reason += f" ({note})"
         if task.name in missing:
             reason += " (your notebook had no test cell for this task; tested at the end)"
-        results.append(TaskResult(task.name, 0.0, task.points, reason))
+        results.append(TaskResult(task.name, 0.0, task.points, reason, rec.hidden_only and not rec.skipped))
     return results
+
+
+def _md(text) -> str:
+    """Learner text for a Markdown table cell: cleaned, with no HTML, links or emphasis of its own."""
+    text = clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join("\\" + c if c in "\\`*_[]|#" else c for c in text)
+
+
+def feedback(learner: str, reports: list[GradeReport], notes: str = "", show_hidden: bool = False) -> str:
+    """A learner's report in Markdown: each set's tasks, their points, and why each failure failed
+    (a failure on the hidden tests only says so, without their inputs, unless ``show_hidden``)."""
+    total, top = sum(r.score for r in reports), sum(r.max_score for r in reports)
+    lines = [f"# {_md(learner)}: {_num(total)}/{_num(top)}", ""] + ([f"Notes: {_md(notes)}", ""] if notes else [])
+    for r in reports:
+        lines += [f"## {_md(Path(r.source).stem)}: {_num(r.score)}/{_num(r.max_score)}", "",
+                  "| task | points | result |", "|---|---|---|"]
+        for t in r.tasks:
+            why = t.message if not t.hidden or show_hidden else (
+                "fails one of the hidden tests (the visible ones pass): try the cases they do not cover")
+            lines.append(f"| {_md(t.name)} | {_num(t.score)}/{_num(t.max_score)} | {_md(why)} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def box_summary(box: dict) -> str:
@@ -136,10 +193,9 @@ def box_summary(box: dict) -> str:
 
 def rows_to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["learner", "score", "max_score"])
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _num(v) if isinstance(v, float) else v for k, v in row.items()})
+    writer = csv.writer(buf)
+    header = list(rows[0]) if rows else ["learner", "score", "max_score"]
+    writer.writerows([[csv_cell(k) for k in header]] + [[csv_cell(row.get(k, "")) for k in header] for row in rows])
     return buf.getvalue()
 
 
