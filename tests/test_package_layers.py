@@ -10,25 +10,29 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "van_edu"
 
 LAYERS = [
     # 0: foundations, below everything
-    {"van_edu", "van_edu.errors", "van_edu.runtime", "van_edu.fileio", "van_edu.conv_arithmetic", "van_edu.stats"},
+    {"van_edu", "van_edu.errors", "van_edu.runtime", "van_edu.fileio", "van_edu.conv_arithmetic", "van_edu.stats",
+     "van_edu.metrics"},
     # 1: the data room and the models room (LKA included), side by side
-    {"van_edu.augment", "van_edu.images", "van_edu.sources", "van_edu.cache", "van_edu.hub", "van_edu.data",
-     "van_edu.lka_fast", "van_edu.lka", "van_edu.models"},
+    {"van_edu.augment", "van_edu.images", "van_edu.sources", "van_edu.cache", "van_edu.hub", "van_edu.garments",
+     "van_edu.data", "van_edu.lka_fast", "van_edu.lka", "van_edu.models"},
     # 2: training
     {"van_edu.distributed", "van_edu.evaluation", "van_edu.train_state", "van_edu.train"},
     # 3: measuring, explaining and drawing
     {"van_edu.complexity", "van_edu.scaling", "van_edu.explain", "van_edu.viz", "van_edu.diagrams", "van_edu.bench",
-     "van_edu.report"},
+     "van_edu.report", "van_edu.roofline"},
     # 4: the jobs, the notebooks' helpers and the grader
     {"van_edu.compare", "van_edu.notebook", "van_edu.grading"},
     # 5: the command line
     {"van_edu.cli", "van_edu.__main__"},
 ]
-DATA_ROOM = {"van_edu.augment", "van_edu.images", "van_edu.sources", "van_edu.cache", "van_edu.hub", "van_edu.data"}
+DATA_ROOM = {"van_edu.augment", "van_edu.images", "van_edu.sources", "van_edu.cache", "van_edu.hub", "van_edu.garments",
+             "van_edu.data"}
 MODELS_ROOM = {"van_edu.lka_fast", "van_edu.lka", "van_edu.models"}
 
 
@@ -69,8 +73,9 @@ def _runtime_nodes(tree: ast.AST):
 
 
 def layer_of(name: str) -> int:
-    """The layer of a module; a submodule (van_edu.models.van) is in its room's layer."""
-    for depth in range(name.count(".") + 1, 0, -1):
+    """The layer of a module; a submodule (van_edu.models.van) is in its room's layer. A module of
+    the package that no layer names is an error (the bare package's layer is not a default)."""
+    for depth in range(name.count(".") + 1, 1 if "." in name else 0, -1):
         prefix = ".".join(name.split(".")[:depth])
         for i, layer in enumerate(LAYERS):
             if prefix in layer:
@@ -121,3 +126,5 @@ def test_the_checks_can_fail():
     assert "van_edu.models" in GRAPH["van_edu.bench"]                 # imported inside a function
     assert layer_of("van_edu.models.van") == 1 and layer_of("van_edu.grading.agent") == 4
     assert layer_of("van_edu.cli") > layer_of("van_edu.models.van")
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("van_edu.a_new_module")

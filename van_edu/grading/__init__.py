@@ -10,7 +10,9 @@
   (needs nbclient; ``host``: the pids cgroup and the answer files, ``scores``: results, reasons,
   CSV and JSON); ``provenance`` flags answers that use the course's own implementation.
 
-Only ``check`` is imported eagerly; the grader's dependencies load when it is used.
+Nothing is imported with the package itself: each name above (and ``grade_folder``, in
+``classroom``) loads its module on first use, so ``import van_edu.grading`` costs nothing and the
+grader's dependencies (nbclient) load only when grading.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..models.checkpoint import state_dict_differences
+from ..runtime import cpu_threads
 from . import wire
 from .agent import Agent, conv_description, seeded
 
@@ -366,12 +367,8 @@ class TaskCheck:
 
     def verdict(self, session: Session, hidden: bool, rng: random.Random) -> str:
         """Judge the subject of ``session``: the summary on success, CheckFailed/_NotAnswered on failure."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny tensors: one thread is fastest, steady, and like the kernel's
-        try:
+        with cpu_threads(1):  # tiny tensors: one thread is fastest, steady, and like the kernel's
             return self.body(session, hidden, rng) or ""
-        finally:
-            torch.set_num_threads(threads)
 
     def __call__(self, obj, hidden: bool = False):
         __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame)

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..conv_arithmetic import same_padding
+from ..runtime import cpu_threads
 from . import fixtures, wire
 
 __all__ = ["Agent", "serve", "conv_description", "error_info", "seeded"]
@@ -32,7 +34,7 @@ def conv_description(module) -> dict:
         if isinstance(m, nn.Conv2d):
             if isinstance(m.padding, str):
                 pad = (0, 0) if m.padding == "valid" else tuple(
-                    d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation))
+                    same_padding(k, d) for k, d in zip(m.kernel_size, m.dilation))
             else:
                 pad = tuple(m.padding)
             out[name] = {"kernel_size": tuple(m.kernel_size), "stride": tuple(m.stride),
@@ -256,12 +258,8 @@ def serve(ns: dict, request_path: str, answer_path: str) -> None:
     with open(request_path, encoding="utf-8") as f:
         request = f.read()
     os.remove(request_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         answer = agent.handle(request)
-    finally:
-        torch.set_num_threads(threads)
     tmp = answer_path + ".part"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(answer)

@@ -5,10 +5,11 @@ Every model has ``forward_features(x) -> [B, C, h, w]`` and ``forward_head(featu
 """
 from . import resnet, van, vit  # noqa: F401  (importing registers the factories)
 from .attention import GlobalSelfAttention
+from .build import build_model
 from .bundled import load_bundled_model
 from .checkpoint import load_official_checkpoint, pretrained
 from .fpn import FPN, FPNHead, SemanticFPN, create_segmenter
-from .registry import DEMO_MODELS, build_model, create_model, list_models, model_family, register_model
+from .registry import DEMO_MODELS, create_model, list_models, model_family, register_model
 from .resnet import ResNet, ResNetConfig
 from .van import VAN, VANConfig
 from .vit import ViT, ViTConfig

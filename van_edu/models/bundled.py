@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import VanEduError
-from .registry import build_model
+from .build import build_model
 
 __all__ = ["load_bundled_model"]
 

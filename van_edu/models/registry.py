@@ -1,10 +1,9 @@
 """A small registry: every architecture registers named factory functions, one per variant.
 
 ``create_model("van_b0", num_classes=10)`` builds a model by name; ``list_models()`` lists the
-names. Each variant is a factory function of its own (``van_b0`` in ``models/van.py``, ...), which
+names (``van_edu.models.build`` sizes one for a data set). Each variant is a factory function of its own (``van_b0`` in ``models/van.py``, ...), which
 takes ``num_classes`` (0: no head), ``in_chans`` and keyword overrides of its config.
-``build_model(name, data)`` sizes a model for a data set (its classes, channels and image size),
-and ``DEMO_MODELS`` names the three models of the course's CPU comparison.
+``DEMO_MODELS`` names the three models of the course's CPU comparison.
 """
 from __future__ import annotations
 
@@ -100,26 +99,3 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, featu
             raise VanEduError(f"{arg} must be {what}, got {value!r}")
     model = _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **overrides)
     return model.as_features(out_indices) if features_only else model
-
-
-def build_model(name: str, data, **overrides) -> nn.Module:
-    """``create_model(name)`` sized for ``data``: its ``num_classes`` and ``in_chans``, and for a ViT
-    (whose position embedding fixes the input size) its ``image_size``. ``data`` is anything with
-    those attributes, e.g. the ``ImageData`` of ``van_edu.data.load_image_dataset``. For a
-    segmentation split (``data.task == "segmentation"``: a mask per image) the model is a Semantic
-    FPN on ``name``'s pyramid (``van_edu.models.fpn.create_segmenter``; ``overrides`` may hold its
-    options, such as ``neck_channels`` and ``out_indices``); for a detection split (boxes) a
-    CenterNet on it (``van_edu.models.centernet.create_detector``)."""
-    kw = dict(overrides)
-    if model_family(name) == "vit":
-        kw.setdefault("image_size", data.image_size)
-    task = getattr(data, "task", "classification")
-    if task == "segmentation":
-        from .fpn import create_segmenter  # here, not at the top: fpn builds on this module
-
-        return create_segmenter(name, data.num_classes, data.in_chans, **kw)
-    if task == "detection":
-        from .centernet import create_detector  # the same: centernet builds on this module
-
-        return create_detector(name, data.num_classes, data.in_chans, **kw)
-    return create_model(name, num_classes=data.num_classes, in_chans=data.in_chans, **kw)
