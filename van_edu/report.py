@@ -109,13 +109,11 @@ def _detection_text(summary: dict) -> str:
         f"canvases. Every backbone under CenterNet on the FPN's finest level "
         f"({json.dumps(summary['setup']['segmenter'])}), one recipe (`{json.dumps(recipe)}`, no augmentation), "
         f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}).", "",
-        "| detector on | params | MMACs / canvas | test mAP50 | test mAP (0.50:0.95) | training canvases/s | "
-        "training time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *_table(["detector on", "params", "MMACs / canvas", "test mAP50", "test mAP (0.50:0.95)",
+                 "training canvases/s", "training time (s)"],
+                [[r["model"], f"{r['params']:,}", f"{r['mmacs']:.1f}", _spread(r, "map50", 3), _spread(r, "map", 3),
+                  f"{r['images_per_second']:.0f}", f"{r['train_seconds']:.0f}"] for r in rows]),
     ]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {_spread(r, 'map50', 3)} | "
-                     f"{_spread(r, 'map', 3)} | {r['images_per_second']:.0f} | {r['train_seconds']:.0f} |")
     lines += [
         "", "![learning curves](learning_curves.png) ![mAP50 against parameters](map_vs_params.png)", "",
         "![predicted boxes](boxes.png)", "",
@@ -132,37 +130,42 @@ def _detection_text(summary: dict) -> str:
 def _segmentation_text(summary: dict) -> str:
     runs, floors = summary["runs"], summary["floors"]
     first, rows = runs[0], summarise(runs)
-    recipe = {k: first["config"][k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs")}
+    recipe = {k: first["config"][k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "augment")}
     lines = [
         "# VAN, ResNet and ViT as backbones: semantic segmentation", "",
         f"Dataset `{first['dataset']}`: {first['train_samples']} training and {first['test_samples']} test "
         f"canvases. Every backbone under a Semantic FPN ({json.dumps(summary['setup']['segmenter'])}), one recipe "
-        f"(`{json.dumps(recipe)}`, no augmentation), seeds {sorted({r['seed'] for r in runs})}. "
+        f"(`{json.dumps(recipe)}`; crops and flips, where on, move the masks too), seeds {sorted({r['seed'] for r in runs})}. "
         f"Device: {first['device']} ({first['machine']}).", "",
-        "| segmenter on | params (whole segmenter) | MMACs / canvas | test mIoU | pixel accuracy (%) | "
-        "training canvases/s | training time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *_table(["segmenter on", "params (whole segmenter)", "MMACs / canvas", "test mIoU", "pixel accuracy (%)",
+                 "training canvases/s", "training time (s)"],
+                [[r["model"], f"{r['params']:,}", f"{r['mmacs']:.1f}", _spread(r, "miou", 3), f"{r['accuracy']:.2f}",
+                  f"{r['images_per_second']:.0f}", f"{r['train_seconds']:.0f}"] for r in rows]
+                + [[f"*floor: {what}*", "0", "0", f"{f['miou']:.3f}", f"{100 * f['pixel_accuracy']:.2f}", "", ""]
+                   for what, f in (("every pixel background", floors["background"]),
+                                   (f"brighter than {floors['threshold']['threshold']} -> class "
+                                    f"{floors['threshold']['class']}", floors["threshold"]))]),
     ]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {_spread(r, 'miou', 3)} | {r['accuracy']:.2f} | "
-                     f"{r['images_per_second']:.0f} | {r['train_seconds']:.0f} |")
     lines += [
-        f"| *floor: every pixel background* | 0 | 0 | {floors['background']['miou']:.3f} | "
-        f"{100 * floors['background']['pixel_accuracy']:.2f} | | |",
-        f"| *floor: brighter than {floors['threshold']['threshold']} -> class {floors['threshold']['class']}* | 0 | 0 | "
-        f"{floors['threshold']['miou']:.3f} | {100 * floors['threshold']['pixel_accuracy']:.2f} | | |",
         "", "![learning curves](learning_curves.png) ![mIoU against parameters](miou_vs_params.png)", "",
         "![predicted masks](masks.png)", "",
         "## What these numbers do and do not show", "",
         "- mIoU is the mean over the 11 classes of the IoU from one confusion matrix of all test pixels "
         "(`van_edu.metrics`); the floors are scored the same way on the same canvases.",
         "- ± is the standard deviation over seeds; the models are scored on the same test canvases, so "
-        "compare two of them with a paired test over canvases (notebook 10), not with these spreads.",
+        "compare two of them with a paired test over canvases (`van_edu.metrics.paired_bootstrap_miou`), "
+        "not with these spreads.",
         f"- Same data, epochs and recipe for all; {_param_spread(rows)}. One small budget on 64 px "
         "canvases: the paper's ADE20K numbers (VAN-B0 38.5 mIoU with a Semantic FPN) are not tested here.",
         "", f"Wall time of the whole comparison: {summary['wall_seconds'] / 60:.1f} min.", "",
     ]
     return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table: the header, the first column left-aligned and the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _spread(row: dict, key: str, digits: int) -> str:
@@ -187,12 +190,11 @@ def _report_text(summary: dict) -> str:
         f"test images. Every model: {first['epochs']} epochs of the same recipe "
         f"(`{json.dumps({k: first['config'][k] for k in ('batch_size', 'lr', 'weight_decay', 'warmup_epochs', 'label_smoothing', 'augment')})}`), "
         f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}).", "",
-        "| model | params | MMACs / image | test accuracy (%) | training images/s | training time (s) | latency, batch 1 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *_table(["model", "params", "MMACs / image", "test accuracy (%)", "training images/s", "training time (s)",
+                 "latency, batch 1 (ms)"],
+                [[r["model"], f"{r['params']:,}", f"{r['mmacs']:.1f}", _spread(r, "accuracy", 2),
+                  f"{r['images_per_second']:.0f}", f"{r['train_seconds']:.0f}", f"{r['latency_ms']:.1f}"] for r in rows]),
     ]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['mmacs']:.1f} | {_spread(r, 'accuracy', 2)} | "
-                     f"{r['images_per_second']:.0f} | {r['train_seconds']:.0f} | {r['latency_ms']:.1f} |")
     lines += [
         "", "![learning curves](learning_curves.png)", "",
         "![accuracy against parameters](accuracy_vs_params.png) ![accuracy against throughput](accuracy_vs_throughput.png)", "",
