@@ -224,12 +224,10 @@ def van_block(S, hidden: bool, rng: random.Random):
             if tuple(p.shape) != (dim,) or not torch.allclose(p.detach().float(), torch.full((dim,), init)):
                 raise CheckFailed(f"{label}: {name} should have shape [{dim}] and start at layer_scale_init "
                                   f"= {init}; got shape {fmt_shape(p)} with values {p.detach().flatten()[:3].tolist()}")
-    mine = S.call(dim, _name="Block", _seed=9, mlp_ratio=ratio, drop_path=0.0)
     with seeded(9):
         reference = ref.Block(dim, ratio, drop_path=0.0)
     _randomize(reference, seed=_seed(rng, hidden, 9))
-    label = f"Block({dim}, mlp_ratio={ratio})"
-    load_reference_state(S, mine, reference, label)
+    mine, label = _block_like(S, reference, dim, ratio, drop_path=0.0, seed=9)
     x = randn(4, dim, side, side, seed=_seed(rng, hidden, 70))
     with torch.no_grad():
         reference.eval()
@@ -239,9 +237,7 @@ def van_block(S, hidden: bool, rng: random.Random):
         expect(S.forward(mine, x, label=label, mode="train", copy=True), r2(x),
                       f"{label} in training mode (BatchNorm on batch statistics)")
     p = 0.5
-    dropping = S.call(dim, _name="Block", _seed=10, mlp_ratio=ratio, drop_path=p)
-    label = f"Block({dim}, mlp_ratio={ratio}, drop_path={p})"
-    load_reference_state(S, dropping, reference, label)
+    dropping, label = _block_like(S, reference, dim, ratio, drop_path=p, seed=10)
     xs = randn(48, dim, side, side, seed=_seed(rng, hidden, 71))
     with torch.no_grad():
         reference.eval()
@@ -252,6 +248,15 @@ def van_block(S, hidden: bool, rng: random.Random):
                         seed=_seed(rng, hidden, 11))
         _check_drop_outcomes(out, xs, reference, p, label)
     return "layer scales, residuals and drop path match the reference block"
+
+
+def _block_like(S, reference, dim: int, ratio: float, drop_path: float, seed: int):
+    """The learner's ``Block(dim, mlp_ratio=ratio, drop_path=drop_path)`` holding the reference's
+    weights, and the label the messages name it by."""
+    mine = S.call(dim, _name="Block", _seed=seed, mlp_ratio=ratio, drop_path=drop_path)
+    label = f"Block({dim}, mlp_ratio={ratio}" + (f", drop_path={drop_path})" if drop_path else ")")
+    load_reference_state(S, mine, reference, label)
+    return mine, label
 
 
 def _check_drop_outcomes(out, x, reference, p, label) -> None:
