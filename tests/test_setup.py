@@ -52,8 +52,10 @@ def test_no_pins_on_torch_or_numpy():
 
 
 def _dry_run(target: str) -> list[str]:
-    """The commands ``make <target>`` would run, one per logical line (continuations joined)."""
-    done = subprocess.run(["make", "-n", "-C", str(ROOT), "--no-print-directory", target],
+    """The commands ``make <target>`` would run from scratch, one per logical line (continuations
+    joined): ``-B`` takes every target as out of date, so a set-up machine (stamps newer than
+    pyproject.toml, the wheels fetched) prints the same commands as a fresh clone."""
+    done = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), "--no-print-directory", target],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"make -n {target}: {done.stderr}"
     return done.stdout.replace("\\\n", " ").splitlines()

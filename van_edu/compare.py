@@ -36,7 +36,7 @@ class CompareSetup:
     """One comparison: the data, the three models, the shared recipe and the seeds.
 
     ``task="segmentation"`` (or ``"detection"``) compares the models as backbones: each becomes a
-    Semantic FPN (or a CenterNet; ``segmenter``: its options; ``backbone_options``: per model,
+    Semantic FPN (or a CenterNet; ``head_options``: its options; ``backbone_options``: per model,
     e.g. the pyramid levels ``out_indices`` it feeds the FPN), on a data set with masks (or boxes).
     """
 
@@ -49,14 +49,14 @@ class CompareSetup:
     test_samples: int | float | None = None
     image_size: int | None = None
     task: str = "classification"
-    segmenter: dict = field(default_factory=dict)
+    head_options: dict = field(default_factory=dict)
     backbone_options: dict = field(default_factory=dict)
 
     def model_options(self, name: str) -> dict:
         """What ``build_model`` needs beside the data for model ``name``."""
         if self.task == "classification":
             return {}
-        return {**self.segmenter, **self.backbone_options.get(name, {})}
+        return {**self.head_options, **self.backbone_options.get(name, {})}
 
     def train_config(self, seed: int, **more) -> TrainConfig:
         return replace(TRAIN_PRESETS[self.train], **{**self.overrides, **more, "seed": seed})
@@ -73,11 +73,11 @@ COMPARE_PRESETS = {
     # VAN as a backbone: Semantic FPNs on the three demo models' pyramids (strides 2, 4, 8; the ViT
     # through its simple feature pyramid), 64 px scattered garments, on a 2-core CPU.
     "segmentation": CompareSetup(dataset="scattered_garments", task="segmentation", train="seg_cpu",
-                                 segmenter={"neck_channels": 64, "head_channels": 64},
+                                 head_options={"neck_channels": 64, "head_channels": 64},
                                  backbone_options={"vit_mini": {"out_indices": (1, 2, 3)}}),
     # The same backbones under CenterNet, on the garments' boxes.
     "detection": CompareSetup(dataset="scattered_garments", task="detection", train="det_cpu",
-                              segmenter={"neck_channels": 64, "head_channels": 64},
+                              head_options={"neck_channels": 64, "head_channels": 64},
                               backbone_options={"vit_mini": {"out_indices": (1, 2, 3)}}),
 }
 TASKS = ("classification", "segmentation", "detection")

@@ -107,7 +107,7 @@ def _detection_text(summary: dict) -> str:
         "# VAN, ResNet and ViT as backbones: object detection", "",
         f"Dataset `{first['dataset']}` (boxes): {first['train_samples']} training and {first['test_samples']} test "
         f"canvases. Every backbone under CenterNet on the FPN's finest level "
-        f"({json.dumps(summary['setup']['segmenter'])}), one recipe (`{json.dumps(recipe)}`, no augmentation), "
+        f"({json.dumps(summary['setup']['head_options'])}), one recipe (`{json.dumps(recipe)}`, no augmentation), "
         f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}).", "",
         *_table(["detector on", "params", "MMACs / canvas", "test mAP50", "test mAP (0.50:0.95)",
                  "training canvases/s", "training time (s)"],
@@ -134,7 +134,7 @@ def _segmentation_text(summary: dict) -> str:
     lines = [
         "# VAN, ResNet and ViT as backbones: semantic segmentation", "",
         f"Dataset `{first['dataset']}`: {first['train_samples']} training and {first['test_samples']} test "
-        f"canvases. Every backbone under a Semantic FPN ({json.dumps(summary['setup']['segmenter'])}), one recipe "
+        f"canvases. Every backbone under a Semantic FPN ({json.dumps(summary['setup']['head_options'])}), one recipe "
         f"(`{json.dumps(recipe)}`; crops and flips, where on, move the masks too), seeds {sorted({r['seed'] for r in runs})}. "
         f"Device: {first['device']} ({first['machine']}).", "",
         *_table(["segmenter on", "params (whole segmenter)", "MMACs / canvas", "test mIoU", "pixel accuracy (%)",
