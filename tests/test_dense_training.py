@@ -52,38 +52,6 @@ def test_crops_and_flips_move_the_mask_with_its_pixels():
     assert changed > 32                                                 # most masks moved (crop or flip)
 
 
-class TinySegmenter(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 3, 1))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-def test_masks_are_labels_of_their_own_kind():
-    data = stripes(4, 0)
-    assert data.task == "segmentation" and data.subset(2).labels.shape == (2, 16, 16)
-    with pytest.raises(VanEduError, match=r"labels must be \[N\] .* or \[N, H, W\] .*got \[4, 16, 15\]"):
-        ImageData(data.images, data.labels[:, :, :15], data.classes)
-    with pytest.raises(VanEduError, match="crops and flips only"):
-        next(batches(data, 2, shuffle=True, augment="gpu"))            # erasing would lie about the mask
-    x, y = next(batches(data, 2, shuffle=False))
-    assert y.shape == (2, 16, 16) and torch.equal(y, data.labels[:2])
-
-
-def test_crops_and_flips_move_the_mask_with_its_pixels():
-    data = stripes(64, 3)
-    for x, y in batches(data, 64, shuffle=True, augment="cpu", seed=1):
-        # every pixel of a bar (230 -> normalised 0.80) is labelled bar, and every bar label sits on one
-        bright = x[:, 0] > 0.75
-        assert torch.equal(bright, y == 1)
-        moved = ~torch.equal(y, data.labels)
-    assert moved                                                        # the augmentation did something
-    shifted = [torch.equal(y[i], data.labels[i]) for i in range(64)]
-    assert not all(shifted)
-
-
 def test_fit_learns_masks_and_reports_miou(tmp_path):
     torch.manual_seed(0)
     train, test = stripes(256, 1), stripes(64, 2)

@@ -22,7 +22,7 @@ LAYERS = [
     {"van_edu.augment", "van_edu.images", "van_edu.sources", "van_edu.cache", "van_edu.hub", "van_edu.garments",
      "van_edu.data", "van_edu.lka_fast", "van_edu.lka", "van_edu.models"},
     # 2: training
-    {"van_edu.distributed", "van_edu.evaluation", "van_edu.train_state", "van_edu.train"},
+    {"van_edu.distributed", "van_edu.evaluation", "van_edu.recipes", "van_edu.train_state", "van_edu.train"},
     # 3: measuring, explaining and drawing
     {"van_edu.complexity", "van_edu.scaling", "van_edu.explain", "van_edu.viz", "van_edu.diagrams", "van_edu.bench",
      "van_edu.report", "van_edu.roofline"},
