@@ -83,11 +83,14 @@ def floors(train_images: torch.Tensor, train_masks: torch.Tensor, test_images: t
     * ``threshold``: a pixel brighter than a threshold is the most frequent garment class of the
       training masks, the rest background; the threshold is the one with the best training mIoU.
 
-    ``*_images`` are uint8 [N, 1, H, W] (grey), ``*_masks`` [N, H, W]. Each entry: ``miou``,
-    ``pixel_accuracy`` (and the rule's ``threshold`` and ``class``).
+    ``*_images`` are uint8 [N, C, H, W] (colour: the rule reads the mean of the channels),
+    ``*_masks`` [N, H, W]; pixels with a negative label (``IGNORE_INDEX``) count nowhere. Each
+    entry: ``miou``, ``pixel_accuracy`` (and the rule's ``threshold`` and ``class``).
     """
     def hist(images, masks):
-        index = images[:, 0].long().flatten() * num_classes + masks.long().flatten()
+        grey = images[:, 0].long() if images.shape[1] == 1 else images.float().mean(1).round().long()
+        keep = masks >= 0
+        index = grey[keep] * num_classes + masks[keep].long()
         return torch.bincount(index, minlength=256 * num_classes).reshape(256, num_classes)
 
     train_hist, test_hist = hist(train_images, train_masks), hist(test_images, test_masks)
