@@ -36,7 +36,7 @@ from .images import IGNORE_INDEX, ImageData, batches, check_seed, check_subset_s
 from .sources import BUNDLED_DIR, DATASETS, DatasetSpec, Source, known_name
 
 __all__ = ["normalize", "ImageData", "IGNORE_INDEX", "AugmentConfig", "AUGMENT_PRESETS", "augment", "batches",
-           "load_image_dataset", "DatasetSpec", "DATASETS", "BUNDLED_DIR", "hub_reachable"]
+           "load_image_dataset", "garment_instances", "DatasetSpec", "DATASETS", "BUNDLED_DIR", "hub_reachable"]
 
 
 def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train", *,
@@ -173,6 +173,25 @@ def _load_masks(source: Source, spec, split: str, size, samples, seed: int) -> I
     data = ImageData(hub.decode_images(dataset, image_column, size), masks, list(spec.classes), source.name)
     cache.write(data)
     return _subset(data, samples, seed, what)
+
+
+def garment_instances(split: str = "test", samples: int | float | None = None, seed: int = 0,
+                      config: garments.GarmentsConfig = garments.GARMENTS) -> dict:
+    """The objects behind ``load_image_dataset("scattered_garments", split, samples=..., seed=...)``,
+    canvas for canvas: ``instances`` int64 [N, H, W] (0 background, i + 1 on the visible pixels of
+    the canvas's i-th garment), ``labels`` and ``areas`` (per canvas, per garment: its class 0..9
+    and its pixels as drawn), for ``van_edu.metrics.instance_scores``. Remade from the generator
+    (a few seconds), not cached."""
+    if split not in ("train", "test"):
+        raise VanEduError(f"scattered_garments has the splits 'train' and 'test', got {split!r}")
+    source = load_image_dataset("fashion_mnist", split)
+    exclude = load_image_dataset("fashion_mnist", "train") if split == "test" else None
+    dataset = garments.garments_from(source, split, config, exclude)
+    index = (subset_index(len(dataset), samples, seed, f"the {split!r} split of 'scattered_garments'").tolist()
+             if samples is not None else list(range(len(dataset))))
+    kept = dataset.select(index)
+    return {"instances": hub.decode_images(kept, "instances", None)[:, 0].to(torch.int64),
+            "labels": kept["labels"], "areas": kept["areas"]}
 
 
 def _subset(data: ImageData, samples, seed: int, what: str) -> ImageData:

@@ -16,7 +16,7 @@ from .images import IGNORE_INDEX, ImageData, batches
 from .metrics import detection_scores, segmentation_scores
 from .runtime import autocast
 
-__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype"]
+__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype", "predict_masks"]
 
 
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
@@ -38,6 +38,20 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=No
     finally:
         model.train(was_training)
     return metrics(*sums)
+
+
+@torch.no_grad()
+def predict_masks(model: nn.Module, data: ImageData, batch_size: int = 256, device=None) -> torch.Tensor:
+    """A segmenter's predicted class of every pixel of ``data``: int64 [N, H, W] on the CPU, in
+    evaluation mode (the model's mode is restored), e.g. for ``van_edu.metrics.instance_scores``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x.to(device)).argmax(1).cpu()
+                          for x, _ in batches(data, batch_size, shuffle=False)])
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
