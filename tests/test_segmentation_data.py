@@ -233,3 +233,10 @@ def test_segmentation_gpu_preset_runs_on_pets(pets, tmp_path):
     assert "mean over the 2 classes" in (tmp_path / "out" / "report.md").read_text()
     assert json.loads((tmp_path / "out" / "results.json").read_text())["setup"]["dataset"] == "oxford_pets"
     assert (tmp_path / "out" / "masks.png").stat().st_size > 1000
+
+
+def test_cli_train_refuses_boxes_from_pets(pets, capsys, tmp_path):
+    from van_edu.cli import main
+
+    assert main(["train", "--dataset", "oxford_pets", "--task", "detection", "--out", str(tmp_path / "x")]) == 2
+    assert "'oxford_pets' has masks only (expected --task segmentation)" in capsys.readouterr().err
