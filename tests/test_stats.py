@@ -51,6 +51,16 @@ def test_mcnemar_counts_only_the_disagreements_and_is_exact():
         mcnemar([1, 0], [1])
 
 
+def test_mcnemar_on_a_test_set_of_thousands():
+    from van_edu.stats import mcnemar
+
+    # 1,050 against 950 discordant images: beyond a float's 2 ** 1023, so counted in whole numbers;
+    # the normal approximation with continuity correction, z = (100 - 1) / sqrt(2000), gives p = 0.0268
+    r = mcnemar([1] * 1050 + [0] * 950 + [1] * 8000, [0] * 1050 + [1] * 950 + [1] * 8000)
+    assert (r.only_a, r.only_b) == (1050, 950) and r.p == pytest.approx(0.0268, abs=0.001)
+    assert mcnemar([1] * 1000 + [0] * 1000, [0] * 1000 + [1] * 1000).p == 1.0
+
+
 def test_holm_steps_down_and_stops_at_the_first_failure():
     from van_edu.stats import holm
 

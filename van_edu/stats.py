@@ -133,8 +133,11 @@ def mcnemar(correct_a, correct_b) -> McNemarResult:
     only_a = sum(x and not y for x, y in zip(a, b))
     only_b = sum(y and not x for x, y in zip(a, b))
     n, k = only_a + only_b, min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n if n else 1.0
-    return McNemarResult(only_a, only_b, min(1.0, 2.0 * tail))
+    # P(X <= k) for X ~ Binomial(n, 1/2), in whole numbers (2.0 ** n overflows a float past n = 1023)
+    count, term = 0, 1
+    for i in range(k + 1):
+        count, term = count + term, term * (n - i) // (i + 1)
+    return McNemarResult(only_a, only_b, min(1.0, 2 * count / 2 ** n))
 
 
 def holm(p_values, alpha: float = 0.05) -> list[bool]:
