@@ -21,6 +21,7 @@ def test_welch_by_hand():
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     se = math.sqrt(sa ** 2 / 3 + sb ** 2 / 3)
     assert r.difference == pytest.approx(ma - mb) and r.t == pytest.approx((ma - mb) / se)
+    assert r.se == pytest.approx(se)
     assert r.dof == pytest.approx(4.0)                 # equal variances and sizes: n1 + n2 - 2
     assert r.p == pytest.approx(2 * (1 - t_cdf(r.t, 4.0)))
     assert r.low == pytest.approx(r.difference - t_quantile(0.975, 4.0) * se)

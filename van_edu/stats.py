@@ -95,6 +95,7 @@ class WelchResult:
     low: float          # confidence interval of the difference
     high: float
     level: float
+    se: float = math.nan  # standard error of the difference, sqrt(s_a^2 / n_a + s_b^2 / n_b)
 
 
 def welch_test(a, b, level: float = 0.95) -> WelchResult:
@@ -107,12 +108,12 @@ def welch_test(a, b, level: float = 0.95) -> WelchResult:
     se = math.sqrt(va + vb)
     diff = ma - mb
     if se == 0.0:
-        return WelchResult(diff, math.inf if diff else 0.0, math.inf, 0.0 if diff else 1.0, diff, diff, level)
+        return WelchResult(diff, math.inf if diff else 0.0, math.inf, 0.0 if diff else 1.0, diff, diff, level, 0.0)
     dof = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
     t = diff / se
     p = 2.0 * (1.0 - t_cdf(abs(t), dof))
     half = t_quantile(0.5 + level / 2.0, dof) * se
-    return WelchResult(diff, t, dof, p, diff - half, diff + half, level)
+    return WelchResult(diff, t, dof, p, diff - half, diff + half, level, se)
 
 
 # --- Two models on the same test set: paired tests, and many tests at once ---------------------
