@@ -8,7 +8,7 @@
 * ``van_edu.grading.grader``: runs a submission in its own box (``kernel``, ``box``: a fresh
   kernel and folder with limits, Landlock on Linux) and judges each task in the grader's process
   (needs nbclient; ``host``: the pids cgroup and the answer files, ``scores``: results, reasons,
-  CSV and JSON); ``provenance`` flags answers that use the course's own implementation.
+  CSV and JSON).
 
 Nothing is imported with the package itself: each name above (and ``grade_folder``, in
 ``classroom``) loads its module on first use, so ``import van_edu.grading`` costs nothing and the

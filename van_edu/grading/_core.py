@@ -27,7 +27,7 @@ from . import wire
 from .agent import Agent, conv_description, seeded
 
 __all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded", "module_signature_mismatch", "load_reference_state",
-           "require_callable", "randn"]
+           "randn"]
 
 
 class CheckFailed(AssertionError):
@@ -135,15 +135,16 @@ def _tensor_values(got, want, what: str, tol: tuple, hints: dict | None) -> None
     raise CheckFailed(reason)
 
 
-def _non_finite(value, depth: int = 0) -> bool:
-    """Whether a value from the learner's code holds NaN or inf anywhere (a float, a tensor, inside containers)."""
+def _non_finite(value) -> bool:
+    """Whether a value from the learner's code holds NaN or inf anywhere (a float, a tensor, inside containers;
+    :mod:`.wire` bounds their depth)."""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, torch.Tensor):
         return value.dtype.is_floating_point and not bool(torch.isfinite(value.detach()).all())
     if isinstance(value, dict):
         value = list(value.values())
-    return isinstance(value, (list, tuple)) and depth < 50 and any(_non_finite(v, depth + 1) for v in value)
+    return isinstance(value, (list, tuple)) and any(map(_non_finite, value))
 
 
 def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
@@ -217,13 +218,6 @@ class Session:
         raise CheckFailed(f"{call_text} raised {ename}: {message}")
 
     # ----------------------------------------------------------------------- operations
-    def origin(self) -> dict:
-        """What the subject is: callable or not, its module, a class's bases (module-qualified)."""
-        result = self._one({"op": "origin", "subject": self.subject})
-        if not isinstance(result, dict) or "error" in result:
-            raise SubjectMissing(self.subject, f"NameError: {result.get('message', '')}")
-        return result
-
     def _call_op(self, args, kwargs, seed, target, args_after, param_refs, name):
         op = {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
               "args_after": args_after, "param_refs": param_refs}
@@ -334,35 +328,19 @@ def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
     return desc
 
 
-def _reference_origin(origin: dict) -> str | None:
-    """Why the subject is van_edu's own code (the function itself, or a class built on it), if it is."""
-    if origin.get("module", "").startswith("van_edu"):
-        return f"you passed van_edu's own {origin.get('name') or 'code'}; the task asks for your implementation"
-    for base in origin.get("bases", []):
-        if base.startswith("van_edu."):
-            return f"your class is built on van_edu's {base}; the task asks for your own implementation"
-    return None
-
-
-def require_callable(S: Session, what: str) -> None:
-    origin = S.origin()
-    if not origin.get("callable"):
-        raise CheckFailed(f"expected {what} to be a function or class, got {origin.get('type')}")
-    reason = _reference_origin(origin)
-    if reason:
-        raise CheckFailed(reason)
-
-
 class TaskCheck:
     """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary.
 
     Calling it (``check.eq3_params(eq3_params)``) is the learner's self-check: the answer runs in
     this process, PASS or FAIL is printed, failures are re-raised. The grader calls :meth:`verdict`
-    with a session on the learner's kernel and a generator drawn from its secret seed.
+    with a session on the learner's kernel and a generator drawn from its secret seed. ``hides``
+    names the course's own code that the task asks the learner to write again (``van_edu.lka.LKA``:
+    top-level functions and classes where they are defined), which a box graded with
+    ``--forbid-reference`` does not have.
     """
 
-    def __init__(self, task: str, body, visible_seed: int):
-        self.task, self.body, self.visible_seed = task, body, visible_seed
+    def __init__(self, task: str, body, hides: tuple[str, ...] = ()):
+        self.task, self.body, self.hides = task, body, hides
         functools.update_wrapper(self, body)
 
     def verdict(self, session: Session, hidden: bool, rng: random.Random) -> str:
@@ -374,7 +352,7 @@ class TaskCheck:
         __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame)
         name = getattr(obj, "__name__", None) or "answer"
         try:
-            summary = self.verdict(Session.local(obj, name), hidden, random.Random(self.visible_seed))
+            summary = self.verdict(Session.local(obj, name), hidden, random.Random(0))
         except _NotAnswered as err:
             print(f"FAIL {self.task}: not answered yet: {err} still raises NotImplementedError")
             raise NotImplementedError(f"{self.task}: {err} still raises NotImplementedError: replace "
@@ -386,6 +364,6 @@ class TaskCheck:
         return True
 
 
-def task_check(task: str, visible_seed: int = 0):
-    """Make ``body(session, hidden, rng)`` the check of ``task`` (a :class:`TaskCheck`)."""
-    return lambda body: TaskCheck(task, body, visible_seed)
+def task_check(task: str, *hides: str):
+    """Make ``body(session, hidden, rng)`` the check of ``task`` (a :class:`TaskCheck`) hiding ``hides``."""
+    return lambda body: TaskCheck(task, body, hides)

@@ -12,7 +12,6 @@ Objects that are not data stay in the agent's table and travel as :class:`~.wire
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 import traceback
 from contextlib import contextmanager
@@ -74,18 +73,6 @@ def error_info(err: BaseException, default: str) -> dict:
 
 class _NoSubject(NameError):
     pass
-
-
-def _origin(obj) -> dict:
-    """Where a subject comes from: its module, and for a class the modules of its bases."""
-    try:
-        info = {"callable": callable(obj), "type": type(obj).__name__, "name": str(getattr(obj, "__name__", ""))[:80],
-                "module": str(getattr(obj, "__module__", "") or "")}
-        if inspect.isclass(obj):
-            info["bases"] = [f"{c.__module__}.{c.__qualname__}" for c in obj.__mro__[1:]]
-        return info
-    except BaseException:  # a hostile object
-        return {"callable": False, "type": "unknown", "module": ""}
 
 
 class Agent:
@@ -160,8 +147,6 @@ class Agent:
     def run(self, op: dict):
         kind = op["op"]
         label = op.get("label") or op.get("subject") or "your code"
-        if kind == "origin":
-            return _origin(self._target(op))
         if kind == "make":
             args = self._resolve(op.get("args", []))
             with seeded(op.get("seed", 0)):

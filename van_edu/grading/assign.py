@@ -40,11 +40,13 @@ def default_exercises_dir() -> Path:
 
 @dataclass(frozen=True)
 class Task:
-    """One graded task: the ``grade_id`` of its test cell, its points and the test code (hidden included)."""
+    """One graded task: the ``grade_id`` of its test cell, its points, the test code (hidden included),
+    and the test cell as the student copy shows it (how the grader finds it in a submission)."""
 
     name: str
     points: float
     test_code: str
+    visible: str
 
 
 def nbgrader_meta(cell) -> dict:
@@ -89,6 +91,10 @@ def test_source(cell_source: str) -> str:
     return _drop_marker_lines(cell_source, BEGIN_HIDDEN, END_HIDDEN)
 
 
+def _visible(cell_source: str) -> str:
+    return _replace_blocks(cell_source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+
+
 def _clean(nb, exercise_set: str):
     nb = copy.deepcopy(nb)
     nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": {"name": "python"},
@@ -116,7 +122,7 @@ def student_copy(nb, exercise_set: str):
             continue
         cell.source = _replace_blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION,
                                       lambda indent: [indent + s for s in SOLUTION_STUB])
-        cell.source = _replace_blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+        cell.source = _visible(cell.source)
     return nb
 
 
@@ -126,14 +132,14 @@ def solution_copy(nb, exercise_set: str):
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = _drop_marker_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION)
-            cell.source = _replace_blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+            cell.source = _visible(cell.source)
     return nb
 
 
 def tasks_of(nb) -> list[Task]:
     """The graded tasks of a source notebook, in order (one per test cell)."""
-    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)), test_source(c.source))
-            for c in nb.cells if is_test_cell(c)]
+    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)), test_source(c.source),
+                 _visible(c.source)) for c in nb.cells if is_test_cell(c)]
 
 
 def validate_source(nb, name: str = "source") -> None:

@@ -15,7 +15,6 @@ from ._core import (
     load_reference_state,
     module_signature_mismatch,
     randn,
-    require_callable,
     seeded,
     task_check,
 )
@@ -36,10 +35,9 @@ def _randomize(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
-@task_check("depthwise_conv")
+@task_check("depthwise_conv", "van_edu.lka._depthwise")
 def depthwise_conv(S, hidden: bool, rng: random.Random):
     """``fn(channels, kernel, dilation)`` -> an ``nn.Conv2d`` that is depth-wise and keeps the size."""
-    require_callable(S, "depthwise_conv")
     cases = [(4, 5, 1), (4, 7, 3), (6, 3, 2)]
     if hidden:
         cases += [(3, 9, 1), (5, 5, 4), (8, 3, 3), (2, 11, 2)]
@@ -70,7 +68,6 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
 @task_check("effective_kernel")
 def effective_kernel(S, hidden: bool, rng: random.Random):
     """``fn(w_dw, w_dwd, dilation)`` -> the single kernel equal to the two depth-wise convs in a row."""
-    require_callable(S, "effective_kernel")
     cases = [(5, 7, 3), (3, 4, 2), (3, 3, 1)]
     if hidden:
         cases += [(7, 7, 4), (5, 5, 3), (1, 5, 2), (3, 2, 2)]
@@ -106,10 +103,9 @@ def _lka_hints(reference: nn.Module, x: torch.Tensor) -> dict:
             "LKA uses the attention map as it is, with no sigmoid": attn.sigmoid() * x}
 
 
-@task_check("lka_module")
+@task_check("lka_module", "van_edu.lka.LKA", "van_edu.lka_fast.fast_attention_map")
 def lka_module(S, hidden: bool, rng: random.Random):
     """``cls(dim, kernel_size=21, dilation=3)``: LKA with ``conv0``, ``conv_spatial``, ``conv1``."""
-    require_callable(S, "LKA")
     cases = [(8, None, None, 16), (4, 21, 3, 30)]
     if hidden:
         cases += [(4, 7, 2, 12), (6, 14, 3, 15), (3, 28, 4, 20)]
@@ -133,10 +129,9 @@ def lka_module(S, hidden: bool, rng: random.Random):
     return f"{len(cases)} configurations match the reference LKA"
 
 
-@task_check("attention_module")
+@task_check("attention_module", "van_edu.models.van.Attention")
 def attention_module(S, hidden: bool, rng: random.Random):
     """``cls(dim)``: proj_1 (1x1), GELU, LKA (``spatial_gating_unit``), proj_2 (1x1), plus the input."""
-    require_callable(S, "Attention")
     sides = [(8, 12)] + ([(16, 9), (3, 24)] if hidden else [])
     for i, (dim, side) in enumerate(sides):
         label = f"Attention({dim})"

@@ -7,16 +7,15 @@ import torch
 
 from . import fixtures
 from . import reference as ref
-from ._core import CheckFailed, expect, require_callable, seeded, task_check
+from ._core import CheckFailed, expect, seeded, task_check
 from .wire import ParamRef
 
 __all__ = ["warmup_cosine", "param_groups", "train_step", "accuracy"]
 
 
-@task_check("warmup_cosine")
+@task_check("warmup_cosine", "van_edu.train.WarmupCosine")
 def warmup_cosine(S, hidden: bool, rng: random.Random):
     """``fn(step, warmup_steps, total_steps)``: the factor on the peak learning rate at ``step``."""
-    require_callable(S, "warmup_cosine")
     schedules = [(5, 20), (0, 10)] + ([(3, 4), (10, 1000), (1, 2)] if hidden else [])
     if hidden:
         total = rng.randint(2, 300)
@@ -34,10 +33,9 @@ def warmup_cosine(S, hidden: bool, rng: random.Random):
     return "linear warm-up then half a cosine, " + ", ".join(f"{w}/{t}" for w, t in schedules)
 
 
-@task_check("param_groups")
+@task_check("param_groups", "van_edu.train.param_groups", "van_edu.train.make_optimizer")
 def param_groups(S, hidden: bool, rng: random.Random):
     """``fn(model, weight_decay)`` -> two AdamW groups: decay on weights with 2+ dims, none on 1-D ones."""
-    require_callable(S, "param_groups")
     models = ["param_net"] + (["van_mini_3"] if hidden else [])
     for fixture in models:
         wd = 0.05 if not hidden else round(rng.uniform(0.01, 0.3), 3)
@@ -143,10 +141,9 @@ def _compare_runs(S, amp_dtype, use_scaler: bool, label: str, tol: float, seeds:
         raise CheckFailed(f"{err}{hint}") from None
 
 
-@task_check("train_step")
+@task_check("train_step", "van_edu.train.fit", "van_edu.train._train_step")
 def train_step(S, hidden: bool, rng: random.Random):
     """``fn(model, x, y, optimizer, amp_dtype=None, scaler=None)``: one update; returns the loss as a float."""
-    require_callable(S, "train_step")
 
     def seeds(default):
         return (rng.randrange(2**31), rng.randrange(2**31)) if hidden else default
@@ -158,10 +155,9 @@ def train_step(S, hidden: bool, rng: random.Random):
     return "3 steps match the reference in float32 and bfloat16" + (", and with a gradient scaler" if hidden else "")
 
 
-@task_check("accuracy")
+@task_check("accuracy", "van_edu.evaluation.evaluate", "van_edu.evaluation.eval_sums")
 def accuracy(S, hidden: bool, rng: random.Random):
     """``fn(model, x, y, batch_size=256)``: fraction correct, in evaluation mode, without gradients."""
-    require_callable(S, "accuracy")
     cases = [(10, 4), (64, 256)] + ([(33, 8), (7, 1), (rng.randint(2, 90), rng.randint(1, 40))] if hidden else [])
     for n, bs in cases:
         with seeded(rng.randrange(2**31) if hidden else 14):

@@ -14,7 +14,6 @@ from ._core import (
     fmt_shape,
     load_reference_state,
     randn,
-    require_callable,
     seeded,
     task_check,
 )
@@ -26,10 +25,9 @@ def _seed(rng: random.Random, hidden: bool, default: int) -> int:
     return rng.randrange(2**31) if hidden else default
 
 
-@task_check("drop_path")
+@task_check("drop_path", "van_edu.models.layers.DropPath")
 def drop_path(S, hidden: bool, rng: random.Random):
     """``fn(x, p, training)``: drop whole samples with probability p, rescale the rest by 1/(1-p)."""
-    require_callable(S, "drop_path")
     x = randn(4, 3, 5, 5, seed=_seed(rng, hidden, 1))
     for p, training in ((0.5, False), (0.0, True)):
         out = S.call(x.clone(), p, training, _seed=5)
@@ -69,10 +67,9 @@ def drop_path(S, hidden: bool, rng: random.Random):
     return "identity in evaluation, whole samples dropped at rate p and the rest rescaled in training"
 
 
-@task_check("overlap_patch_embed")
+@task_check("overlap_patch_embed", "van_edu.models.van.OverlapPatchEmbed")
 def overlap_patch_embed(S, hidden: bool, rng: random.Random):
     """``cls(in_chans, embed_dim, kernel, stride)``: a strided conv (padding kernel // 2), then BatchNorm."""
-    require_callable(S, "OverlapPatchEmbed")
     cases = [(3, 8, 7, 4, 224), (8, 16, 3, 2, 15), (1, 4, 3, 1, 28)]
     if hidden:
         cases += [(2, 6, 5, 2, 33), (4, 8, 7, 4, 31), (3, 5, 3, 2, 8)]
@@ -106,7 +103,6 @@ def overlap_patch_embed(S, hidden: bool, rng: random.Random):
 @task_check("stage_sizes")
 def stage_sizes(S, hidden: bool, rng: random.Random):
     """``fn(image_size, stem_kernel=7, stem_stride=4, num_stages=4)`` -> the side after each stage."""
-    require_callable(S, "stage_sizes")
     cases = [((224,), {}), ((32,), {}), ((28, 3, 1, 3), {}), ((225,), {})]
     if hidden:
         for _ in range(40):
@@ -126,10 +122,9 @@ def stage_sizes(S, hidden: bool, rng: random.Random):
     return "224 -> [56, 28, 14, 7], 32 -> [8, 4, 2, 1]" + (" and 40 random inputs" if hidden else "")
 
 
-@task_check("drop_path_rates")
+@task_check("drop_path_rates", "van_edu.models.layers.linear_drop_path_rates")
 def drop_path_rates(S, hidden: bool, rng: random.Random):
     """``fn(total, depths)`` -> per-stage lists of rates rising linearly from 0 to ``total`` over all blocks."""
-    require_callable(S, "drop_path_rates")
     cases = [(0.1, [3, 3, 5, 2]), (0.0, [2, 2]), (0.2, [1])]
     if hidden:
         cases += [(round(rng.random() * 0.5, 3), [rng.randint(1, 6) for _ in range(rng.randint(1, 5))])
@@ -202,10 +197,9 @@ def _block_hints(reference, x) -> dict:
     }
 
 
-@task_check("van_block")
+@task_check("van_block", "van_edu.models.van.Block")
 def van_block(S, hidden: bool, rng: random.Random):
     """``cls(dim, mlp_ratio=4.0, drop_path=0.0, layer_scale_init=1e-2)``: the VAN block."""
-    require_callable(S, "Block")
     dim, ratio, side = 8, 4.0, 8
     inits = [1e-2] + ([round(rng.uniform(0.1, 0.9), 3)] if hidden else [])
     for init in inits:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import VanEduError
 from ..fileio import atomic_write_text
-from .grader import _load_sources, _read_text, _sources, grade_notebook
+from .grader import _load_sources, _read_text, _sources, can_hide, grade_notebook
 from .limits import Limits
 from .scores import GradeReport, TaskResult, feedback, first_line, rows_to_csv
 
@@ -184,6 +184,7 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
     k, n = shard
     if not 1 <= k <= n:
         raise VanEduError(f"a shard is K/N with 1 <= K <= N, got {k}/{n}")
+    can_hide(limits or Limits(), forbid_reference)
     sources = _load_sources(_sources(source_dir).values())
     learners = _submissions(folder)
     if not learners:

@@ -7,9 +7,10 @@
 3. Where each test cell stands (or at the end, for a deleted one) the task's check runs here, in the
    grader's process: it asks the kernel to call the learner's code on inputs drawn from a secret
    seed, gets the outputs back as data (:mod:`.wire`) and compares them with the reference.
-4. A task scores its points when its check passes, else 0 with the reason; reference use is
-   flagged (:mod:`.provenance`; ``forbid_reference``: 0). Nothing a learner writes, and no failure of
-   the grader's own code on one notebook, stops the grading: the notebook scores 0 with the reason.
+4. A task scores its points when its check passes, else 0 with the reason. With ``forbid_reference``
+   the box's copy of the course lacks the code the notebook's tasks ask for (each check names it), so
+   an answer that calls it fails its check. Nothing a learner writes, and no failure of the grader's
+   own code on one notebook, stops the grading: the notebook scores 0 with the reason.
 """
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ import nbformat
 
 from ..errors import VanEduError
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
-from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, nbgrader_meta, tasks_of
+from .assign import Task, default_exercises_dir, nbgrader_meta, tasks_of
+from .box import landlock_abi
 from .check import CHECKS
 from .kernel import BoxedKernel, KernelLost, Limits
-from .limits import ANALYSIS_BUDGET, MAX_NOTEBOOK_MB
-from .provenance import AnalysisOverrun, reference_use
+from .limits import MAX_NOTEBOOK_MB
 from .scores import CellRecord, GradeReport, TaskResult, first_line, score
 
-__all__ = ["TaskResult", "GradeReport", "grade_notebook"]
+__all__ = ["TaskResult", "GradeReport", "grade_notebook", "can_hide"]
 
 
 # --------------------------------------------------------------------------- the execution plan
@@ -46,32 +47,33 @@ def _neutralize(code: str) -> str:
     return "\n".join(lines)
 
 
+def _words(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.split("\n") if line.strip())
+
+
 def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
-    """The learner's cells, with a check step where each of the source's test cells stands; returns
-    the steps and the tasks whose test cell the learner's notebook lacked (checked at the end)."""
-    by_name = {t.name: t for t in tasks}
+    """The learner's cells, with a check step where each of the source's test cells stands, found by its
+    text (never by the notebook's metadata, which the learner can edit); returns the steps and the tasks
+    whose test cell the learner's notebook lacked (checked at the end)."""
+    tests = {_words(t.visible): t.name for t in tasks if _words(t.visible)}
     steps, placed = [], set()
     for number, cell in enumerate(nb.cells, start=1):
         if cell.get("cell_type") != "code":
             continue
-        gid = nbgrader_meta(cell).get("grade_id")
-        if is_test_cell(cell) and gid in by_name:
-            if gid not in placed:
-                steps.append(CellRecord(kind="test", task=gid, number=number))
-                placed.add(gid)
-            continue
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
-        locked = nbgrader_meta(cell).get("locked") and not is_answer_cell(cell)
-        steps.append(CellRecord(code=_neutralize(source), kind="setup" if locked else "learner", number=number))
+        task = tests.get(_words(source))
+        if task is None:
+            steps.append(CellRecord(code=_neutralize(source), number=number))
+        elif task not in placed:
+            steps.append(CellRecord(kind="test", task=task, number=number))
+            placed.add(task)
     missing = {t.name for t in tasks} - placed
-    for t in tasks:
-        if t.name in missing:
-            steps.append(CellRecord(kind="test", task=t.name))
+    steps += [CellRecord(kind="test", task=t.name) for t in tasks if t.name in missing]
     following = None  # each learner cell answers the next task tested after it
     for step in reversed(steps):
         if step.kind == "test":
             following = step.task
-        elif step.kind == "learner":
+        else:
             step.task = following
     return steps, missing
 
@@ -114,7 +116,7 @@ def _judge(kernel: BoxedKernel, task: Task, secret: int) -> tuple[str | None, bo
     except Exception as err:  # a bug in a check must not crash the grading of a class
         return f"the check itself failed ({type(err).__name__}: {first_line(str(err), 200)}); tell the teacher", False
     try:
-        check.verdict(session, False, random.Random(check.visible_seed))
+        check.verdict(session, False, random.Random(0))
     except Exception:
         return reason, False
     return reason, True
@@ -225,11 +227,19 @@ def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None 
         return _zero(path, src_path, tasks, f"the notebook could not be read ({unreadable})")
     secret = secrets.randbits(64) if secret is None else secret
     limits = limits or Limits()
+    can_hide(limits, forbid_reference)
     try:
         return _grade(path, text, nb, src_path, tasks, limits, secret, forbid_reference)
     except Exception as err:  # the grader's own failure on odd input costs this notebook only, with a reason
         return _zero(path, src_path, tasks, f"the grader could not grade this notebook ({type(err).__name__}: "
                                             f"{first_line(str(err), 200)}); tell the teacher", failed=True)
+
+
+def can_hide(limits: Limits, forbid_reference: bool) -> None:
+    """Refuse ``forbid_reference`` where the box cannot hide the installed course from the kernel."""
+    if forbid_reference and not (limits.landlock and landlock_abi()):
+        raise VanEduError("--forbid-reference needs Landlock (Linux 5.13+) to hide the course's own code from "
+                          "the learner's kernel, and this machine has none: grade in a Linux VM or container")
 
 
 def _zero(path, src_path, tasks: list[Task], why: str, failed: bool = False) -> GradeReport:
@@ -244,19 +254,17 @@ def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limit
     steps, missing = _plan(nb, tasks)
     by_name = {t.name: t for t in tasks}
     hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir()]
-    with BoxedKernel(path.name, text, limits, hide) as kernel:
+    code = sorted({name for t in tasks for name in check_of(t)[0].hides}) if forbid_reference else []
+    with BoxedKernel(path.name, text, limits, hide, code) as kernel:
+        if forbid_reference and not kernel.protections.get("landlock"):
+            raise VanEduError("Landlock did not confine the kernel: --forbid-reference cannot hide the course")
         for step in steps:  # each record filled in: the check's reason, or what running the cell did
             if step.kind == "test":
                 step.reason, step.hidden_only = _judge(kernel, by_name[step.task], secret)
             else:
                 kernel.run(step.code, step)
-        box = dict(kernel.protections)
-    try:
-        flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks],
-                                ANALYSIS_BUDGET)
-    except AnalysisOverrun as err:
-        return _zero(path, src_path, tasks, str(err))
-    results = score(tasks, steps, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
+        box = {**kernel.protections, **({"hidden": len(code)} if forbid_reference else {})}
+    results = score(tasks, steps, missing, limits.timeout, limits.output_limit)
     return GradeReport(str(path), str(src_path), results, steps, box)
 
 

@@ -2,8 +2,9 @@
 
 :class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient,
 through :mod:`.box` (memory, process and file limits, Landlock where Linux has it), in a fresh
-temporary folder of its own; the environment it gets names nothing of the grader's (its ``HOME``,
-caches and temporary files are inside the box).
+temporary folder of its own, with its own copy of the course (:func:`.host.course_copy`); the
+environment it gets names nothing of the grader's (its ``HOME``, caches and temporary files are
+inside the box).
 
 * :meth:`~BoxedKernel.run` executes one cell with a time limit and a cap on the output kept: an
   exception is recorded and the run goes on; a cell past its limit is interrupted, and if the
@@ -37,7 +38,7 @@ from nbclient.util import run_sync
 from nbformat.v4 import new_code_cell, new_notebook
 
 from ..errors import VanEduError
-from .host import empty_cgroup, pids_cgroup, read_answer
+from .host import course_copy, empty_cgroup, pids_cgroup, read_answer
 from .limits import KEPT_OUTPUT, MAX_MESSAGE_MB, MAX_OUTPUT_MB, MAX_RESTARTS, PROBE_TIMEOUT, Limits
 
 __all__ = ["CellRun", "Limits", "BoxedKernel", "KernelLost", "read_answer"]
@@ -138,10 +139,11 @@ class BoxedKernel:
     """One submission's kernel, in a fresh folder; use as a context manager."""
 
     def __init__(self, notebook_name: str, notebook_text: str, limits: Limits | None = None,
-                 hide: list[Path] | None = None):
+                 hide: list[Path] | None = None, hidden_code=()):
         self.limits = limits or Limits()
         self.hide = [Path(h) for h in (hide or [])]
         self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
+        course_copy(self.root / "course", hidden_code)
         self.box = self.root / "box"
         self.box.mkdir()
         (self.box / Path(notebook_name).name).write_text(notebook_text, encoding="utf-8")
@@ -174,7 +176,8 @@ class BoxedKernel:
 
     def _argv(self) -> list:
         lim = self.limits
-        argv = [sys.executable, "-m", "van_edu.grading.box", "--box", str(self.box), "--memory", str(lim.memory_mb),
+        argv = [sys.executable, "-m", "van_edu.grading.box", "--box", str(self.box), "--course", str(self.root / "course"),
+                "--memory", str(lim.memory_mb),
                 "--procs", str(lim.procs), "--file-size", str(lim.file_mb), "--landlock", str(int(lim.landlock))]
         if self.cgroup is not None:
             argv += ["--cgroup", str(self.cgroup)]

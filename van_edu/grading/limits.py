@@ -12,7 +12,6 @@ MAX_RESTARTS = 4                 # fresh kernels per notebook after crashes or i
 MAX_MESSAGE_MB = 16              # one kernel message (zmq drops a larger one unread; a real one: < 1 MB)
 MAX_OUTPUT_MB = 64               # all of a notebook's output messages together; later cells are not run
 KEPT_OUTPUT = 2000               # characters of a cell's printed output (and error) kept in the report
-ANALYSIS_BUDGET = 10             # seconds for the reference-use analysis of a notebook (linear: milliseconds)
 MAX_NOTEBOOK_MB = 64             # a submitted file larger than this is not read
 
 

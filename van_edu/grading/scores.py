@@ -43,7 +43,7 @@ class CellRecord(CellRun):
     """One step of the grader's plan: a learner's cell (and what running it did) or a task's check."""
 
     code: str = ""
-    kind: str = "learner"      # "learner", "setup" (a locked cell) or "test" (a task's check)
+    kind: str = "learner"      # "learner" (a cell of the notebook) or "test" (a task's check)
     task: str | None = None    # the task a test step checks, or a learner cell answers
     number: int | None = None  # 1-based cell number in the learner's notebook (None: an appended test)
     reason: str | None = None  # why a test step's check failed; None when it passed
@@ -128,7 +128,7 @@ def _learner_note(records: list[CellRecord], task: str, timeout: int) -> str | N
 
 
 def score(tasks: list[Task], records: list[CellRecord], missing: set[str], timeout: int,
-           output_limit: int, flagged: dict[str, str], forbid_reference: bool) -> list[TaskResult]:
+          output_limit: int) -> list[TaskResult]:
     results = []
     for task in tasks:
         rec = next(r for r in records if r.kind == "test" and r.task == task.name)
@@ -137,15 +137,9 @@ def score(tasks: list[Task], records: list[CellRecord], missing: set[str], timeo
         if reason is None and flooded:
             reason = (f"your cell {flooded[0]} printed more than {output_limit:,} characters of output; "
                       "remove the printing loop")
-        used = flagged.get(task.name)
-        if reason is None and used and forbid_reference:
-            reason = f"your answer {used}; the task asks for your own implementation (--forbid-reference)"
         if reason is None:
-            note = f" (reference code: your answer {used})" if used else ""
-            results.append(TaskResult(task.name, task.points, task.points, "passed" + note))
+            results.append(TaskResult(task.name, task.points, task.points, "passed"))
             continue
-        if used and "forbid-reference" not in reason:
-            reason += f" (reference code: your answer {used})"
         note = _learner_note(records, task.name, timeout)
         if note and note.split(" raised ")[-1] not in reason:
             reason += f" ({note})"
@@ -188,6 +182,8 @@ def box_summary(box: dict) -> str:
         parts.append(f"Landlock ABI {abi}: files" + (", network" if abi >= 4 else "") + (", signals" if abi >= 6 else ""))
     else:
         parts.append("no Landlock: files, network and signals not confined (use a container)")
+    if "hidden" in box:
+        parts.append(f"--forbid-reference: {box['hidden']} of the course's functions and classes hidden")
     return "; ".join(parts)
 
 
