@@ -426,6 +426,34 @@ def test_the_box_gets_the_course_without_the_grader_and_without_what_the_tasks_h
         course_copy(tmp_path / "again", ["van_edu.lka.no_such_function"])
 
 
+def test_the_grading_package_is_layered_without_circles():
+    """Each module imports only from its own layer or those before it (the package's docstring), and
+    the imports between its modules make no circle."""
+    folder = Path(check.__file__).parent
+    layers = [{"assign", "__main__"}, {"wire", "fixtures", "agent"},
+              {"_core", "reference", "check"} | {p.stem for p in folder.glob("checks_*.py")},
+              {"limits", "host", "box", "kernel"}, {"scores", "grader", "classroom", "cli", "__init__"}]
+    layer = {name: i for i, names in enumerate(layers) for name in names}
+    assert set(layer) == {p.stem for p in folder.glob("*.py")}  # every module has its place
+    graph = {}
+    for path in folder.glob("*.py"):
+        graph[path.stem] = {n.module or a.name for n in ast.walk(ast.parse(path.read_text()))
+                            if isinstance(n, ast.ImportFrom) and n.level == 1 for a in n.names} & set(layer)
+        for target in graph[path.stem]:
+            assert layer[target] <= layer[path.stem], f"{path.stem} imports {target}, a later layer"
+    done: set = set()
+
+    def visit(name, path):
+        assert name not in path, f"an import circle: {' -> '.join(path + [name])}"
+        if name not in done:
+            for target in graph[name]:
+                visit(target, path + [name])
+            done.add(name)
+
+    for name in graph:
+        visit(name, [])
+
+
 def test_a_crash_of_the_graders_own_code_scores_the_notebook_zero_with_a_reason(tmp_path, monkeypatch):
     from van_edu.grading import grader
 

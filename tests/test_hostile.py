@@ -386,7 +386,7 @@ def test_the_order_of_grading_does_not_change_the_scores(tmp_path):
     assert scores[0] == scores[1] == {"attacker": 0, "mmm": 6}
 
 
-@pytest.mark.skipif(*NO_HIDING)
+@pytest.mark.skipif(NO_HIDING[0], reason=NO_HIDING[1])
 def test_the_course_code_a_task_asks_for_is_not_in_the_box_however_it_is_reached(hostile_class):
     by_learner = hostile_class[3]
     hidden = "is hidden while grading (--forbid-reference)"

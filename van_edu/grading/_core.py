@@ -27,7 +27,7 @@ from . import wire
 from .agent import Agent, conv_description, seeded
 
 __all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded", "module_signature_mismatch", "load_reference_state",
-           "randn"]
+           "randn", "draw"]
 
 
 class CheckFailed(AssertionError):
@@ -147,6 +147,11 @@ def _non_finite(value) -> bool:
     return isinstance(value, (list, tuple)) and any(map(_non_finite, value))
 
 
+def draw(rng: random.Random, hidden: bool, default: int) -> int:
+    """A seed: drawn from ``rng`` for the hidden tests, ``default`` for the visible ones."""
+    return rng.randrange(2**31) if hidden else default
+
+
 def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
     """Standard normal numbers from their own generator (the global one is left alone)."""
     return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
@@ -219,13 +224,9 @@ class Session:
 
     # ----------------------------------------------------------------------- operations
     def _call_op(self, args, kwargs, seed, target, args_after, param_refs, name):
-        op = {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
-              "args_after": args_after, "param_refs": param_refs}
-        if target is None:
-            op["subject"] = self.subject
-        else:
-            op["target"] = target
-        return op
+        return {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
+                "args_after": args_after, "param_refs": param_refs,
+                **({"subject": self.subject} if target is None else {"target": target})}
 
     def call(self, *args, _name: str | None = None, _seed: int | None = None, _target=None,
              _args_after: bool = False, _param_refs: bool = False, **kwargs):
@@ -239,15 +240,12 @@ class Session:
         value = self._value(result, name, args, kwargs)
         return (value, result.get("args_after")) if _args_after else value
 
-    def call_all(self, cases: list, _name: str | None = None) -> list:
-        """Call the subject on each ``(args, kwargs)`` in one round trip; :meth:`unwrap` each outcome."""
-        name = _name or self.subject
-        results = self._rpc([self._call_op(a, k, None, None, False, False, name) for a, k in cases])
-        return [(r, a, k, name) for r, (a, k) in zip(results, cases)]
-
-    def unwrap(self, outcome):
-        result, args, kwargs, name = outcome
-        return self._value(result, name, args, kwargs)
+    def call_all(self, cases: list[tuple], kwargs: list[dict] | None = None):
+        """Call the subject on each tuple of arguments in ``cases`` (with ``kwargs``) in one round trip;
+        their values in turn (a failure raises when its turn comes)."""
+        kwargs = kwargs or [{}] * len(cases)
+        results = self._rpc([self._call_op(a, k, None, None, False, False, self.subject) for a, k in zip(cases, kwargs)])
+        return (self._value(r, self.subject, a, k) for r, a, k in zip(results, cases, kwargs))
 
     def make(self, fixture: str, *args, state: dict | None = None, mode: str | None = None, seed: int = 0):
         """Build one of :mod:`.fixtures` on the learner's side (weights from ``state``); a handle."""
@@ -267,8 +265,7 @@ class Session:
         return self._value(self._one({"op": "describe", "target": handle, "label": label}), label)
 
     def attr(self, handle, name: str, label: str):
-        value = self._value(self._one({"op": "attr", "target": handle, "name": name, "label": label}), label)
-        return None if isinstance(value, wire.Opaque) and value.type == "missing" else value
+        return self._value(self._one({"op": "attr", "target": handle, "name": name, "label": label}), label)
 
     def load_state(self, handle, state: dict, label: str) -> None:
         self._value(self._one({"op": "load_state", "target": handle, "state": dict(state), "label": label}), label)
@@ -312,11 +309,7 @@ def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
     have = {k: torch.empty(v, device="meta") for k, v in desc["state"].items()}
     missing, extra, shapes = state_dict_differences(have, want)
     if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing parameters {missing[:6]}")
-        if extra:
-            parts.append(f"unexpected parameters {extra[:6]}")
+        parts = [f"missing parameters {missing[:6]}"] * bool(missing) + [f"unexpected parameters {extra[:6]}"] * bool(extra)
         raise CheckFailed(f"{what}: {'; '.join(parts)}. Use the attribute names given in the task "
                           f"(expected {sorted(want)[:12]})")
     if shapes:

@@ -172,7 +172,7 @@ class Agent:
             if kind == "describe":
                 return {"value": self._describe(target)}
             if kind == "attr":
-                return {"value": self._export(getattr(target, op["name"], _Missing))}
+                return {"value": self._export(getattr(target, op["name"]))}
             if kind == "load_state":
                 target.load_state_dict(op["state"])
                 return {"value": None}
@@ -216,9 +216,6 @@ class Agent:
                                            "message": f"the result could not be sent back: {err}"[:300],
                                            "stub": False}))
         return "[" + ",".join(answers) + "]"
-
-
-_Missing = wire.Opaque("missing", "no such attribute")
 
 
 @contextmanager

@@ -9,13 +9,15 @@ The sources use nbgrader's conventions, so a teacher can also feed them to nbgra
 * cell metadata ``nbgrader: {grade, grade_id, points, solution, locked, schema_version}``: a
   test cell (``grade: true``) is one task, named by its ``grade_id``, worth ``points``.
 
-``python -m van_edu.grading generate`` writes ``exercises/student/`` and ``exercises/solutions/``
+``python -m van_edu.grading generate`` (:func:`main`) writes ``exercises/student/`` and ``exercises/solutions/``
 (unexecuted, same file names); ``python -m van_edu.grading check`` fails when they are stale.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,3 +224,27 @@ def out_of_sync(source_dir: Path | str | None = None, out_dir: Path | str | None
             if extra not in expected:
                 problems.append(f"{extra} has no source")
     return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m van_edu.grading",
+                                     description="Generate exercises/student and exercises/solutions from exercises/source.")
+    parser.add_argument("action", choices=["generate", "check"],
+                        help="generate: write the copies; check: exit 1 if they are out of sync")
+    parser.add_argument("--exercises", default=None,
+                        help=f"the exercises folder holding source/ (default {default_exercises_dir()})")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "generate":
+            paths = generate(out_dir=args.exercises)
+            print(f"wrote {len(paths)} notebooks under {paths[0].parent.parent}")
+            return 0
+        problems = out_of_sync(out_dir=args.exercises)
+    except VanEduError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if problems:
+        print(*problems, sep="\n")
+        print("run `python -m van_edu.grading generate` to regenerate them", file=sys.stderr)
+    return 1 if problems else 0
+

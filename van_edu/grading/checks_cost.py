@@ -47,8 +47,7 @@ def _side_cases(hidden: bool, rng: random.Random):
 def attention_macs(S, hidden: bool, rng: random.Random):
     """``fn(height, width, dim)``: multiply-adds of global self-attention, 4 N C^2 + 2 N^2 C."""
     cases = _side_cases(hidden, rng)
-    for (h, w, c), out in zip(cases, S.call_all([((h, w, c), {}) for h, w, c in cases])):
-        got = S.unwrap(out)
+    for (h, w, c), got in zip(cases, S.call_all(cases)):
         want = ref.attention_macs(h, w, c)
         n = h * w
         hint = ""
@@ -72,10 +71,8 @@ def lka_macs(S, hidden: bool, rng: random.Random):
         for _ in range(20):
             k = rng.randint(2, 40)
             cases.append((rng.randint(1, 60), rng.randint(1, 60), rng.randint(1, 512), k, rng.randint(1, k)))
-    calls = [((h, w, c), {} if k is None else {"kernel_size": k, "dilation": d}) for h, w, c, k, d in cases]
-    for (h, w, c, k, d), out in zip(cases, S.call_all(calls)):
-        kw = {} if k is None else {"kernel_size": k, "dilation": d}
-        got = S.unwrap(out)
+    kws = [{} if k is None else {"kernel_size": k, "dilation": d} for *_, k, d in cases]
+    for (h, w, c, *_), kw, got in zip(cases, kws, S.call_all([case[:3] for case in cases], kws)):
         want = ref.lka_macs(h, w, c, **kw)
         label = f"lka_macs({h}, {w}, {c}" + "".join(f", {a}={v}" for a, v in kw.items()) + ")"
         hint = ""

@@ -10,6 +10,7 @@ from torch import nn
 from . import reference as ref
 from ._core import (
     CheckFailed,
+    draw,
     expect,
     fmt_shape,
     load_reference_state,
@@ -20,10 +21,6 @@ from ._core import (
 )
 
 __all__ = ["depthwise_conv", "effective_kernel", "lka_module", "attention_module"]
-
-
-def _seed(rng: random.Random) -> int:
-    return rng.randrange(2**31)
 
 
 def _randomize(module: nn.Module, seed: int) -> nn.Module:
@@ -47,7 +44,7 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
         conv = S.call(c, k, d, _seed=1)
         if not (getattr(conv, "module", False) and S.describe(conv, label)["is_conv2d"]):
             raise CheckFailed(f"{label}: expected an nn.Conv2d, got {getattr(conv, 'type', type(conv).__name__)}")
-        reference = _randomize(ref.depthwise_conv(c, k, d), _seed(rng) if hidden else c + k)
+        reference = _randomize(ref.depthwise_conv(c, k, d), draw(rng, hidden, c + k))
         problem = module_signature_mismatch(S.describe(conv, label)["convs"], reference)
         if problem:
             if "groups" in problem:
@@ -55,7 +52,7 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
             elif "padding" in problem:
                 problem += " (to keep the size, pad by d (k - 1) / 2)"
             raise CheckFailed(f"{label}: {problem}")
-        x = randn(2, c, 13, 13, seed=_seed(rng) if hidden else c + k)
+        x = randn(2, c, 13, 13, seed=draw(rng, hidden, c + k))
         out = S.forward(conv, x, label=label)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
             raise CheckFailed(f"{label}: input {fmt_shape(x)} gave {fmt_shape(out)}; expected the same shape")
@@ -73,7 +70,7 @@ def effective_kernel(S, hidden: bool, rng: random.Random):
         cases += [(7, 7, 4), (5, 5, 3), (1, 5, 2), (3, 2, 2)]
         cases += [(rng.randint(1, 7), rng.randint(1, 7), rng.randint(1, 4)) for _ in range(2)]
     for i, (k1, k2, d) in enumerate(cases):
-        s1, s2 = (_seed(rng), _seed(rng)) if hidden else (10 + i, 20 + i)
+        s1, s2 = draw(rng, hidden, 10 + i), draw(rng, hidden, 20 + i)
         a, b = randn(k1, k1, seed=s1), randn(k2, k2, seed=s2)
         label = f"effective_kernel(w_dw {k1}x{k1}, w_dwd {k2}x{k2}, dilation={d})"
         got = S.call(a.clone(), b.clone(), d)
@@ -116,12 +113,12 @@ def lka_module(S, hidden: bool, rng: random.Random):
         with seeded(2):
             reference = ref.LKA(dim, **kw)
         if hidden:
-            _randomize(reference, _seed(rng))
+            _randomize(reference, rng.randrange(2**31))
         desc = load_reference_state(S, mine, reference, label)
         problem = module_signature_mismatch(desc["convs"], reference)
         if problem:
             raise CheckFailed(f"{label}: {problem}")
-        x = randn(2, dim, side, side, seed=_seed(rng) if hidden else 40 + i)
+        x = randn(2, dim, side, side, seed=draw(rng, hidden, 40 + i))
         with torch.no_grad():
             got = S.forward(mine, x.clone(), label=label)
             want = reference(x)
@@ -139,9 +136,9 @@ def attention_module(S, hidden: bool, rng: random.Random):
         with seeded(3):
             reference = ref.Attention(dim)
         if hidden:
-            _randomize(reference, _seed(rng))
+            _randomize(reference, rng.randrange(2**31))
         load_reference_state(S, mine, reference, label)
-        x = randn(2, dim, side, side, seed=_seed(rng) if hidden else 50 + i)
+        x = randn(2, dim, side, side, seed=draw(rng, hidden, 50 + i))
         with torch.no_grad():
             got = S.forward(mine, x.clone(), label=label)
             want = reference(x)

@@ -8,27 +8,15 @@ import torch
 from torch import nn
 
 from . import reference as ref
-from ._core import (
-    CheckFailed,
-    expect,
-    fmt_shape,
-    load_reference_state,
-    randn,
-    seeded,
-    task_check,
-)
+from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randn, seeded, task_check
 
 __all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
-
-
-def _seed(rng: random.Random, hidden: bool, default: int) -> int:
-    return rng.randrange(2**31) if hidden else default
 
 
 @task_check("drop_path", "van_edu.models.layers.DropPath")
 def drop_path(S, hidden: bool, rng: random.Random):
     """``fn(x, p, training)``: drop whole samples with probability p, rescale the rest by 1/(1-p)."""
-    x = randn(4, 3, 5, 5, seed=_seed(rng, hidden, 1))
+    x = randn(4, 3, 5, 5, seed=draw(rng, hidden, 1))
     for p, training in ((0.5, False), (0.0, True)):
         out = S.call(x.clone(), p, training, _seed=5)
         what = "in evaluation mode (training=False)" if not training else "with p=0"
@@ -37,8 +25,8 @@ def drop_path(S, hidden: bool, rng: random.Random):
     if hidden:
         cases += [((4000, 6), 0.6, torch.float64), ((3000, 2, 4), round(rng.uniform(0.05, 0.5), 2), torch.float32)]
     for shape, p, dtype in cases:
-        x = randn(*shape, seed=_seed(rng, hidden, 2), dtype=dtype)
-        out, after = S.call(x, p, True, _seed=_seed(rng, hidden, 6), _args_after=True)
+        x = randn(*shape, seed=draw(rng, hidden, 2), dtype=dtype)
+        out, after = S.call(x, p, True, _seed=draw(rng, hidden, 6), _args_after=True)
         label = f"drop_path(x {list(shape)}, p={p}, training=True)"
         if not (isinstance(after, list) and after and isinstance(after[0], torch.Tensor)
                 and torch.equal(after[0], x)):
@@ -80,8 +68,8 @@ def overlap_patch_embed(S, hidden: bool, rng: random.Random):
         mine = S.call(cin, dim, k, s, _name="OverlapPatchEmbed", _seed=7)
         with seeded(7):
             reference = ref.OverlapPatchEmbed(cin, dim, k, s)
-        _randomize_norms(reference, _seed(rng, hidden, 60 + i))
-        x = randn(2, cin, side, side, seed=_seed(rng, hidden, 60 + i))
+        _randomize_norms(reference, draw(rng, hidden, 60 + i))
+        x = randn(2, cin, side, side, seed=draw(rng, hidden, 60 + i))
         want = reference(x)
         if not getattr(mine, "module", False):
             raise CheckFailed(f"{label}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
@@ -103,14 +91,13 @@ def overlap_patch_embed(S, hidden: bool, rng: random.Random):
 @task_check("stage_sizes")
 def stage_sizes(S, hidden: bool, rng: random.Random):
     """``fn(image_size, stem_kernel=7, stem_stride=4, num_stages=4)`` -> the side after each stage."""
-    cases = [((224,), {}), ((32,), {}), ((28, 3, 1, 3), {}), ((225,), {})]
+    cases = [(224,), (32,), (28, 3, 1, 3), (225,)]
     if hidden:
         for _ in range(40):
             k, s = rng.choice([(7, 4), (3, 1), (3, 2), (5, 2)])
-            cases.append(((rng.randint(8, 400), k, s, rng.randint(1, 5)), {}))
-    for (args, kw), out in zip(cases, S.call_all(cases)):
-        got = S.unwrap(out)
-        want = ref.stage_sizes(*args, **kw)
+            cases.append((rng.randint(8, 400), k, s, rng.randint(1, 5)))
+    for args, got in zip(cases, S.call_all(cases)):
+        want = ref.stage_sizes(*args)
         label = f"stage_sizes{tuple(args)}"
         naive, side = [], args[0]
         for j in range(len(want)):
@@ -129,8 +116,7 @@ def drop_path_rates(S, hidden: bool, rng: random.Random):
     if hidden:
         cases += [(round(rng.random() * 0.5, 3), [rng.randint(1, 6) for _ in range(rng.randint(1, 5))])
                   for _ in range(30)]
-    for (total, depths), out in zip(cases, S.call_all([((total, list(depths)), {}) for total, depths in cases])):
-        got = S.unwrap(out)
+    for (total, depths), got in zip(cases, S.call_all([(total, list(depths)) for total, depths in cases])):
         want = ref.drop_path_rates(total, depths)
         label = f"drop_path_rates({total}, {depths})"
         want = [[float(r) for r in stage] for stage in want]
@@ -162,14 +148,9 @@ def _randomize(block: nn.Module, seed: int) -> None:
     """Layer scales and BatchNorm statistics far from their initial values, so that mistakes show."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name in ("layer_scale_1", "layer_scale_2"):
-            p = getattr(block, name)
+        for p in (block.layer_scale_1, block.layer_scale_2):
             p.copy_(0.5 + torch.rand(p.shape, generator=g))
-        for bn in (block.norm1, block.norm2):
-            bn.running_mean.copy_(0.3 * torch.randn(bn.running_mean.shape, generator=g))
-            bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=g))
-            bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=g))
-            bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=g))
+    _randomize_norms(block, seed + 1)
 
 
 def _branches(reference, x):
@@ -220,9 +201,9 @@ def van_block(S, hidden: bool, rng: random.Random):
                                   f"= {init}; got shape {fmt_shape(p)} with values {p.detach().flatten()[:3].tolist()}")
     with seeded(9):
         reference = ref.Block(dim, ratio, drop_path=0.0)
-    _randomize(reference, seed=_seed(rng, hidden, 9))
+    _randomize(reference, seed=draw(rng, hidden, 9))
     mine, label = _block_like(S, reference, dim, ratio, drop_path=0.0, seed=9)
-    x = randn(4, dim, side, side, seed=_seed(rng, hidden, 70))
+    x = randn(4, dim, side, side, seed=draw(rng, hidden, 70))
     with torch.no_grad():
         reference.eval()
         expect(S.forward(mine, x, label=label, mode="eval"), reference(x),
@@ -232,14 +213,14 @@ def van_block(S, hidden: bool, rng: random.Random):
                       f"{label} in training mode (BatchNorm on batch statistics)")
     p = 0.5
     dropping, label = _block_like(S, reference, dim, ratio, drop_path=p, seed=10)
-    xs = randn(48, dim, side, side, seed=_seed(rng, hidden, 71))
+    xs = randn(48, dim, side, side, seed=draw(rng, hidden, 71))
     with torch.no_grad():
         reference.eval()
         expect(S.forward(dropping, xs, label=label, mode="eval"), reference(xs),
                       f"{label} in eval mode: drop path must do nothing in evaluation")
         # BatchNorm on running statistics: every sample is then independent
         out = S.forward(dropping, xs, label=label, mode="train", submodes={"norm1": "eval", "norm2": "eval"},
-                        seed=_seed(rng, hidden, 11))
+                        seed=draw(rng, hidden, 11))
         _check_drop_outcomes(out, xs, reference, p, label)
     return "layer scales, residuals and drop path match the reference block"
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import VanEduError
 from ..fileio import atomic_write_text
-from .grader import _load_sources, _read_text, _sources, can_hide, grade_notebook
+from .grader import _read_text, can_hide, grade_notebook, load_sources
 from .limits import Limits
 from .scores import GradeReport, TaskResult, feedback, first_line, rows_to_csv
 
@@ -185,7 +185,7 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
     if not 1 <= k <= n:
         raise VanEduError(f"a shard is K/N with 1 <= K <= N, got {k}/{n}")
     can_hide(limits or Limits(), forbid_reference)
-    sources = _load_sources(_sources(source_dir).values())
+    sources = load_sources(source_dir)
     learners = _submissions(folder)
     if not learners:
         raise VanEduError(f"no notebooks (*.ipynb) under {folder}")
@@ -221,10 +221,7 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
         entries.append(entry)
         if progress:
             progress(entry, total)
-    rows = class_rows(entries, folder)
-    if csv_path:
-        atomic_write_text(csv_path, rows_to_csv(rows))
-        write_feedback(csv_path, entries, rows, folder, show_hidden)
+    rows = _write_class(entries, folder, csv_path, show_hidden)
     return rows, [r for r in (_report(e, folder) for e in entries) if r is not None]
 
 
@@ -256,8 +253,13 @@ def merge(journals, csv_path=None, show_hidden: bool = False) -> list[dict]:
         entries.update(_read_journal(journal))
     if not entries:
         raise VanEduError(f"the journals {', '.join(map(str, journals))} hold no results")
-    rows = class_rows(list(entries.values()), Path(journals[0]))
+    return _write_class(list(entries.values()), Path(journals[0]), csv_path, show_hidden)
+
+
+def _write_class(entries: list[dict], folder: Path, csv_path, show_hidden: bool) -> list[dict]:
+    """The CSV's rows; with ``csv_path``, the CSV (atomically) and each learner's feedback beside it."""
+    rows = class_rows(entries, folder)
     if csv_path:
         atomic_write_text(csv_path, rows_to_csv(rows))
-        write_feedback(csv_path, list(entries.values()), rows, Path(journals[0]), show_hidden)
+        write_feedback(csv_path, entries, rows, folder, show_hidden)
     return rows

@@ -13,14 +13,9 @@ from ..errors import VanEduError
 
 
 def add_grade_command(sub) -> None:
-    from .limits import (
-        DEFAULT_MEMORY_MB,
-        DEFAULT_NOTEBOOK_TIMEOUT,
-        DEFAULT_OUTPUT_LIMIT,
-        DEFAULT_PROCS,
-        DEFAULT_TIMEOUT,
-    )
+    from .limits import Limits
 
+    d = Limits()
     p = sub.add_parser("grade", help="run a submitted exercise notebook (or a folder of them) and score it")
     p.add_argument("path", nargs="+", metavar="NOTEBOOK", help="a submitted notebook, or a folder of submissions "
                    "(FOLDER/<learner>/*.ipynb or FOLDER/<learner>.ipynb); `merge FOLDER...` joins shards' journals")
@@ -28,16 +23,16 @@ def add_grade_command(sub) -> None:
     p.add_argument("--csv", metavar="OUT", help="for a folder: the CSV with one row per learner "
                    "(default FOLDER/grades.csv)")
     p.add_argument("--source", metavar="DIR", help="the teacher's source notebooks (default exercises/source)")
-    p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT,
-                   help=f"seconds each cell may run (default {DEFAULT_TIMEOUT})")
-    p.add_argument("--notebook-timeout", type=int, default=DEFAULT_NOTEBOOK_TIMEOUT,
-                   help=f"seconds a whole notebook may run, its checks included (default {DEFAULT_NOTEBOOK_TIMEOUT})")
-    p.add_argument("--output-limit", type=int, default=DEFAULT_OUTPUT_LIMIT,
-                   help=f"characters of output a cell may print (default {DEFAULT_OUTPUT_LIMIT:,})")
-    p.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB,
-                   help=f"MiB of memory (address space) a submission's kernel may use (default {DEFAULT_MEMORY_MB})")
-    p.add_argument("--procs", type=int, default=DEFAULT_PROCS,
-                   help=f"processes and threads a submission's kernel may have (default {DEFAULT_PROCS})")
+    p.add_argument("--timeout", type=int, default=d.timeout,
+                   help=f"seconds each cell may run (default {d.timeout})")
+    p.add_argument("--notebook-timeout", type=int, default=d.notebook_timeout,
+                   help=f"seconds a whole notebook may run, its checks included (default {d.notebook_timeout})")
+    p.add_argument("--output-limit", type=int, default=d.output_limit,
+                   help=f"characters of output a cell may print (default {d.output_limit:,})")
+    p.add_argument("--memory", type=int, default=d.memory_mb,
+                   help=f"MiB of memory (address space) a submission's kernel may use (default {d.memory_mb})")
+    p.add_argument("--procs", type=int, default=d.procs,
+                   help=f"processes and threads a submission's kernel may have (default {d.procs})")
     p.add_argument("--forbid-reference", action="store_true",
                    help="score 0 a task whose answer imports or calls the course's own implementation of it")
     p.add_argument("--jobs", type=int, default=None, help="notebooks graded at once, each in its own box "

@@ -24,7 +24,7 @@ import nbformat
 
 from ..errors import VanEduError
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
-from .assign import Task, default_exercises_dir, nbgrader_meta, tasks_of
+from .assign import Task, default_exercises_dir, tasks_of
 from .box import landlock_abi
 from .check import CHECKS
 from .kernel import BoxedKernel, KernelLost, Limits
@@ -35,16 +35,16 @@ __all__ = ["TaskResult", "GradeReport", "grade_notebook", "can_hide"]
 
 
 # --------------------------------------------------------------------------- the execution plan
-_SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$")
+_SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$", re.MULTILINE)
 
 
 def _neutralize(code: str) -> str:
     """Skip shell escapes and package installs: the grading environment is fixed."""
-    lines = []
-    for line in code.split("\n"):
-        m = _SHELL_LINE.match(line)
-        lines.append(f"{m.group(1)}pass  # skipped by the grader: {m.group(2)}{m.group(3)[:60]}" if m else line)
-    return "\n".join(lines)
+    return _SHELL_LINE.sub(lambda m: f"{m[1]}pass  # skipped by the grader: {m[2]}{m[3][:60]}", code)
+
+
+def _text(cell) -> str:
+    return cell.source if isinstance(cell.source, str) else "".join(cell.source)
 
 
 def _words(code: str) -> str:
@@ -60,10 +60,9 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
     for number, cell in enumerate(nb.cells, start=1):
         if cell.get("cell_type") != "code":
             continue
-        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
-        task = tests.get(_words(source))
+        task = tests.get(_words(_text(cell)))
         if task is None:
-            steps.append(CellRecord(code=_neutralize(source), number=number))
+            steps.append(CellRecord(code=_neutralize(_text(cell)), number=number))
         elif task not in placed:
             steps.append(CellRecord(kind="test", task=task, number=number))
             placed.add(task)
@@ -123,40 +122,34 @@ def _judge(kernel: BoxedKernel, task: Task, secret: int) -> tuple[str | None, bo
 
 
 # --------------------------------------------------------------------------- finding the source
-def _sources(source_dir: Path | None) -> dict[str, Path]:
+def load_sources(source_dir=None, source=None) -> dict:
+    """``stem -> (path, notebook)``: the teacher's sources in ``source_dir`` (default ``exercises/source``),
+    or the one ``source``, read now."""
     folder = Path(source_dir) if source_dir else default_exercises_dir() / "source"
-    found = {p.stem: p for p in sorted(folder.glob("*.ipynb"))}
-    if not found:
+    paths = [Path(source)] if source else sorted(folder.glob("*.ipynb"))
+    if not paths:
         raise VanEduError(f"no exercise sources (*.ipynb) in {folder}; pass --source with the folder of "
                           "the teacher's source notebooks")
-    return found
+    try:
+        return {p.stem: (p, nbformat.read(p, as_version=4)) for p in paths}
+    except Exception as err:
+        raise VanEduError(f"cannot read a source notebook: {type(err).__name__}: {err}") from None
 
 
-def _grade_ids(nb) -> set[str]:
-    ids = set()
-    for c in nb.cells:
-        gid = nbgrader_meta(c).get("grade_id")
-        if isinstance(gid, str):
-            ids.add(gid)
-    return ids
-
-
-def find_source(nb, path: Path, sources: dict[str, Path], notebooks: dict | None = None) -> str:
-    """The exercise set (a key of ``sources``) a submission answers: by metadata, file name, then grade_ids."""
+def find_source(nb, path: Path, sources: dict) -> str:
+    """The exercise set (a key of ``sources``) a submission answers: by metadata, file name, then the
+    test cells it holds."""
     meta = nb.get("metadata") if nb is not None else None
     meta = meta.get("van_edu") if isinstance(meta, dict) else None
     name = meta.get("exercise_set") if isinstance(meta, dict) else None
     if isinstance(name, str) and name in sources:
         return name
-    if path.stem in sources:
-        return path.stem
     for stem in sorted(sources, key=len, reverse=True):
         if stem in path.stem:
             return stem
     if nb is not None:
-        ids = _grade_ids(nb)
-        notebooks = notebooks or {stem: nbformat.read(p, as_version=4) for stem, p in sources.items()}
-        overlap = {stem: len(ids & _grade_ids(notebooks[stem])) for stem in sources}
+        texts = {_words(_text(c)) for c in nb.cells}
+        overlap = {stem: sum(_words(t.visible) in texts for t in tasks_of(src)) for stem, (_, src) in sources.items()}
         best = max(overlap, key=overlap.get)
         if overlap[best]:
             return best
@@ -208,18 +201,13 @@ def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None 
             raise VanEduError(f"no such notebook: {path}")
         text = _read_text(path)
     nb, unreadable = _read_notebook(text)
-    if sources is None:
-        sources = _load_sources([Path(source)] if source else _sources(source_dir).values())
-    if source:
-        src_path, src = Path(source), sources[Path(source).stem][1]
-    else:
-        try:
-            stem = find_source(nb, path, {k: v[0] for k, v in sources.items()}, {k: v[1] for k, v in sources.items()})
-        except VanEduError:
-            if nb is None:
-                raise VanEduError(f"{path}: not a Jupyter notebook ({unreadable})") from None
-            raise
-        src_path, src = sources[stem]
+    sources = sources or load_sources(source_dir, source)
+    try:
+        src_path, src = sources[Path(source).stem if source else find_source(nb, path, sources)]
+    except VanEduError:
+        if nb is None:
+            raise VanEduError(f"{path}: not a Jupyter notebook ({unreadable})") from None
+        raise
     tasks = tasks_of(src)
     for task in tasks:
         check_of(task)  # a source whose tests call no check is the teacher's problem: say so now
@@ -266,15 +254,3 @@ def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limit
         box = {**kernel.protections, **({"hidden": len(code)} if forbid_reference else {})}
     results = score(tasks, steps, missing, limits.timeout, limits.output_limit)
     return GradeReport(str(path), str(src_path), results, steps, box)
-
-
-def _load_sources(paths) -> dict:
-    """``stem -> (path, notebook)`` for the teacher's sources, read now."""
-    out = {}
-    for p in paths:
-        p = Path(p)
-        try:
-            out[p.stem] = (p, nbformat.read(p, as_version=4))
-        except Exception as err:
-            raise VanEduError(f"cannot read the source notebook {p}: {type(err).__name__}: {err}") from None
-    return out

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,13 +178,9 @@ class BoxedKernel:
     def _argv(self) -> list:
         lim = self.limits
         argv = [sys.executable, "-m", "van_edu.grading.box", "--box", str(self.box), "--course", str(self.root / "course"),
-                "--memory", str(lim.memory_mb),
-                "--procs", str(lim.procs), "--file-size", str(lim.file_mb), "--landlock", str(int(lim.landlock))]
-        if self.cgroup is not None:
-            argv += ["--cgroup", str(self.cgroup)]
-        for h in self.hide:
-            argv += ["--hide", str(h)]
-        return argv + ["-f", "{connection_file}"]
+                "--memory", str(lim.memory_mb), "--procs", str(lim.procs), "--file-size", str(lim.file_mb),
+                "--landlock", str(int(lim.landlock))] + (["--cgroup", str(self.cgroup)] if self.cgroup else [])
+        return argv + [arg for h in self.hide for arg in ("--hide", str(h))] + ["-f", "{connection_file}"]
 
     def _start(self) -> None:
         self.cgroup = pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
@@ -308,9 +305,7 @@ class BoxedKernel:
     def _try_restart(self) -> None:
         try:
             self._restart()
-        except _Restart:
-            self._stop()
-        except VanEduError:
+        except (_Restart, VanEduError):
             self._stop()
 
     def ask(self, request: str) -> str:
@@ -326,11 +321,8 @@ class BoxedKernel:
                 f"__van_edu_agent_module__.serve(globals(), {str(req)!r}, {str(ans)!r})")
         run = CellRun()
         alive = self._execute(code, run)
-        for path in (req,):
-            try:
-                path.unlink()
-            except OSError:
-                pass
+        with suppress(OSError):
+            req.unlink()
         if not alive:
             self._try_restart()
             raise KernelLost("your code killed the Python kernel while it was being checked "
@@ -345,10 +337,8 @@ class BoxedKernel:
             raise KernelLost(f"your code printed more than {self.limits.output_limit:,} characters while it was "
                              "being checked; print less")
         text = read_answer(ans)
-        try:
+        with suppress(OSError):
             ans.unlink()
-        except OSError:
-            pass
         if text is None:
             reason = f" ({run.error[0]}: {run.error[1][:200]})" if run.error else ""
             raise KernelLost(f"the check got no answer from your kernel{reason}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Handle", "ParamRef", "Opaque", "WireError", "dumps", "loads", "MAX_BYTES"]
+__all__ = ["Handle", "ParamRef", "WireError", "dumps", "loads", "MAX_BYTES"]
 
 MAX_BYTES = 64 * 2**20  # a kernel's answer larger than this is refused unread (the largest real one: ~4 MB)
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
@@ -48,14 +48,6 @@ class ParamRef:
     name: str
 
 
-@dataclass(frozen=True)
-class Opaque:
-    """A value that is neither data nor kept: its type and a short repr, for messages."""
-
-    type: str
-    text: str
-
-
 def _encode(value, depth: int = 0):
     if depth > 40:
         raise WireError("nested too deeply")
@@ -71,8 +63,6 @@ def _encode(value, depth: int = 0):
         return {"$obj": value.id, "type": value.type, "module": value.module}
     if isinstance(value, ParamRef):
         return {"$param": [value.owner, value.name]}
-    if isinstance(value, Opaque):
-        return {"$opaque": value.type, "text": value.text}
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
         if t.dtype not in _DTYPES.values():
@@ -165,8 +155,6 @@ def _decode(doc, depth: int = 0):
         if len(pair) != 2:
             raise WireError("a parameter reference is [owner, name]")
         return ParamRef(_int(pair[0]), str(pair[1])[:200])
-    if "$opaque" in doc:
-        return Opaque(str(doc["$opaque"])[:80], str(doc.get("text", ""))[:200])
     raise WireError("an object without a known tag")
 
 
