@@ -409,7 +409,7 @@ def test_the_box_gets_the_course_without_the_grader_and_without_what_the_tasks_h
     from van_edu.grading.host import BOX_SIDE, course_copy
     hidden = sorted({name for c in check.CHECKS.values() for name in c.hides})
     course_copy(tmp_path, hidden)
-    assert sorted(p.name for p in (tmp_path / "van_edu" / "grading").iterdir()) == sorted(BOX_SIDE)
+    assert sorted(p.name for p in (tmp_path / "van_edu" / "grading").iterdir()) == sorted([*BOX_SIDE, "check.py"])
     for name in hidden:
         module, attr = name.rsplit(".", 1)
         copied = (tmp_path / Path(*module.split("."))).with_suffix(".py").read_text()

@@ -390,9 +390,9 @@ def test_the_order_of_grading_does_not_change_the_scores(tmp_path):
 def test_the_course_code_a_task_asks_for_is_not_in_the_box_however_it_is_reached(hostile_class):
     by_learner = hostile_class[3]
     hidden = "is hidden while grading (--forbid-reference)"
-    for learner, (task, _) in [*REFERENCE_ATTACKS.items(), ("relabelled_cells", "eq3_params"),
-                               ("moved_answer", "eq3_params"), ("deleted_tests", "table2_row"),
-                               ("patched_origin", "lka_module")]:
+    for learner, task in [*((learner, task) for learner, (task, _) in REFERENCE_ATTACKS.items()),
+                          ("relabelled_cells", "eq3_params"), ("moved_answer", "eq3_params"),
+                          ("deleted_tests", "table2_row"), ("patched_origin", "lka_module")]:
         tasks = {t.name: t for t in by_learner[learner].tasks}
         assert tasks[task].score == 0, (learner, tasks[task])
         assert hidden in tasks[task].message or learner == "reads_installed_course", (learner, tasks[task].message)

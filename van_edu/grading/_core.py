@@ -26,8 +26,8 @@ from ..runtime import cpu_threads
 from . import wire
 from .agent import Agent, conv_description, seeded
 
-__all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded", "module_signature_mismatch", "load_reference_state",
-           "randn", "draw"]
+__all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded",
+           "module_signature_mismatch", "require_module", "load_reference_state", "randn", "draw"]
 
 
 class CheckFailed(AssertionError):
@@ -46,15 +46,12 @@ def _fmt_args(args, kwargs) -> str:
     def one(v):
         if isinstance(v, torch.Tensor):
             return f"tensor{list(v.shape)}"
-        if isinstance(v, (nn.Module, wire.Handle)):
-            return v.type if isinstance(v, wire.Handle) else type(v).__name__
-        if isinstance(v, torch.dtype):
-            return str(v)
+        if isinstance(v, wire.Handle):
+            return v.type
         text = repr(v)
         return text if len(text) <= 40 else text[:37] + "..."
 
-    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
-    return ", ".join(parts)
+    return ", ".join([one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()])
 
 
 def _show(v) -> str:
@@ -296,15 +293,19 @@ def module_signature_mismatch(mine: dict, ref: nn.Module) -> str | None:
     return None
 
 
+def require_module(mine, what: str) -> wire.Handle:
+    """``mine`` when it is the handle of an ``nn.Module`` in the learner's kernel, else CheckFailed."""
+    if not (isinstance(mine, wire.Handle) and mine.module):
+        raise CheckFailed(f"{what}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
+    return mine
+
+
 def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
     """Copy the reference's weights into the learner's module, explaining any key or shape mismatch.
 
     Returns the module's description (its convolutions and state shapes).
     """
-    if not isinstance(mine, wire.Handle) or not mine.module:
-        kind = mine.type if isinstance(mine, wire.Handle) else type(mine).__name__
-        raise CheckFailed(f"{what}: expected an nn.Module, got {kind}")
-    desc = S.describe(mine, what)
+    desc = S.describe(require_module(mine, what), what)
     want = ref.state_dict()
     have = {k: torch.empty(v, device="meta") for k, v in desc["state"].items()}
     missing, extra, shapes = state_dict_differences(have, want)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import os
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,12 +45,11 @@ def conv_description(module) -> dict:
 
 def _blame(err: BaseException, default: str) -> str:
     """The learner's function or method that raised (``LKA.__init__``), else ``default``."""
-    frame = None
-    for fr, _ in traceback.walk_tb(err.__traceback__):
-        if not fr.f_globals.get("__name__", "").startswith(("van_edu", "torch")):
-            frame = fr
-    if frame is None:
+    frames = [fr for fr, _ in traceback.walk_tb(err.__traceback__)
+              if not fr.f_globals.get("__name__", "").startswith(("van_edu", "torch"))]
+    if not frames:
         return default
+    frame = frames[-1]
     name = frame.f_code.co_name
     owner = frame.f_locals.get("self")
     if owner is not None and not isinstance(owner, type):
@@ -59,10 +59,8 @@ def _blame(err: BaseException, default: str) -> str:
 
 def error_info(err: BaseException, default: str) -> dict:
     """An exception as data: its type, message, who raised it, and whether it is a stub."""
-    last = None
-    for fr, _ in traceback.walk_tb(err.__traceback__):
-        last = fr
-    in_torch = last is not None and last.f_globals.get("__name__", "").startswith("torch")
+    frames = [fr for fr, _ in traceback.walk_tb(err.__traceback__)]
+    in_torch = bool(frames) and frames[-1].f_globals.get("__name__", "").startswith("torch")
     try:
         message = str(err)
     except BaseException:  # a hostile __str__
@@ -119,12 +117,9 @@ class Agent:
         if type(value) is dict:
             return {k if isinstance(k, (str, int, float, bool)) else repr(k)[:60]: self._export(v, names)
                     for k, v in value.items()}
-        try:
-            import numpy as np
+        with suppress(Exception):  # numpy's numbers and arrays, as tensors
             if isinstance(value, (np.ndarray, np.generic)) and value.dtype != object:
                 return torch.from_numpy(np.array(value))
-        except Exception:
-            pass
         return self._keep(value)
 
     def _param_names(self) -> dict:

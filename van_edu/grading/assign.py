@@ -93,6 +93,11 @@ def test_source(cell_source: str) -> str:
     return _drop_marker_lines(cell_source, BEGIN_HIDDEN, END_HIDDEN)
 
 
+def words(code: str) -> str:
+    """``code`` without blank lines and trailing spaces: how a test cell's text is compared."""
+    return "\n".join(line.rstrip() for line in code.split("\n") if line.strip())
+
+
 def _visible(cell_source: str) -> str:
     return _replace_blocks(cell_source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
 
@@ -167,8 +172,11 @@ def validate_source(nb, name: str = "source") -> None:
         for begin, end in ((BEGIN_SOLUTION, END_SOLUTION), (BEGIN_HIDDEN, END_HIDDEN)):
             if text.count(begin) != text.count(end):
                 problems.append(f"cell {i} ({gid}): unbalanced {begin!r} / {end!r}")
-    if not tasks_of(nb):
+    tests = [words(t.visible) for t in tasks_of(nb)]
+    if not tests:
         problems.append("no test cells (nbgrader grade: true)")
+    if not all(tests) or len(set(tests)) < len(tests):  # the grader finds a submission's test cells by their text
+        problems.append("each test cell needs visible code of its own")
     if problems:
         raise VanEduError(f"{name}: " + "; ".join(problems))
 

@@ -20,9 +20,8 @@ grader starts. In that process, before ipykernel (and so before any learner code
   and abstract Unix sockets cannot reach processes outside the box (Linux 6.12+: the learner's
   code cannot kill or signal the grader); ptrace of the grader is refused.
 
-Inside the box, ``van_edu.grading.check`` is a stand-in: the notebook's own self-check calls do
-nothing there (the grader judges the tasks from outside). :func:`probe` reports which of these
-protections the running kernel has.
+The protections the kernel got are in its ``VAN_EDU_BOX`` environment variable, read by the grader
+before the learner's first cell runs.
 """
 from __future__ import annotations
 
@@ -32,10 +31,10 @@ import json
 import os
 import resource
 import sys
-import types
+from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["landlock_abi", "main", "STAND_IN"]
+__all__ = ["landlock_abi", "main"]
 
 # --- Landlock (include/uapi/linux/landlock.h) -------------------------------------------------
 _CREATE, _ADD_RULE, _RESTRICT = 444, 445, 446  # the same numbers on every architecture
@@ -152,29 +151,14 @@ def _read_roots() -> list[Path]:
     return sorted(r.resolve() for r in roots if r.exists())
 
 
-# --- the stand-in for the self-checks ------------------------------------------------------------
-def _stand_in_check(name: str):
-    def skipped(*args, **kwargs):
-        print(f"(check.{name} is not run while grading: the grader checks this task from outside)")
-
-    return skipped
-
-
-STAND_IN = types.ModuleType("van_edu.grading.check", "Self-checks, replaced while grading (they judge nothing).")
-STAND_IN.__getattr__ = lambda name: _stand_in_check(name) if not name.startswith("__") else None
-STAND_IN.CheckFailed = type("CheckFailed", (AssertionError,), {})
-
-
 # --- limits ---------------------------------------------------------------------------------
 def _my_task_count() -> int:
     uid, count = os.getuid(), 0
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            try:
+            with suppress(OSError):
                 if os.stat(f"/proc/{pid}").st_uid == uid:
                     count += len(os.listdir(f"/proc/{pid}/task"))
-            except OSError:
-                pass
     return count
 
 
@@ -234,9 +218,6 @@ def main(argv=None) -> None:
     for name in [m for m in sys.modules if m.split(".")[0] == "van_edu"]:
         del sys.modules[name]  # this launcher's own van_edu: the kernel imports the copy's
     sys.path.insert(0, str(course))
-    sys.modules["van_edu.grading.check"] = STAND_IN
-    import van_edu.grading
-    van_edu.grading.check = STAND_IN
     os.chdir(box)
     sys.path[:] = [p for p in sys.path if p not in ("", ".")]
     from ipykernel import kernelapp

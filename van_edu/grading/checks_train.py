@@ -95,11 +95,7 @@ def _learner_steps(S, state: dict, batches, amp_dtype, use_scaler: bool, label: 
     mine = S.make("recorder", state=state, mode="eval")  # the step must switch to training mode itself
     optimizer = S.make("sgd", mine, 0.1, 0.9)
     scaler = S.make("scaler") if use_scaler else None
-    kw = {}
-    if amp_dtype is not None:
-        kw["amp_dtype"] = amp_dtype
-    if scaler is not None:
-        kw["scaler"] = scaler
+    kw = {k: v for k, v in (("amp_dtype", amp_dtype), ("scaler", scaler)) if v is not None}
     losses = [S.call(mine, x, y, optimizer, _name=label, **kw) for x, y in batches]
     calls = S.observe(scaler, "calls") if scaler is not None else None
     return losses, S.observe(mine, "seen"), calls, S.observe(mine, "params")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import reference as ref
-from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randn, seeded, task_check
+from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randn, require_module, seeded, task_check
 
 __all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
 
@@ -71,9 +71,7 @@ def overlap_patch_embed(S, hidden: bool, rng: random.Random):
         _randomize_norms(reference, draw(rng, hidden, 60 + i))
         x = randn(2, cin, side, side, seed=draw(rng, hidden, 60 + i))
         want = reference(x)
-        if not getattr(mine, "module", False):
-            raise CheckFailed(f"{label}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
-        got = S.forward(mine, x, label=label, copy=True)
+        got = S.forward(require_module(mine, label), x, label=label, copy=True)
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             raise CheckFailed(f"{label} on input {fmt_shape(x)}: expected output shape {fmt_shape(want)} "
                               f"(side ({side} + 2*{k // 2} - {k}) // {s} + 1 = {want.shape[-1]}), "
@@ -184,13 +182,9 @@ def van_block(S, hidden: bool, rng: random.Random):
     dim, ratio, side = 8, 4.0, 8
     inits = [1e-2] + ([round(rng.uniform(0.1, 0.9), 3)] if hidden else [])
     for init in inits:
-        kw = {"mlp_ratio": ratio, "drop_path": 0.0}
-        if init != 1e-2:
-            kw["layer_scale_init"] = init
+        kw = {"mlp_ratio": ratio, "drop_path": 0.0, **({"layer_scale_init": init} if init != 1e-2 else {})}
         label = f"Block({dim}, " + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
-        mine = S.call(dim, _name="Block", _seed=8, **kw)
-        if not getattr(mine, "module", False):
-            raise CheckFailed(f"{label}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
+        mine = require_module(S.call(dim, _name="Block", _seed=8, **kw), label)
         for name in ("layer_scale_1", "layer_scale_2"):
             p = S.attr(mine, name, label)
             if not isinstance(p, nn.Parameter):

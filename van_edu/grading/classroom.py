@@ -4,7 +4,7 @@
   ``jobs`` at a time, each in its own box (and, with ``jobs > 1``, its own grader process);
 * each result is written at once, atomically, to the **journal** (``FOLDER/.van-edu-journal/``,
   one JSON file per notebook), named by a key made of the submission's hash, the source's hash, the
-  grader's version (the hash of this package's code) and the limits: ``resume=True`` takes what the
+  grader's version (a hash of the course's code) and the limits: ``resume=True`` takes what the
   journal already holds for a key and grades only the rest, so a run killed at learner 300 of 400
   goes on from there. A notebook the grader itself failed on is not journaled: a resumed run retries it;
 * ``shard=(k, n)`` grades only the learners whose name hashes to share ``k`` of ``n``, so a large
@@ -39,10 +39,11 @@ JOURNAL = ".van-edu-journal"
 
 
 def grader_version() -> str:
-    """The grader's version: the package's, and a hash of the grading code (a changed check changes it)."""
+    """The grader's version: the package's, and a hash of the course's code (the checks, the references
+    they compare with, the copy a box gets: a change to any changes it)."""
     from .. import __version__
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
         digest.update(path.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
 

@@ -1,9 +1,10 @@
 """The grader of one notebook: run it in its own box, ask it for its answers, judge them here.
 
-1. Its exercise set is found (notebook metadata, file name, then the ``grade_id``s it holds) and
-   the teacher's source read; every file is read before any learner code runs.
+1. Its exercise set is found (notebook metadata, file name, then the test cells it holds) and the
+   teacher's source read; every file is read before any learner code runs.
 2. A fresh kernel in a fresh folder, with limits (:mod:`.kernel`, :mod:`.box`), runs the learner's
-   cells in order; errors do not stop the run; shell escapes are skipped; test cells never run there.
+   cells in order; errors do not stop the run; shell escapes are skipped; test cells (found by their
+   text, never by the notebook's metadata) never run there.
 3. Where each test cell stands (or at the end, for a deleted one) the task's check runs here, in the
    grader's process: it asks the kernel to call the learner's code on inputs drawn from a secret
    seed, gets the outputs back as data (:mod:`.wire`) and compares them with the reference.
@@ -24,7 +25,7 @@ import nbformat
 
 from ..errors import VanEduError
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
-from .assign import Task, default_exercises_dir, tasks_of
+from .assign import Task, default_exercises_dir, tasks_of, words
 from .box import landlock_abi
 from .check import CHECKS
 from .kernel import BoxedKernel, KernelLost, Limits
@@ -47,20 +48,16 @@ def _text(cell) -> str:
     return cell.source if isinstance(cell.source, str) else "".join(cell.source)
 
 
-def _words(code: str) -> str:
-    return "\n".join(line.rstrip() for line in code.split("\n") if line.strip())
-
-
 def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
     """The learner's cells, with a check step where each of the source's test cells stands, found by its
     text (never by the notebook's metadata, which the learner can edit); returns the steps and the tasks
     whose test cell the learner's notebook lacked (checked at the end)."""
-    tests = {_words(t.visible): t.name for t in tasks if _words(t.visible)}
+    tests = {words(t.visible): t.name for t in tasks if words(t.visible)}
     steps, placed = [], set()
     for number, cell in enumerate(nb.cells, start=1):
         if cell.get("cell_type") != "code":
             continue
-        task = tests.get(_words(_text(cell)))
+        task = tests.get(words(_text(cell)))
         if task is None:
             steps.append(CellRecord(code=_neutralize(_text(cell)), number=number))
         elif task not in placed:
@@ -148,8 +145,8 @@ def find_source(nb, path: Path, sources: dict) -> str:
         if stem in path.stem:
             return stem
     if nb is not None:
-        texts = {_words(_text(c)) for c in nb.cells}
-        overlap = {stem: sum(_words(t.visible) in texts for t in tasks_of(src)) for stem, (_, src) in sources.items()}
+        texts = {words(_text(c)) for c in nb.cells}
+        overlap = {stem: sum(words(t.visible) in texts for t in tasks_of(src)) for stem, (_, src) in sources.items()}
         best = max(overlap, key=overlap.get)
         if overlap[best]:
             return best

@@ -1,9 +1,10 @@
 """What the grader does on the host for a submission's box: its copy of the course, a pids cgroup, its answers.
 
 * :func:`course_copy` writes the ``van_edu`` the box's kernel imports (the installed one is hidden
-  from it): the course without its grader, and under ``--forbid-reference`` without the code the
-  tasks ask the learner to write, each function or class replaced by a stand-in that raises when
-  called or instantiated (its code is not in the copy: nothing in the kernel can bring it back);
+  from it): the course without its grader (``check`` is a stand-in there: the notebook's self-checks
+  do nothing, the grader judges from outside), and under ``--forbid-reference`` without the code
+  the tasks ask the learner to write, each function or class replaced by a stand-in that raises
+  when called or instantiated (its code is not in the copy: nothing in the kernel can bring it back);
 * :func:`pids_cgroup` makes a fresh ``pids`` cgroup (cgroup v1 or v2) limited to a number of
   tasks, where this process may (root, or a delegated cgroup); the box's kernel joins it, and
   :func:`empty_cgroup` kills what is left in it and removes it when the kernel stops;
@@ -17,6 +18,7 @@ import os
 import secrets
 import stat
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from ..errors import VanEduError
@@ -25,6 +27,15 @@ from . import wire
 __all__ = ["course_copy", "pids_cgroup", "empty_cgroup", "read_answer"]
 
 BOX_SIDE = ("__init__.py", "agent.py", "wire.py", "fixtures.py")  # all of van_edu.grading a kernel gets
+_CHECK = '''"""Self-checks, replaced while grading (they judge nothing: the grader checks each task from outside)."""
+CheckFailed = type("CheckFailed", (AssertionError,), {})
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return lambda *args, **kwargs: print(f"(check.{name} is not run while grading: the grader checks it from outside)")
+'''
 _STAND_IN = """class {name}:  # hidden while grading with --forbid-reference
     def __new__(cls, *args, **kwargs):
         raise RuntimeError("the course's {full} is hidden while grading (--forbid-reference): write your own")"""
@@ -47,6 +58,7 @@ def course_copy(dest: Path, hidden=()) -> Path:
         (dest / "van_edu" / rel).write_text(text, encoding="utf-8")
     if strip:
         raise VanEduError(f"a check hides code of modules van_edu does not have: {sorted(strip)}")
+    (dest / "van_edu" / "grading" / "check.py").write_text(_CHECK, encoding="utf-8")
     return dest
 
 
@@ -77,10 +89,8 @@ def pids_cgroup(procs: int) -> Path | None:
             (group / "pids.max").write_text(str(procs))
             return group
         except OSError:
-            try:
+            with suppress(OSError):
                 group.rmdir()
-            except OSError:
-                pass
     return None
 
 
@@ -99,15 +109,11 @@ def empty_cgroup(group: Path | None) -> None:
         if not pids:
             break
         for pid in pids:
-            try:
+            with suppress(OSError):
                 os.kill(pid, 9)
-            except OSError:
-                pass
         time.sleep(0.02)
-    try:
+    with suppress(OSError):
         group.rmdir()
-    except OSError:
-        pass
 
 
 def read_answer(path: Path, limit: int = wire.MAX_BYTES) -> str | None:

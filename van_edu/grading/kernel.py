@@ -187,10 +187,9 @@ class BoxedKernel:
         spec = _BoxSpec()
         spec.argv = self._argv()
         # two spare cells: a probe (does the kernel answer?) and the warm-up imports
-        nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
+        self.nb = nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
         nb.cells[0].metadata["grader_timeout"] = min(PROBE_TIMEOUT, self.limits.timeout)
         nb.cells[1].metadata["grader_timeout"] = max(WARM_UP_TIMEOUT, self.limits.timeout)
-        self.nb = nb
         self.client = _Client(nb, self.limits.output_limit, spec, timeout=self.limits.timeout, allow_errors=True,
                               shutdown_kernel="immediate", record_timing=False, log=_QUIET, iopub_timeout=2,
                               timeout_func=lambda c: c.metadata.get("grader_timeout", self.limits.timeout))
@@ -212,10 +211,8 @@ class BoxedKernel:
 
     def _stop(self) -> None:
         if self.session is not None:
-            try:
+            with suppress(Exception):  # a kernel that is already gone
                 self.session.__exit__(None, None, None)  # shuts the kernel down (immediately)
-            except Exception:  # a kernel that is already gone
-                pass
             self.session = None
         if self.client is not None and not self.client.zmq.closed:
             self.client.zmq.destroy(linger=0)

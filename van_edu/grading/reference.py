@@ -20,7 +20,8 @@ from ..explain import grad_cam
 from ..explain import upsample_maps as upsample_cam
 from ..lka import LKA, best_dilation, conv_params, decomposition, mobilenet_params
 from ..lka import lka_params as eq3_params
-from ..models.layers import DropPath, linear_drop_path_rates
+from ..models.layers import DropPath
+from ..models.layers import linear_drop_path_rates as drop_path_rates
 from ..models.van import Attention, Block, OverlapPatchEmbed
 from ..runtime import autocast
 from ..train import WarmupCosine, param_groups
@@ -77,10 +78,6 @@ def stage_sizes(image_size: int, stem_kernel: int = 7, stem_stride: int = 4, num
         side = (side + 2 * (k // 2) - k) // st + 1
         sizes.append(side)
     return sizes
-
-
-def drop_path_rates(total: float, depths) -> list[list[float]]:
-    return linear_drop_path_rates(total, list(depths))
 
 
 # --- set 4: cost ------------------------------------------------------------------------------

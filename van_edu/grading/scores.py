@@ -2,7 +2,7 @@
 
 ``score`` turns what happened to a notebook's cells and checks (the grader's records) into one
 :class:`TaskResult` per task: its points when the check passed, else 0 and the reason a learner
-can act on, with a note on the learner's own cell that failed first and on reference use.
+can act on, with a note on the learner's own cell that failed first.
 """
 from __future__ import annotations
 
@@ -85,23 +85,14 @@ class GradeReport:
 
     def errors(self) -> list[tuple[int, str, str]]:
         """(cell number, exception name, message) of every cell that raised, timed out or crashed."""
-        out = []
-        for r in self.cells:
-            if r.error:
-                out.append((r.number, r.error[0], r.error[1]))
-            elif r.timed_out:
-                out.append((r.number, "Timeout", "timed out"))
-            elif r.died:
-                out.append((r.number, "DeadKernel", "the kernel died"))
-        return out
+        return [(r.number, *(r.error or (("Timeout", "timed out") if r.timed_out else ("DeadKernel", "the kernel died"))))
+                for r in self.cells if r.error or r.timed_out or r.died]
 
     def format(self) -> str:
         width = max([len(t.name) for t in self.tasks] + [5])
-        lines = [f"{clean(self.notebook)}  (tests from {clean(self.source)})"]
-        for t in self.tasks:
-            lines.append(f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}")
-        lines.append(f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}")
-        return "\n".join(lines)
+        rows = [f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}" for t in self.tasks]
+        return "\n".join([f"{clean(self.notebook)}  (tests from {clean(self.source)})", *rows,
+                          f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}"])
 
 
 def _num(x: float) -> str:
