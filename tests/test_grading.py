@@ -454,6 +454,29 @@ def test_the_grading_package_is_layered_without_circles():
         visit(name, [])
 
 
+def test_the_plan_finds_test_cells_by_their_text_never_by_the_notebooks_metadata():
+    from van_edu.grading.grader import _plan
+    tasks = tasks_of(read("source", SETS[0]))
+    nb = read("solutions", SETS[0])
+    cells = {c.metadata.nbgrader["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
+    cells["same_padding"].metadata.nbgrader = {"grade": True, "grade_id": "decompose", "points": 100}  # relabelled
+    cells["eq3_params_answer"].metadata.nbgrader = {"grade": True, "grade_id": "eq3_params", "points": 9}
+    cells["decompose"].source += "\nprint('edited')"  # no longer the teacher's test: a learner cell, run
+    nb.cells.remove(cells["best_dilation"])
+    steps, missing = _plan(nb, tasks)
+    tests = [(s.task, s.number) for s in steps if s.kind == "test"]
+    number = {id(c): i for i, c in enumerate(nb.cells, start=1)}
+    assert tests[:4] == [("same_padding", number[id(cells["same_padding"])]),
+                         ("eq3_params", number[id(cells["eq3_params"])]),
+                         ("receptive_field", number[id(cells["receptive_field"])]),
+                         ("table2_row", number[id(cells["table2_row"])])]
+    assert tests[4:] == [("decompose", None), ("best_dilation", None)] and missing == {"decompose", "best_dilation"}
+    learner = {s.number: s for s in steps if s.kind == "learner"}
+    assert learner[number[id(cells["eq3_params_answer"])]].task == "eq3_params"  # run, and answers the next test
+    assert learner[number[id(cells["decompose_answer"])]].task == "decompose"  # by the name it defines
+    assert "print('edited')" in learner[number[id(cells["decompose"])]].code
+
+
 def test_a_crash_of_the_graders_own_code_scores_the_notebook_zero_with_a_reason(tmp_path, monkeypatch):
     from van_edu.grading import grader
 

@@ -74,11 +74,10 @@ def _walk(got, want, what: str, values: bool, tol: tuple[float, float], hint: st
             _tensor_values(got, want, what, tol, hints)
     elif isinstance(want, (list, tuple, dict)):
         keys = list(want) if isinstance(want, dict) else range(len(want))
-        shape = "a dict" if isinstance(want, dict) else f"a sequence of {len(want)}"
         if isinstance(want, dict) and (not isinstance(got, dict) or set(got) != set(want)):
             raise CheckFailed(f"{what}: expected a dict with keys {sorted(want)}, got {_show(got)}{hint}")
         if not isinstance(want, dict) and (not isinstance(got, (list, tuple)) or len(got) != len(want)):
-            raise CheckFailed(f"{what}: expected {shape} like {list(want)!r:.60}, got {_show(got)}{hint}")
+            raise CheckFailed(f"{what}: expected a sequence of {len(want)} like {list(want)!r:.60}, got {_show(got)}{hint}")
         for k in keys:
             _walk(got[k], want[k], f"{what}[{k!r}]", values, tol, hint, hints)
     elif isinstance(want, (int, float)) and not isinstance(want, bool):
@@ -157,10 +156,6 @@ def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> tor
 class SubjectMissing(CheckFailed):
     """The name the tests call is not defined in the learner's notebook."""
 
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name = name
-
 
 class Session:
     """Where the learner's code runs. A check reaches it only through these methods, and gets data.
@@ -212,7 +207,7 @@ class Session:
         if result.get("agent"):
             raise CheckFailed(f"{label}: the check could not run ({ename}: {message})")
         if ename == "NameError" and result.get("where") == "the subject":
-            raise SubjectMissing(self.subject, f"NameError: {message}")
+            raise SubjectMissing(f"NameError: {message}")
         if ename == "NotImplementedError":
             if result.get("stub"):
                 raise _NotAnswered(str(result.get("where") or label))

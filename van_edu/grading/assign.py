@@ -181,10 +181,6 @@ def validate_source(nb, name: str = "source") -> None:
         raise VanEduError(f"{name}: " + "; ".join(problems))
 
 
-def _dumps(nb) -> str:
-    return nbformat.writes(nb) + "\n"
-
-
 def _targets(source_dir: Path, out_dir: Path):
     sources = sorted(source_dir.glob("*.ipynb"))
     if not sources:
@@ -192,8 +188,8 @@ def _targets(source_dir: Path, out_dir: Path):
     for path in sources:
         nb = nbformat.read(path, as_version=4)
         validate_source(nb, path.name)
-        yield path, out_dir / "student" / path.name, _dumps(student_copy(nb, path.stem))
-        yield path, out_dir / "solutions" / path.name, _dumps(solution_copy(nb, path.stem))
+        for folder, copy_of in (("student", student_copy), ("solutions", solution_copy)):
+            yield path, out_dir / folder / path.name, nbformat.writes(copy_of(nb, path.stem)) + "\n"
 
 
 def generate(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[Path]:

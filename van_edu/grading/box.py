@@ -206,8 +206,7 @@ def main(argv=None) -> None:
     done = _limits(args.memory, args.procs, args.file_size, args.cgroup)
     course, installed = Path(args.course).resolve(), Path(__file__).resolve().parents[1]
     if args.landlock:
-        with open(args.connection_file, encoding="utf-8") as f:
-            info = json.load(f)
+        info = json.loads(Path(args.connection_file).read_text(encoding="utf-8"))
         ports = [int(info[k]) for k in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
                  if info.get(k)]
         hidden = [installed] + [Path(h).resolve() for h in args.hide]
@@ -217,9 +216,8 @@ def main(argv=None) -> None:
     os.environ["VAN_EDU_BOX"] = json.dumps(done)
     for name in [m for m in sys.modules if m.split(".")[0] == "van_edu"]:
         del sys.modules[name]  # this launcher's own van_edu: the kernel imports the copy's
-    sys.path.insert(0, str(course))
     os.chdir(box)
-    sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+    sys.path[:] = [str(course)] + [p for p in sys.path if p not in ("", ".")]
     from ipykernel import kernelapp
     kernelapp.launch_new_instance(argv=["-f", args.connection_file, *rest])
 

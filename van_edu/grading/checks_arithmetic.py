@@ -25,9 +25,7 @@ def same_padding(S, hidden: bool, rng: random.Random):
         cases += [(rng.randrange(1, 30, 2), rng.randint(1, 6)) for _ in range(40)]
     for (k, d), got in zip(cases, S.call_all(cases)):
         want = ref.same_padding(k, d)
-        hint = ""
-        if got == k // 2 and d > 1:
-            hint = " (the dilation spreads the kernel over d (k - 1) + 1 pixels: include d)"
+        hint = " (the dilation spreads the kernel over d (k - 1) + 1 pixels: include d)" if got == k // 2 and d > 1 else ""
         expect(got, want, f"same_padding({k}, {d})", hint=hint)
     return f"{len(cases)} kernels and dilations keep the size"
 

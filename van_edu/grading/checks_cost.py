@@ -75,9 +75,7 @@ def lka_macs(S, hidden: bool, rng: random.Random):
     for (h, w, c, *_), kw, got in zip(cases, kws, S.call_all([case[:3] for case in cases], kws)):
         want = ref.lka_macs(h, w, c, **kw)
         label = f"lka_macs({h}, {w}, {c}" + "".join(f", {a}={v}" for a, v in kw.items()) + ")"
-        hint = ""
-        if got == want - c * c * h * w:
-            hint = " (the 1x1 convolution costs C^2 per position)"
+        hint = " (the 1x1 convolution costs C^2 per position)" if got == want - c * c * h * w else ""
         expect(got, want, label, hint=hint)
     return "Eq. (4) on " + str(len(cases)) + " sizes and kernels"
 

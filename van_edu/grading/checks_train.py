@@ -23,10 +23,9 @@ def warmup_cosine(S, hidden: bool, rng: random.Random):
     for warm, total in schedules:
         for step, got in enumerate(S.call_all([(step, warm, total) for step in range(total)])):
             want = float(ref.warmup_cosine(step, warm, total))
-            hint = ""
-            if step < warm and isinstance(got, (int, float)) and abs(got - step / warm) < 1e-9:
-                hint = (f" (count the warm-up from step 0 as (step + 1) / warmup_steps, so the first "
-                        f"step already trains and step {warm - 1} reaches the peak)")
+            hint = (f" (count the warm-up from step 0 as (step + 1) / warmup_steps, so the first step already "
+                    f"trains and step {warm - 1} reaches the peak)"
+                    if step < warm and isinstance(got, (int, float)) and abs(got - step / warm) < 1e-9 else "")
             expect(got, want, f"warmup_cosine(step={step}, warmup_steps={warm}, total_steps={total})", hint=hint)
     return "linear warm-up then half a cosine, " + ", ".join(f"{w}/{t}" for w, t in schedules)
 

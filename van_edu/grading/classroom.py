@@ -70,8 +70,7 @@ def _submissions(folder: Path) -> dict[str, list[Path]]:
 
 
 def _in_shard(learner: str, shard: tuple[int, int]) -> bool:
-    k, n = shard
-    return int(hashlib.sha256(learner.encode()).hexdigest(), 16) % n == k - 1
+    return int(hashlib.sha256(learner.encode()).hexdigest(), 16) % shard[1] == shard[0] - 1
 
 
 def _key(notebook: str, text: str | None, sources: dict, limits: Limits, forbid_reference: bool, version: str) -> str:

@@ -36,6 +36,7 @@ __all__ = ["TaskResult", "GradeReport", "grade_notebook", "can_hide"]
 
 
 # --------------------------------------------------------------------------- the execution plan
+_DEFINES = re.compile(r"^(?:def|class)\s+(\w+)|^(\w+)\s*=(?!=)", re.MULTILINE)  # top-level names a cell binds
 _SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$", re.MULTILINE)
 
 
@@ -65,12 +66,13 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
             placed.add(task)
     missing = {t.name for t in tasks} - placed
     steps += [CellRecord(kind="test", task=t.name) for t in tasks if t.name in missing]
-    following = None  # each learner cell answers the next task tested after it
-    for step in reversed(steps):
+    subjects, following = {check_of(t)[1]: t.name for t in tasks}, None
+    for step in reversed(steps):  # a learner cell answers the task whose subject it defines, else the next one
         if step.kind == "test":
             following = step.task
         else:
-            step.task = following
+            defined = [subjects[n] for m in _DEFINES.finditer(step.code) for n in m.groups() if n in subjects]
+            step.task = defined[0] if defined else following
     return steps, missing
 
 
@@ -103,7 +105,7 @@ def _judge(kernel: BoxedKernel, task: Task, secret: int) -> tuple[str | None, bo
     except _NotAnswered as err:
         return f"not answered yet ({err} still raises NotImplementedError)", False
     except SubjectMissing as err:
-        return (f"{first_line(str(err))}; the tests call `{err.name}` by name: did you rename or delete "
+        return (f"{first_line(str(err))}; the tests call `{subject}` by name: did you rename or delete "
                 "it, or did the cell that defines it fail?"), False
     except CheckFailed as err:
         reason = first_line(str(err), 500) or "the check failed"

@@ -244,11 +244,10 @@ class BoxedKernel:
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _execute(self, code: str, run: CellRun, timeout: float | None = None) -> bool:
+    def _execute(self, code: str, run: CellRun) -> bool:
         """Run ``code`` into ``run``; False when the kernel died or ignored the interrupt."""
         cell = new_code_cell(code)
-        limit = max(1, int(min(timeout or self.limits.timeout, self.time_left())))
-        cell.metadata["grader_timeout"] = limit
+        cell.metadata["grader_timeout"] = max(1, int(min(self.limits.timeout, self.time_left())))
         self.nb.cells.append(cell)
         index = len(self.nb.cells) - 1
         try:
@@ -284,9 +283,8 @@ class BoxedKernel:
         except Exception:
             return False
 
-    def run(self, code: str, run: CellRun | None = None) -> CellRun:
-        """Run one of the notebook's cells into ``run`` (a fresh one by default); never raises for what it does."""
-        run = CellRun() if run is None else run
+    def run(self, code: str, run: CellRun) -> CellRun:
+        """Run one of the notebook's cells into ``run``; never raises for what it does."""
         self.steps.append((code, run))
         if self.time_left() <= 0:
             run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"

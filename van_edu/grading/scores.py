@@ -179,10 +179,8 @@ def box_summary(box: dict) -> str:
 
 
 def rows_to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    header = list(rows[0]) if rows else ["learner", "score", "max_score"]
-    writer.writerows([[csv_cell(k) for k in header]] + [[csv_cell(row.get(k, "")) for k in header] for row in rows])
+    buf, header = io.StringIO(), list(rows[0]) if rows else ["learner", "score", "max_score"]
+    csv.writer(buf).writerows([[csv_cell(k) for k in header]] + [[csv_cell(row.get(k, "")) for k in header] for row in rows])
     return buf.getvalue()
 
 
