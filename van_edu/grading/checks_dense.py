@@ -44,10 +44,14 @@ def _same_list(got, want: list) -> bool:
 
 
 def _expect_or_hint(got, want, label: str, mistakes: dict, **tol) -> None:
-    """``expect``, with the message of the first known mistake whose output ``got`` equals."""
+    """``expect``, with the message of the first known mistake whose output ``got`` equals (once its
+    kind and shape are right: a hint explains values, not a wrong shape or dtype)."""
     try:
         expect(got, want, label, **tol)
     except CheckFailed as err:
+        if isinstance(want, torch.Tensor) and (not isinstance(got, torch.Tensor) or got.shape != want.shape
+                                               or got.dtype.is_floating_point != want.dtype.is_floating_point):
+            raise
         for message, wrong in mistakes.items():
             if _same_list(got, wrong) if isinstance(wrong, list) else (
                     isinstance(got, torch.Tensor) and got.shape == wrong.shape and torch.equal(got.long(), wrong.long())):
@@ -127,7 +131,7 @@ def confusion_matrix(S, hidden: bool, rng: random.Random):
     """``fn(pred, target, num_classes, ignore_index=None)`` -> [K, K] counts, row = truth, column = prediction."""
     require_callable(S, "confusion_matrix")
     g = _gen(rng, hidden, 71)
-    cases = [(torch.tensor([[0, 1, 1], [2, 2, 0]]), torch.tensor([[0, 1, 2], [2, 1, 0]]), 3, None)]
+    cases = [(torch.tensor([[0, 1, 1], [2, 2, 0]]), torch.tensor([[0, 1, 2], [2, 0, 0]]), 3, None)]
     cases.append((_labels(g, (2, 5, 5), 4, None), _labels(g, (2, 5, 5), 4, 255), 4, 255))
     if hidden:
         for k, ignore in ((2, 255), (6, -1), (9, None), (rng.randint(2, 12), 255), (5, 5)):
@@ -217,7 +221,7 @@ def resize_mask(S, hidden: bool, rng: random.Random):
     require_callable(S, "resize_mask")
     g = _gen(rng, hidden, 73)
     sparse = torch.tensor([0, 3, 9, 255], dtype=torch.uint8)
-    cases = [(torch.arange(16).reshape(1, 4, 4), 2), (sparse[torch.randint(4, (2, 5, 5), generator=g)], (12, 9))]
+    cases = [(sparse[torch.randint(4, (2, 5, 5), generator=g)], (12, 9)), (torch.arange(16).reshape(1, 4, 4), 2)]
     if hidden:
         cases += [(torch.randint(0, 11, (3, 8, 6), generator=g), (5, 3)), (torch.tensor([[[0, 7], [7, 0]]]), 5),
                   (sparse[torch.randint(4, (1, 9, 9), generator=g)], 4),
@@ -232,10 +236,14 @@ def resize_mask(S, hidden: bool, rng: random.Random):
                 raise CheckFailed(f"{label}: expected the mask's own dtype {mask.dtype}, got {got.dtype}")
             new = sorted(set(got.unique().tolist()) - set(mask.unique().tolist()))
             if new:
-                raise CheckFailed(f"{label}: labels {new[:6]} appear in no pixel of the input: the resize mixed "
-                                  "neighbouring labels (bilinear averages them, and rounding does not undo it); "
+                raise CheckFailed(f"{label}: labels {new[:6]} appear in no pixel of the input: the resize "
+                                  "averages neighbouring labels (as bilinear does; rounding does not undo it): "
                                   "take each output pixel's label from one input pixel (mode='nearest-exact')")
+        smooth = F.interpolate(mask[:, None].float(), size=_pair(size), mode="bilinear")[:, 0]
+        mixed = "bilinear interpolation averages neighbouring labels (2 and 8 make 5), and {} does not undo it: " \
+                "take each label from one input pixel (mode='nearest-exact')"
         _expect_or_hint(got, want, label, {
+            mixed.format("rounding"): smooth.round(), mixed.format("truncating (.long())"): smooth.floor(),
             "torch's mode='nearest' takes the top-left source pixel (floor(i * scale)), which moves the mask "
             "up to half a pixel against its image: use mode='nearest-exact' (pixel centres)":
             F.interpolate(mask[:, None].float(), size=_pair(size), mode="nearest")[:, 0]}, atol=0, rtol=0)
