@@ -244,7 +244,7 @@ def resize_mask(S, hidden: bool, rng: random.Random):
                                   "averages neighbouring labels (as bilinear does; rounding does not undo it): "
                                   "take each output pixel's label from one input pixel (mode='nearest-exact')")
         smooth = F.interpolate(mask[:, None].float(), size=_pair(size), mode="bilinear")[:, 0]
-        mixed = "bilinear interpolation averages neighbouring labels (2 and 8 make 5), and {} does not undo it: " \
+        mixed = "bilinear interpolation averages neighbouring labels (3 and 9 make 6), and {} does not undo it: " \
                 "take each label from one input pixel (mode='nearest-exact')"
         _expect_or_hint(got, want, label, {
             mixed.format("rounding"): smooth.round(), mixed.format("truncating (.long())"): smooth.floor(),
