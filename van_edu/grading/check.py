@@ -10,6 +10,7 @@ from ._core import CheckFailed
 from .checks_arithmetic import best_dilation, decompose, eq3_params, receptive_field, same_padding, table2_row
 from .checks_cam import grad_cam, upsample_cam
 from .checks_cost import attention, attention_macs, count_parameters, lka_macs
+from .checks_dense import confusion_matrix, fpn_top_down, iou_scores, predict_mask, resize_mask
 from .checks_lka import attention_module, depthwise_conv, effective_kernel, lka_module
 from .checks_train import accuracy, param_groups, train_step, warmup_cosine
 from .checks_van import drop_path, drop_path_rates, overlap_patch_embed, stage_sizes, van_block
@@ -21,6 +22,7 @@ CHECKS = {fn.task: fn for fn in (
     attention, attention_macs, lka_macs, count_parameters,
     warmup_cosine, param_groups, train_step, accuracy,
     grad_cam, upsample_cam,
+    fpn_top_down, confusion_matrix, iou_scores, resize_mask, predict_mask,
 )}
 
 __all__ = ["CheckFailed", "CHECKS", *CHECKS]

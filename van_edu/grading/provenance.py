@@ -48,6 +48,9 @@ REFERENCE_CODE = {
     "accuracy": ["van_edu.evaluation:evaluate", "van_edu.evaluation:eval_sums", "van_edu.train:evaluate"],
     "grad_cam": ["van_edu.explain:grad_cam"],
     "upsample_cam": ["van_edu.explain:upsample_maps"],
+    "fpn_top_down": ["van_edu.models.fpn:FPN", "van_edu.models.fpn:SemanticFPN", "van_edu.models.fpn:create_segmenter"],
+    "confusion_matrix": ["van_edu.metrics:confusion_matrix", "van_edu.metrics:per_image_confusion"],
+    "iou_scores": ["van_edu.metrics:iou_per_class", "van_edu.metrics:mean_iou", "van_edu.metrics:segmentation_scores"],
 }
 
 
