@@ -135,7 +135,7 @@ def answers():
 
 def test_the_solutions_pass_the_visible_and_hidden_checks(answers):
     names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
-             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block"}
+             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
     for task, fn in check.CHECKS.items():
         fn(answers[names.get(task, task)], hidden=True)
 
@@ -235,6 +235,39 @@ def _wrong_answers(a):
             return F.interpolate(cam[:, None], size=size, mode=mode, align_corners=corners)[:, 0]
         return upsample_cam
 
+    def fpn_with(up_mode="nearest", coarse_first=True, smooth="after", by_size=True):
+        class WrongFPN(a["FPN"]):
+            def forward(self, maps):
+                merged = [lat(m) for lat, m in zip(self.lateral_convs, maps)]
+                if smooth == "before":
+                    merged = [conv(m) for conv, m in zip(self.fpn_convs, merged)]
+                for i in (range(len(merged) - 1, 0, -1) if coarse_first else range(1, len(merged))):
+                    size = {"size": merged[i - 1].shape[-2:]} if by_size else {"scale_factor": 2}
+                    merged[i - 1] = merged[i - 1] + F.interpolate(merged[i], mode=up_mode, **size)
+                return [conv(m) for conv, m in zip(self.fpn_convs, merged)] if smooth == "after" else merged
+        return WrongFPN
+
+    def iou_with(absent=None, union_minus_tp=True, mean_over="scored"):
+        def iou_scores(confusion):
+            c = confusion.double()
+            tp = c.diag()
+            union = c.sum(0) + c.sum(1) - (tp if union_minus_tp else 0)
+            iou = [t / u if u > 0 else absent for t, u in zip(tp.tolist(), union.tolist())]
+            kept = {"scored": [v for v in iou if v is not None], "all": [v or 0.0 for v in iou],
+                    "right": [v for v in iou if v]}[mean_over]
+            return {"iou": iou, "miou": sum(kept) / len(kept)}
+        return iou_scores
+
+    def resize_by(mode, rounding=torch.round):
+        def resize_mask(mask, size):
+            size = (size, size) if isinstance(size, int) else size
+            return rounding(F.interpolate(mask[:, None].float(), size=size, mode=mode)[:, 0]).to(mask.dtype)
+        return resize_mask
+
+    def argmax_then_upsample(logits, size):
+        size = (size, size) if isinstance(size, int) else size
+        return F.interpolate(logits.argmax(1, keepdim=True).float(), size=size, mode="nearest")[:, 0].long()
+
     def effective_kernel_flipped(w_dw, w_dwd, d):
         return a["effective_kernel"](w_dw, w_dwd.flip(0, 1), d)
 
@@ -303,6 +336,26 @@ def _wrong_answers(a):
         ("grad_cam", cam_without("target"), False, "target"),
         ("upsample_cam", upsample("nearest"), False, "bilinear"),
         ("upsample_cam", upsample("bilinear", True), False, "align_corners=False"),
+        ("fpn_top_down", fpn_with(up_mode="bilinear"), False, "not bilinear"),
+        ("fpn_top_down", fpn_with(coarse_first=False), False, "coarsest level down"),
+        ("fpn_top_down", fpn_with(smooth="before"), False, "after the top-down additions"),
+        ("fpn_top_down", fpn_with(smooth="never"), False, "3x3 conv"),
+        ("fpn_top_down", fpn_with(by_size=False), False, "not by scale_factor=2"),
+        ("confusion_matrix", lambda p, t, k, ignore_index=None: torch.bincount(
+            t.flatten() * k + p.flatten(), minlength=k * k).reshape(k, k), False, "ignore_index=255: leave them out"),
+        ("confusion_matrix", lambda p, t, k, ignore_index=None: a["confusion_matrix"](p, t, k, ignore_index).T,
+         False, "the transpose"),
+        ("iou_scores", iou_with(absent=0.0, mean_over="all"), False, "its IoU is None"),
+        ("iou_scores", iou_with(absent=float("nan")), False, "not NaN"),
+        ("iou_scores", iou_with(union_minus_tp=False), False, "row + column - diagonal"),
+        ("iou_scores", iou_with(mean_over="right"), False, "never right has IoU 0"),
+        ("resize_mask", resize_by("bilinear"), False, "appear in no pixel of the input"),
+        ("resize_mask", resize_by("bilinear", torch.floor), True, "averages neighbouring labels"),
+        ("resize_mask", resize_by("nearest"), False, "mode='nearest-exact'"),
+        ("resize_mask", lambda m, size: resize_by("nearest-exact")(m, size).long(), False, "own dtype torch.uint8"),
+        ("predict_mask", argmax_then_upsample, False, "upsample the scores first"),
+        ("predict_mask", lambda logits, size: F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+         .argmax(1), False, "align_corners=False"),
     ]
 
 
@@ -349,7 +402,7 @@ def _nan_answer(answer):
 def test_every_task_refuses_nan_where_its_answer_has_numbers(answers, task, capsys):
     """The right answer with NaN for every number it returns fails every check (NaN compares False)."""
     names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
-             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block"}
+             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
     with pytest.raises(check.CheckFailed, match="NaN"):
         check.CHECKS[task](_nan_answer(answers[names.get(task, task)]), hidden=True)
 

@@ -148,11 +148,13 @@ def _cmd_train(args) -> int:
     over = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                               ("device", args.device)) if v is not None}
     spec = DATASETS.get(known_name(args.dataset))
-    dense = spec is not None and spec.generated
-    if args.task and not dense:
+    tasks = spec.tasks if spec is not None else ("classification",)
+    if args.task and args.task not in tasks:
+        has = "masks only (expected --task segmentation)" if tasks == ("segmentation",) else \
+            "a class per image (expected no --task)"
         raise VanEduError(f"--task {args.task} needs a data set with masks and boxes, such as scattered_garments; "
-                          f"{args.dataset!r} has a class per image (expected no --task)")
-    task = (args.task or "segmentation") if dense else None
+                          f"{args.dataset!r} has {has}")
+    task = (args.task or "segmentation") if tasks != ("classification",) else None
     preset = args.preset or {"segmentation": "seg_cpu", "detection": "det_cpu"}.get(task, "cpu")
     config = replace(TRAIN_PRESETS[preset], seed=args.seed, progress=not args.no_progress, **over)
     check_config(config)

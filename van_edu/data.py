@@ -7,6 +7,9 @@ augmented batches there (``batches``). Sources (``load_image_dataset``):
   or ``zalando-datasets/fashion_mnist`` from the Hub when ``van_edu`` is installed without the repo.
 - ``"scattered_garments"``: canvases of Fashion-MNIST garments with a class per pixel and boxes, made
   offline by ``van_edu.garments`` (a segmentation split: its labels are masks ``[N, H, W]``).
+- ``"oxford_pets"``: Oxford-IIIT Pet's photos with their trimaps (a segmentation split: background,
+  pet, the border ``IGNORE_INDEX``), from ``data/oxford_pets/`` in the Hub's layout, which
+  ``data/build_oxford_pets.py`` writes from the authors' release.
 - ``"cifar10"`` (``uoft-cs/cifar10``) and ``"imagenette"`` (``frgfm/imagenette``, 160px): from the Hub.
 - Any Hub id or local folder that ``datasets.load_dataset`` reads (parquet in the Hub's layout, or an
   ``imagefolder`` of class subfolders) with an image column and a label column.
@@ -18,6 +21,7 @@ the bundled folder), ``cache`` (decoded splits kept on disk, see there for ``VAN
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -28,11 +32,11 @@ from .augment import AUGMENT_PRESETS, AugmentConfig, augment
 from .cache import TensorCache, files_digest, folder_files
 from .errors import VanEduError
 from .hub import hub_reachable
-from .images import ImageData, batches, check_seed, check_subset_size, normalize, subset_index
+from .images import IGNORE_INDEX, ImageData, batches, check_seed, check_subset_size, normalize, subset_index
 from .sources import BUNDLED_DIR, DATASETS, DatasetSpec, Source, known_name
 
-__all__ = ["normalize", "ImageData", "AugmentConfig", "AUGMENT_PRESETS", "augment", "batches",
-           "load_image_dataset", "DatasetSpec", "DATASETS", "BUNDLED_DIR", "hub_reachable"]
+__all__ = ["normalize", "ImageData", "IGNORE_INDEX", "AugmentConfig", "AUGMENT_PRESETS", "augment", "batches",
+           "load_image_dataset", "garment_instances", "DatasetSpec", "DATASETS", "BUNDLED_DIR", "hub_reachable"]
 
 
 def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train", *,
@@ -57,9 +61,12 @@ def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train"
                               f"got task={task!r}")
         data = _load_garments(split, samples, seed, boxes=task == "detection")
         return data.to(device) if device is not None else data
-    if task not in (None, "classification"):
-        raise VanEduError(f"{name_or_path!r} has a class per image (task='classification'), not {task!r} "
-                          "(expected scattered_garments for segmentation or detection)")
+    tasks = spec.tasks if spec is not None else ("classification",)
+    if task is not None and task not in tasks:
+        has = "a class per pixel (task='segmentation')" if "segmentation" in tasks else \
+            "a class per image (task='classification')"
+        raise VanEduError(f"{name_or_path!r} has {has}, not {task!r} (expected scattered_garments for "
+                          "detection, scattered_garments or oxford_pets for segmentation)")
     size = image_size if image_size is not None else (spec.image_size if spec else None)
     if size is not None and size < 1:
         raise VanEduError(f"image_size must be a positive number of pixels, got {image_size}")
@@ -67,6 +74,9 @@ def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train"
         check_subset_size(samples)
         check_seed(seed)
     source = Source.resolve(name_or_path, spec)
+    if spec is not None and spec.mask_values is not None:
+        data = _load_masks(source, spec, split, size, samples, seed)
+        return data.to(device) if device is not None else data
     data = _load_cached_or_decode(source, split, size, samples, seed)
     if data.num_classes < 2:
         named = f"one class ({data.classes[0]!r})" if data.classes else "no classes"
@@ -142,6 +152,46 @@ def _load_garments(split: str, samples, seed: int, config: garments.GarmentsConf
         data = ImageData(hub.decode_images(dataset, "image", None), labels, classes, "scattered_garments")
         cache.write(data)
     return _subset(data, samples, seed, f"the {split!r} split of 'scattered_garments'")
+
+
+def _load_masks(source: Source, spec, split: str, size, samples, seed: int) -> ImageData:
+    """A segmentation set read from files (``spec.mask_values`` set): the picture and its mask, both
+    cut to ``size`` (the mask with nearest, so classes never blend), the mask's stored values mapped
+    to classes (``IGNORE_INDEX`` for pixels without one). Cached like any split, under its own key."""
+    if not source.local:                      # the course names no Hub repository of masks yet
+        raise VanEduError(f"{source.name!r} is read from a local folder, not from {source.path!r}")
+    files = folder_files(Path(source.path))
+    source.fingerprint = files_digest(files)
+    cache = TensorCache(dataclasses.replace(source, path=f"{source.path}-masks"), split, size)
+    cache.set_key(f"{source.fingerprint}|{sorted(spec.mask_values.items())}")
+    what = f"the {split!r} split of {source.name!r}"
+    if (data := cache.read()) is not None:
+        return _subset(data, samples, seed, what)
+    dataset = hub.open_split(source, split)
+    image_column, mask_column = hub.find_mask_column(dataset)
+    masks = hub.decode_masks(dataset, mask_column, size, spec.mask_values)
+    data = ImageData(hub.decode_images(dataset, image_column, size), masks, list(spec.classes), source.name)
+    cache.write(data)
+    return _subset(data, samples, seed, what)
+
+
+def garment_instances(split: str = "test", samples: int | float | None = None, seed: int = 0,
+                      config: garments.GarmentsConfig = garments.GARMENTS) -> dict:
+    """The objects behind ``load_image_dataset("scattered_garments", split, samples=..., seed=...)``,
+    canvas for canvas: ``instances`` int64 [N, H, W] (0 background, i + 1 on the visible pixels of
+    the canvas's i-th garment), ``labels`` and ``areas`` (per canvas, per garment: its class 0..9
+    and its pixels as drawn), for ``van_edu.metrics.instance_scores``. Remade from the generator
+    (a few seconds), not cached."""
+    if split not in ("train", "test"):
+        raise VanEduError(f"scattered_garments has the splits 'train' and 'test', got {split!r}")
+    source = load_image_dataset("fashion_mnist", split)
+    exclude = load_image_dataset("fashion_mnist", "train") if split == "test" else None
+    dataset = garments.garments_from(source, split, config, exclude)
+    index = (subset_index(len(dataset), samples, seed, f"the {split!r} split of 'scattered_garments'").tolist()
+             if samples is not None else list(range(len(dataset))))
+    kept = dataset.select(index)
+    return {"instances": hub.decode_images(kept, "instances", None)[:, 0].to(torch.int64),
+            "labels": kept["labels"], "areas": kept["areas"]}
 
 
 def _subset(data: ImageData, samples, seed: int, what: str) -> ImageData:

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from .distributed import DistContext, all_reduce, reduce_sums
-from .images import ImageData, batches
+from .images import IGNORE_INDEX, ImageData, batches
 from .metrics import detection_scores, segmentation_scores
 from .runtime import autocast
 
-__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype"]
+__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype", "predict_masks"]
 
 
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
@@ -38,6 +38,20 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=No
     finally:
         model.train(was_training)
     return metrics(*sums)
+
+
+@torch.no_grad()
+def predict_masks(model: nn.Module, data: ImageData, batch_size: int = 256, device=None) -> torch.Tensor:
+    """A segmenter's predicted class of every pixel of ``data``: int64 [N, H, W] on the CPU, in
+    evaluation mode (the model's mode is restored), e.g. for ``van_edu.metrics.instance_scores``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x.to(device)).argmax(1).cpu()
+                          for x, _ in batches(data, batch_size, shuffle=False)])
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -66,7 +80,9 @@ def eval_detection(model: nn.Module, data: ImageData, batch_size: int, device: t
 def eval_sums(model: nn.Module, data: ImageData, batch_size: int, device: torch.device,
                amp_dtype=None, channels_last=False, ctx: DistContext | None = None) -> list[float]:
     """[summed loss, correct, count] over `data`, each rank taking its shard, summed over ranks; on
-    a segmentation split all three are over pixels, and a fourth entry is the confusion matrix [num_classes, num_classes] (rows: true class)."""
+    a segmentation split all three are over the labelled pixels (``IGNORE_INDEX`` ones are left out,
+    as cross-entropy skips them), and a fourth entry is the confusion matrix [num_classes, num_classes]
+    (rows: true class)."""
     ctx = ctx if ctx is not None else DistContext()
     loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
     correct, count = torch.zeros((), dtype=torch.int64, device=device), 0
@@ -83,9 +99,12 @@ def eval_sums(model: nn.Module, data: ImageData, batch_size: int, device: torch.
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")   # over images or pixels
         pred = logits.argmax(1)
         correct += (pred == y).sum()
-        count += y.numel()
-        if dense:
-            confusion += torch.bincount((y * k + pred).flatten(), minlength=k * k)
+        if dense:                                 # pixels labelled IGNORE_INDEX count nowhere
+            keep = y != IGNORE_INDEX
+            count += int(keep.sum())
+            confusion += torch.bincount((y[keep] * k + pred[keep]), minlength=k * k)
+        else:
+            count += y.numel()
     sums = reduce_sums(loss_sum, correct, count, ctx)
     if dense:
         sums.append(all_reduce(confusion, ctx).reshape(k, k).cpu())

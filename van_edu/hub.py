@@ -20,7 +20,8 @@ from torch import Tensor
 from .errors import VanEduError
 from .sources import DATASETS, Source, known_choices
 
-__all__ = ["hub_reachable", "open_split", "has_labels", "find_columns", "read_labels", "decode_images"]
+__all__ = ["hub_reachable", "open_split", "has_labels", "find_columns", "read_labels", "decode_images",
+           "find_mask_column", "decode_masks"]
 
 
 def _offline_env() -> bool:
@@ -251,14 +252,15 @@ def _pil_to_array(image, size: int | None) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _resize_and_centre_crop(image, size: int):
-    """Scale the shorter side to ``size`` (bicubic, as the VAN authors), then cut the centre square."""
+def _resize_and_centre_crop(image, size: int, nearest: bool = False):
+    """Scale the shorter side to ``size`` (bicubic, as the VAN authors; ``nearest`` for a mask, whose
+    values are classes and must not be blended), then cut the centre square."""
     from PIL import Image
 
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.BICUBIC)
+    image = image.resize((new_w, new_h), Image.NEAREST if nearest else Image.BICUBIC)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))
 
@@ -276,3 +278,51 @@ def _stack(arrays: list[np.ndarray]) -> Tensor:
     if stacked.dim() == 3:
         return stacked[:, None].contiguous()                   # [N, 1, H, W]
     return stacked.permute(0, 3, 1, 2).contiguous()             # [N, 3, H, W]
+
+
+_MASK_NAMES = ("mask", "masks", "segmentation_mask", "trimap", "annotation", "semantic_segmentation", "label")
+
+
+def find_mask_column(dataset) -> tuple[str, str]:
+    """(image column, mask column) of a segmentation set: both ``datasets.Image`` features, the mask
+    found by its name (mask, segmentation_mask, trimap, annotation, ...), the image being the other."""
+    import datasets
+
+    features = dataset.features
+    images = [k for k, v in features.items() if isinstance(v, datasets.Image)]
+    masks = [k for k in images if k.lower() in _MASK_NAMES]
+    if not masks or len(images) < 2:
+        described = ", ".join(f"{k} ({type(v).__name__})" for k, v in features.items())
+        raise VanEduError(f"expected two image columns, a picture and a mask named one of {', '.join(_MASK_NAMES)}; "
+                          f"this dataset's columns are: {described}")
+    mask = _prefer(masks, _MASK_NAMES)
+    return _prefer([k for k in images if k != mask], _IMAGE_NAMES), mask
+
+
+def decode_masks(dataset, column: str, size: int | None, values: dict[int, int], chunk: int = 2000) -> Tensor:
+    """Decode a mask column to int64 ``[N, H, W]``, each stored value mapped through ``values``
+    (stored value -> class, or IGNORE_INDEX); resized like ``decode_images`` but nearest, so a
+    pixel keeps one of the stored values. A value missing from ``values`` is an error."""
+    feature = dataset.features[column]
+    rows = dataset.select_columns([column]).with_format("arrow")
+    table = np.full(256, np.iinfo(np.int64).min, dtype=np.int64)   # unknown values stand out
+    for stored, cls in values.items():
+        table[stored] = cls
+    masks = []
+    for start in range(0, len(dataset), chunk):
+        for entry in rows[start:start + chunk].column(column).to_pylist():
+            image = _decode(feature, entry)
+            if image.mode not in ("L", "P"):
+                raise VanEduError(f"a mask of column {column!r} has mode {image.mode}; expected one value per "
+                                  "pixel (a grey or palette PNG)")
+            if size is not None and image.size != (size, size):
+                image = _resize_and_centre_crop(image, size, nearest=True)
+            masks.append(np.asarray(image, dtype=np.uint8))
+    if len({m.shape for m in masks}) > 1:
+        raise VanEduError("masks have different sizes; pass image_size=... to resize them all to one square size")
+    stacked = np.stack(masks)                                   # [N, H, W] stored values
+    unknown = sorted(set(np.unique(stacked).tolist()) - set(values))
+    if unknown:
+        raise VanEduError(f"mask column {column!r} holds the values {unknown[:10]}, which this data set's "
+                          f"mapping does not name (expected only {sorted(values)})")
+    return torch.from_numpy(table[stacked])

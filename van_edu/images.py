@@ -18,7 +18,11 @@ from torch import Tensor
 from .augment import AugmentConfig, apply_params, as_config, draw_params
 from .errors import VanEduError
 
-__all__ = ["normalize", "ImageData", "batches", "subset_index", "check_subset_size", "check_seed"]
+__all__ = ["normalize", "ImageData", "IGNORE_INDEX", "batches", "subset_index", "check_subset_size", "check_seed"]
+
+# A mask's "no label here" (the trimap's border of Oxford-IIIT Pet): torch's cross-entropy skips it
+# by default, and the metrics leave it out (van_edu.metrics, van_edu.evaluation).
+IGNORE_INDEX = -100
 
 
 def normalize(images: Tensor) -> Tensor:
@@ -31,9 +35,9 @@ def normalize(images: Tensor) -> Tensor:
 @dataclass
 class ImageData:
     """A split held as tensors: images uint8 ``[N, C, H, W]``, class names, and labels: int64, one
-    class per image ``[N]`` (classification) or one per pixel ``[N, H, W]`` (a segmentation mask);
-    or float32 boxes ``[N, M, 5]`` (detection: up to M rows ``x0, y0, x1, y1, class`` per image,
-    in pixels, rows with class -1 are padding)."""
+    class per image ``[N]`` (classification) or one per pixel ``[N, H, W]`` (a segmentation mask,
+    ``IGNORE_INDEX`` where a pixel has no label); or float32 boxes ``[N, M, 5]`` (detection: up to
+    M rows ``x0, y0, x1, y1, class`` per image, in pixels, rows with class -1 are padding)."""
     images: Tensor
     labels: Tensor
     classes: list[str]

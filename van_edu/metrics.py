@@ -13,7 +13,8 @@ import math
 import torch
 
 __all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "segmentation_scores", "floors",
-           "per_image_confusion", "paired_bootstrap_miou", "box_iou", "detection_scores"]
+           "per_image_confusion", "paired_bootstrap_miou", "box_iou", "detection_scores", "SIZE_EDGES",
+           "OVERLAP_EDGES", "instance_scores", "scores_by_bin", "paired_bootstrap_instances"]
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -83,11 +84,14 @@ def floors(train_images: torch.Tensor, train_masks: torch.Tensor, test_images: t
     * ``threshold``: a pixel brighter than a threshold is the most frequent garment class of the
       training masks, the rest background; the threshold is the one with the best training mIoU.
 
-    ``*_images`` are uint8 [N, 1, H, W] (grey), ``*_masks`` [N, H, W]. Each entry: ``miou``,
-    ``pixel_accuracy`` (and the rule's ``threshold`` and ``class``).
+    ``*_images`` are uint8 [N, C, H, W] (colour: the rule reads the mean of the channels),
+    ``*_masks`` [N, H, W]; pixels with a negative label (``IGNORE_INDEX``) count nowhere. Each
+    entry: ``miou``, ``pixel_accuracy`` (and the rule's ``threshold`` and ``class``).
     """
     def hist(images, masks):
-        index = images[:, 0].long().flatten() * num_classes + masks.long().flatten()
+        grey = images[:, 0].long() if images.shape[1] == 1 else images.float().mean(1).round().long()
+        keep = masks >= 0
+        index = grey[keep] * num_classes + masks[keep].long()
         return torch.bincount(index, minlength=256 * num_classes).reshape(256, num_classes)
 
     train_hist, test_hist = hist(train_images, train_masks), hist(test_images, test_masks)
@@ -228,3 +232,101 @@ def detection_scores(detections: list[dict], truths: list[dict], num_classes: in
     return {"map50": mean(per_threshold[COCO_IOUS[0]]),
             "map": sum(mean(per_threshold[t]) for t in COCO_IOUS) / len(COCO_IOUS),
             "ap50": per_threshold[COCO_IOUS[0]]}
+
+
+# --- Segmentation by object: which garments does a segmenter get right? --------------------------
+SIZE_EDGES = (0, 250, 450, math.inf)              # a garment's drawn area in pixels: about thirds of the test set
+OVERLAP_EDGES = (-1.0, 0.0, 0.25, 0.5, 1.0)       # the share of it hidden by later garments: none, ..., most
+
+
+def instance_scores(pred: torch.Tensor, target: torch.Tensor, instances: torch.Tensor, areas: list) -> dict:
+    """Score every object of every image by the share of its visible pixels predicted with its class.
+
+    ``pred``, ``target``: class maps [N, H, W]; ``instances`` [N, H, W]: 0 where no object is
+    visible, i + 1 on the visible pixels of image n's i-th object; ``areas``: per image, each
+    object's pixels before anything covered it (the scattered garments' ``areas``). Returns flat
+    tensors over all M objects: ``image`` (its image's index), ``area``, ``visible`` (pixels),
+    ``hidden`` (1 - visible / area: how much of it later objects cover) and ``score`` (right
+    pixels / visible pixels, in [0, 1]). A recall per object: pixels of the object predicted as
+    another class lower it; pixels elsewhere predicted as its class do not.
+    """
+    if not (pred.shape == target.shape == instances.shape) or pred.dim() != 3 or len(areas) != len(pred):
+        raise ValueError(f"expected pred, target and instances of one shape [N, H, W] and N lists of areas, got "
+                         f"{list(pred.shape)}, {list(target.shape)}, {list(instances.shape)} and {len(areas)} lists")
+    n, most = len(pred), max((len(a) for a in areas), default=0)
+    slots = most + 1                                                  # slot 0: no object
+    index = (torch.arange(n)[:, None] * slots + instances.reshape(n, -1).long()).flatten()
+    right = (pred == target).reshape(-1).double()
+    visible = torch.bincount(index, minlength=n * slots).reshape(n, slots)[:, 1:]
+    hits = torch.bincount(index, weights=right, minlength=n * slots).reshape(n, slots)[:, 1:]
+    image = torch.tensor([i for i, a in enumerate(areas) for _ in a], dtype=torch.int64)
+    slot = torch.tensor([j for a in areas for j in range(len(a))], dtype=torch.int64)
+    area = torch.tensor([float(x) for a in areas for x in a], dtype=torch.float64)
+    seen = visible[image, slot].double()
+    if (seen == 0).any():
+        raise ValueError("an object listed in areas has no visible pixel in instances (expected one area per "
+                         "visible object, in the order of the instance ids)")
+    return {"image": image, "area": area, "visible": seen, "hidden": (1 - seen / area).clamp(min=0),
+            "score": hits[image, slot] / seen}
+
+
+def _bin_of(values: torch.Tensor, edges) -> torch.Tensor:
+    """The bin of each value: ``k`` for ``edges[k] < value <= edges[k + 1]``; -1 outside all bins."""
+    edges_t = torch.tensor([float(e) for e in edges], dtype=torch.float64)
+    k = torch.searchsorted(edges_t, values.double(), right=False) - 1
+    return torch.where((k >= 0) & (k < len(edges) - 1), k, torch.full_like(k, -1))
+
+
+def _bin_name(lo, hi) -> str:
+    return f"({lo:g}, {hi:g}]" if hi != math.inf else f"> {lo:g}"
+
+
+def scores_by_bin(scores: dict, key: str = "area", edges=SIZE_EDGES) -> list[dict]:
+    """A small table of ``instance_scores``: per bin of ``key`` (``"area"`` or ``"hidden"``; bins
+    ``(edges[k], edges[k + 1]]``), the ``count`` of objects and their ``mean`` score (NaN if none)."""
+    which = _bin_of(scores[key], edges)
+    rows = []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = scores["score"][which == k]
+        rows.append({"bin": "none (0)" if (key == "hidden" and hi == 0) else _bin_name(lo, hi),
+                     "count": int(inside.numel()), "mean": float(inside.mean()) if inside.numel() else math.nan})
+    return rows
+
+
+def paired_bootstrap_instances(scores_a: dict, scores_b: dict, key: str = "area", edges=SIZE_EDGES,
+                               samples: int = 2000, seed: int = 0, level: float = 0.95) -> list[dict]:
+    """Two segmenters' ``instance_scores`` on the same objects, compared per bin by a paired
+    bootstrap over images (objects of one image are not independent: they cover each other).
+
+    Each resample draws the N images with replacement, the SAME images for both models, and takes
+    each bin's mean score difference (a - b) over the objects of the drawn images. Per bin: ``bin``,
+    ``count``, the observed ``difference``, the percentile interval ``low``..``high`` at ``level``
+    and a two-sided ``p`` as in ``paired_bootstrap_miou`` (NaN where the bin is empty).
+    """
+    same = all(torch.equal(scores_a[k], scores_b[k]) for k in ("image", "area", "visible"))
+    if not same:
+        raise ValueError("expected the instance_scores of two models on the same objects (image, area and "
+                         "visible differ)")
+    n = int(scores_a["image"].max()) + 1 if scores_a["image"].numel() else 0
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, max(n, 1), (samples, max(n, 1)), generator=g)
+    weights = torch.zeros(samples, max(n, 1), dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(samples, max(n, 1), dtype=torch.float64))      # [S, N]: how often each image is drawn
+    which, diff = _bin_of(scores_a[key], edges), scores_a["score"] - scores_b["score"]
+    tail, rows = (1 - level) / 2, []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = which == k
+        row = {"bin": "none (0)" if (key == "hidden" and hi == 0) else _bin_name(lo, hi), "count": int(inside.sum())}
+        if not inside.any():
+            rows.append({**row, "difference": math.nan, "low": math.nan, "high": math.nan, "p": math.nan})
+            continue
+        image = scores_a["image"][inside]
+        per_image = torch.zeros(max(n, 1), dtype=torch.float64).index_add_(0, image, diff[inside])
+        counts = torch.zeros(max(n, 1), dtype=torch.float64).index_add_(0, image, torch.ones_like(diff[inside]))
+        total = weights @ counts
+        means = (weights @ per_image)[total > 0] / total[total > 0]              # resamples with no object: none
+        low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+        far = min((means <= 0).double().mean().item(), (means >= 0).double().mean().item())
+        rows.append({**row, "difference": float(diff[inside].mean()), "low": low, "high": high,
+                     "p": min(1.0, max(2 * far, 1 / samples))})
+    return rows

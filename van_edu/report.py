@@ -150,8 +150,9 @@ def _segmentation_text(summary: dict) -> str:
         "", "![learning curves](learning_curves.png) ![mIoU against parameters](miou_vs_params.png)", "",
         "![predicted masks](masks.png)", "",
         "## What these numbers do and do not show", "",
-        "- mIoU is the mean over the 11 classes of the IoU from one confusion matrix of all test pixels "
-        "(`van_edu.metrics`); the floors are scored the same way on the same canvases.",
+        f"- mIoU is the mean over the {len(summary['classes'])} classes of the IoU from one confusion matrix of all "
+        "test pixels (`van_edu.metrics`; pixels without a label, such as a trimap's border, count nowhere); the "
+        "floors are scored the same way on the same canvases.",
         "- ± is the standard deviation over seeds; the models are scored on the same test canvases, so "
         "compare two of them with a paired test over canvases (`van_edu.metrics.paired_bootstrap_miou`), "
         "not with these spreads.",

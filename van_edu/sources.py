@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import VanEduError
+from .images import IGNORE_INDEX
 
 __all__ = ["course_root", "BUNDLED_DIR", "FASHION_MNIST_CLASSES", "IMAGENETTE_CLASSES", "DatasetSpec", "DATASETS", "known_name", "Source",
-           "known_choices"]
+           "known_choices", "OXFORD_PETS_DIR", "TRIMAP_VALUES"]
 
 
 
@@ -26,6 +27,11 @@ def course_root() -> Path:
 
 
 BUNDLED_DIR = course_root() / "data" / "fashion_mnist"
+# Not bundled (about 800 MB): data/build_oxford_pets.py writes it, in the Hub's layout, from the
+# authors' release.
+OXFORD_PETS_DIR = course_root() / "data" / "oxford_pets"
+# Oxford-IIIT Pet's trimaps: 1 pet, 2 background, 3 the border ("not classified") -> ignored.
+TRIMAP_VALUES = {1: 1, 2: 0, 3: IGNORE_INDEX}
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 # Imagenette's labels are WordNet ids; these are the names people know them by.
@@ -48,6 +54,14 @@ class DatasetSpec:
     class_names: dict[str, str] | None = None  # stored name -> display name (e.g. WordNet id -> word)
     description: str = ""
     generated: bool = False           # made by the course itself (van_edu.garments), not read from files
+    mask_values: dict[int, int] | None = None  # a segmentation set: stored mask value -> class (or IGNORE_INDEX)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """What its labels serve: a class per image, masks, or (the garments) masks and boxes."""
+        if self.generated:
+            return ("segmentation", "detection")
+        return ("segmentation",) if self.mask_values is not None else ("classification",)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -59,10 +73,14 @@ DATASETS: dict[str, DatasetSpec] = {
         "", generated=True,
         description="made offline from the bundled Fashion-MNIST: 8k/2k 64x64 grey canvases, a class per "
                     "pixel (background + 10), boxes"),
+    "oxford_pets": DatasetSpec(
+        "", local=OXFORD_PETS_DIR, image_size=128, classes=("background", "pet"), mask_values=TRIMAP_VALUES,
+        description="Oxford-IIIT Pet's trimaps (CC BY-SA 4.0; build it with data/build_oxford_pets.py): "
+                    "3.7k/3.7k RGB at 128 px, a class per pixel (background, pet; the border ignored)"),
     "imagenette": DatasetSpec("frgfm/imagenette", config="160px", image_size=160, class_names=IMAGENETTE_CLASSES,
                               description="Hub: 9.5k/3.9k RGB (shorter side 160), 10 classes"),
 }
-_HUB_ALIASES = {spec.hub_id: name for name, spec in DATASETS.items()}
+_HUB_ALIASES = {spec.hub_id: name for name, spec in DATASETS.items() if spec.hub_id}
 
 
 def known_name(name_or_path: str) -> str:
@@ -94,6 +112,9 @@ class Source:
             name = known_name(name_or_path)
             if spec.local is not None and spec.local.is_dir():
                 return cls(name, str(spec.local), local=True)
+            if not spec.hub_id:
+                raise VanEduError(f"{name!r} is read from the folder {spec.local}, which is missing (expected "
+                                  f"it built first: python data/build_{name}.py, which downloads the release)")
             note = (f"the bundled folder {spec.local} is missing, so the Hub was tried"
                     if spec.local is not None else "")
             return cls(name, spec.hub_id, spec.config, note=note)

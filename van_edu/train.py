@@ -55,7 +55,7 @@ from torch import nn
 from tqdm import tqdm  # the text bar: tqdm.auto would store widget state in committed notebooks
 
 from . import train_state
-from .data import AUGMENT_PRESETS, ImageData, batches
+from .data import AUGMENT_PRESETS, IGNORE_INDEX, ImageData, batches
 from .distributed import DistContext, all_reduce, broadcast_buffers, reduce_sums, setup_distributed, teardown, wrap_ddp
 from .errors import VanEduError
 from .evaluation import eval_detection, eval_sums, evaluate, metrics, sum_dtype
@@ -295,7 +295,10 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     if own_loss is not None:                                  # boxes: no accuracy to count
         return loss.detach(), torch.zeros((), device=loss.device), lr
     hits = logits.detach().argmax(1) == y                     # [B] or [B, H, W]
-    return loss.detach(), hits.sum() if hits.dim() == 1 else hits.flatten(1).float().mean(1).sum(), lr
+    if hits.dim() == 1:
+        return loss.detach(), hits.sum(), lr
+    labelled = (y != IGNORE_INDEX).flatten(1).sum(1).clamp(min=1)    # a mask's IGNORE_INDEX pixels count nowhere
+    return loss.detach(), (hits.flatten(1).sum(1) / labelled).sum(), lr
 
 
 def _check_logits(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:

@@ -105,7 +105,7 @@ def plot_boxes(images, truth, predictions: dict, classes: list[str], title: str 
 def plot_masks(images, truth, predictions: dict, classes: list[str], title: str = "Predicted masks on test canvases"):
     """A grid: one column per canvas; rows: the image, the true mask, then one row per model's
     predicted mask (``predictions``: model name -> [n, H, W]), with one colour per class (a legend
-    names them)."""
+    names them); pixels without a label (negative, ``IGNORE_INDEX``) are left blank."""
     import numpy as np
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -119,10 +119,13 @@ def plot_masks(images, truth, predictions: dict, classes: list[str], title: str 
         for c in range(n):
             ax = axes[r, c]
             value = np.asarray(maps[c])
-            if r == 0:
+            if r == 0 and value.ndim == 3 and value.shape[0] == 3:
+                ax.imshow(value.transpose(1, 2, 0))                  # a colour photo, [3, H, W] -> [H, W, 3]
+            elif r == 0:
                 ax.imshow(value.squeeze(), cmap="gray", vmin=0, vmax=255)
-            else:
-                ax.imshow(value, cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest")
+            else:                                                    # unlabelled pixels (< 0) stay blank
+                ax.imshow(np.ma.masked_less(value, 0), cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5,
+                          interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(name, fontsize=8)
