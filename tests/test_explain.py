@@ -5,7 +5,16 @@ import torch
 from torch import nn
 
 from van_edu.errors import VanEduError
-from van_edu.explain import effective_receptive_field, erf_radius, grad_cam, lka_attention_maps, upsample_maps
+from van_edu.explain import (
+    delete_pixels,
+    effective_receptive_field,
+    erf_radius,
+    grad_cam,
+    lka_attention_maps,
+    matched_pixels,
+    top_pixels,
+    upsample_maps,
+)
 
 
 class OneRegion(nn.Module):
@@ -155,3 +164,37 @@ def test_the_effective_receptive_field_of_an_even_map_is_centred_on_the_image():
     assert (erf > 0).nonzero().min(0).values.tolist() == [4, 4] and (erf > 0).nonzero().max(0).values.tolist() == [11, 11]
     one = effective_receptive_field(pool, torch.randn(2, 1, 16, 16, dtype=torch.float64), position=(2, 2))
     assert (one > 0).nonzero().min(0).values.tolist() == [8, 8]
+
+
+def test_top_pixels_by_hand_with_counts_per_image_and_allowed_pixels():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7], [4.0, 3.0, 2.0, 1.0]])
+    assert top_pixels(scores, 2).tolist() == [[False, True, False, True], [True, True, False, False]]
+    assert top_pixels(scores, torch.tensor([1, 3])).tolist() == [[False, True, False, False], [True, True, True, False]]
+    allowed = torch.tensor([[True, False, True, False], [False, False, True, True]])
+    assert top_pixels(scores, 1, allowed).tolist() == [[False, False, True, False], [False, False, True, False]]
+    assert top_pixels(torch.zeros(1, 3), 2).tolist() == [[True, True, False]]     # ties: by position
+    with pytest.raises(VanEduError, match="fewer allowed pixels"):
+        top_pixels(scores, 3, allowed)
+
+
+def test_matched_pixels_delete_as_many_inside_and_outside_the_region_as_the_map():
+    generator = torch.Generator().manual_seed(0)
+    saliency = torch.rand(8, 6, 6, generator=generator)
+    region = torch.zeros(8, 36, dtype=torch.bool)
+    region[:, :20] = True                                        # the "garment": the first 20 pixels
+    like = top_pixels(saliency, 9)
+    control = matched_pixels(torch.rand(8, 36, generator=generator), like, region)
+    assert torch.equal((control & region).sum(1), (like & region).sum(1))
+    assert torch.equal((control & ~region).sum(1), (like & ~region).sum(1))
+    assert torch.equal(matched_pixels(saliency, like, region), like)  # the map matched to itself is itself
+    turned = matched_pixels(saliency.flip(-1, -2), like, region)
+    assert torch.equal(turned.sum(1), like.sum(1))
+
+
+def test_delete_pixels_fills_every_channel_of_the_masked_pixels_only():
+    images = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    mask = torch.tensor([[True, False, False, False], [False, False, False, True]])
+    out = delete_pixels(images, mask, -1.0)
+    assert (out[0, :, 0, 0] == -1).all() and (out[1, :, 1, 1] == -1).all()
+    kept = ~mask.reshape(2, 1, 2, 2).expand_as(images)
+    assert torch.equal(out[kept], images[kept]) and (out == -1).sum() == 6

@@ -66,6 +66,22 @@ def test_evaluate_restores_training_mode(data):
     assert model.training and 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
 
 
+def test_predict_gives_each_images_class_and_its_mean_correctness_is_the_accuracy(data):
+    from van_edu.evaluation import predict
+    from van_edu.images import batches
+
+    test = data[1]
+    torch.manual_seed(0)
+    model = BatchNormNet().train()
+    pred = predict(model, test, batch_size=7)                       # batches that do not divide N
+    assert model.training and pred.dtype == torch.int64 and pred.shape == test.labels.shape
+    with torch.no_grad():
+        x = torch.cat([x for x, _ in batches(test, len(test), shuffle=False)])
+        assert torch.equal(pred, model.eval()(x).argmax(1))
+    correct = (pred == test.labels).double().mean().item()
+    assert correct == pytest.approx(evaluate(model, test)["accuracy"])
+
+
 # ----------------------------------------------------------------------------- optimiser and schedule
 def test_warmup_cosine_values():
     schedule = WarmupCosine(warmup_steps=4, total_steps=12)

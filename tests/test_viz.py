@@ -112,3 +112,34 @@ def test_ablation_band_shades_plus_minus_the_given_points_around_zero():
     (band,) = fig.axes[0].patches
     assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((-1.25, 1.25))
     assert len(fig.axes[0].get_legend().get_texts()) == 3
+
+
+def test_ablation_draws_a_second_asymmetric_interval_around_the_same_difference():
+    fig = viz.plot_ablation(["add", "sigmoid"], [-1.0, 2.0], [0.5, 0.5], [-0.8, -0.2], "ablation",
+                            intervals=[(-1.5, -0.25), (1.0, 4.0)])
+    ax = fig.axes[0]
+    seeds, paired = ax.containers[0], ax.containers[1]
+    xs, ys = paired.lines[0].get_data()
+    assert list(ys) == pytest.approx([-1.0, 2.0]) and list(xs) == pytest.approx([0.0, 1.0])
+    bars = np.array([seg[:, 1] for seg in paired.lines[2][0].get_segments()])
+    assert bars == pytest.approx(np.array([[-1.5, -0.25], [1.0, 4.0]]))
+    assert list(seeds.lines[0].get_data()[0]) == pytest.approx([-0.1, 0.9])
+    assert len(ax.get_legend().get_texts()) == 3
+
+
+def test_deletion_curves_one_panel_per_model_accuracy_against_the_percent_deleted():
+    curves = {"van_mini": {"Grad-CAM": [90.0, 70.0, 50.0], "random": [90.0, 80.0, 60.0]},
+              "resnet_mini": {"Grad-CAM": [89.0, 60.0, 40.0], "random": [89.0, 75.0, 65.0]}}
+    bands = {"van_mini": {"random": ([90.0, 78.0, 58.0], [90.0, 82.0, 62.0])}}
+    fig = viz.plot_deletion_curves([0.0, 0.1, 0.2], curves, "deletion", bands=bands)
+    axes = [ax for ax in fig.axes]
+    assert [ax.get_title() for ax in axes] == ["van_mini", "resnet_mini"] and fig._suptitle.get_text() == "deletion"
+    assert axes[0].get_ylabel() and all(ax.get_xlabel() for ax in axes) and "%" in axes[0].get_xlabel()
+    for ax, lines in zip(axes, curves.values()):
+        drawn = {line.get_label(): line.get_data() for line in ax.get_lines()}
+        for label, accuracy in lines.items():
+            assert list(drawn[label][0]) == pytest.approx([0.0, 10.0, 20.0])
+            assert list(drawn[label][1]) == pytest.approx(accuracy)
+    (shade,) = axes[0].collections                               # one band, on the panel that has it
+    ys = shade.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(58.0) and ys.max() == pytest.approx(90.0) and not axes[1].collections

@@ -16,7 +16,7 @@ from .images import IGNORE_INDEX, ImageData, batches
 from .metrics import detection_scores, segmentation_scores
 from .runtime import autocast
 
-__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype", "predict_masks"]
+__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype", "predict", "predict_masks"]
 
 
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
@@ -41,9 +41,12 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=No
 
 
 @torch.no_grad()
-def predict_masks(model: nn.Module, data: ImageData, batch_size: int = 256, device=None) -> torch.Tensor:
-    """A segmenter's predicted class of every pixel of ``data``: int64 [N, H, W] on the CPU, in
-    evaluation mode (the model's mode is restored), e.g. for ``van_edu.metrics.instance_scores``."""
+def predict(model: nn.Module, data: ImageData, batch_size: int = 256, device=None) -> torch.Tensor:
+    """The predicted class (the argmax of the logits) of every item of ``data``, in order: int64 [N]
+    for a classification split, [N, H, W] (one class per pixel) for a segmentation split, on the
+    CPU, in evaluation mode (the model's mode is restored). ``predict(m, d) == d.labels`` is the
+    per-image correctness that a paired test of two models on the same test set needs
+    (``van_edu.stats.mcnemar``, ``paired_bootstrap``); its mean is ``evaluate``'s accuracy."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -52,6 +55,12 @@ def predict_masks(model: nn.Module, data: ImageData, batch_size: int = 256, devi
                           for x, _ in batches(data, batch_size, shuffle=False)])
     finally:
         model.train(was_training)
+
+
+def predict_masks(model: nn.Module, data: ImageData, batch_size: int = 256, device=None) -> torch.Tensor:
+    """A segmenter's predicted class of every pixel of ``data``: int64 [N, H, W] on the CPU
+    (``predict`` on a segmentation split), e.g. for ``van_edu.metrics.instance_scores``."""
+    return predict(model, data, batch_size, device)
 
 
 @torch.no_grad()

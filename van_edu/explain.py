@@ -11,6 +11,10 @@ Grad-CAM serves VAN, ViT and ResNet alike.
   says which pixels *can* matter; the effective one says how much they *do*.
 * ``lka_attention_maps``: the attention map ``Conv1x1(DW-D-Conv(DW-Conv(u)))`` that each LKA
   multiplies its input by, recorded with forward hooks on every ``spatial_gating_unit``.
+* ``top_pixels``, ``matched_pixels``, ``delete_pixels``: a deletion test of a saliency map. Delete
+  each image's most salient pixels and compare with a control that deletes as many pixels in the
+  same places that matter for the comparison (as many on the garment, as many on the background):
+  otherwise a map that merely points at the garment would beat a control that hits background.
 
 Notebook 08 applies them to the comparison's trained models (``van_edu.models.load_bundled_model``).
 """
@@ -25,7 +29,8 @@ from torch import nn
 from .errors import VanEduError
 from .lka import LKA
 
-__all__ = ["grad_cam", "upsample_maps", "effective_receptive_field", "erf_radius", "lka_attention_maps"]
+__all__ = ["grad_cam", "upsample_maps", "effective_receptive_field", "erf_radius", "lka_attention_maps",
+           "top_pixels", "matched_pixels", "delete_pixels"]
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, normalize: bool = True,
@@ -148,3 +153,39 @@ def lka_attention_maps(model: nn.Module, images: torch.Tensor, reduce: str | Non
             h.remove()
     return maps
 
+
+
+# --- Deletion tests: delete what a map highlights, against a control matched to it --------------
+def top_pixels(scores: torch.Tensor, count, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask ``[N, P]`` of each image's ``count`` highest-scoring pixels.
+
+    ``scores``: ``[N, ...]`` (flattened to ``[N, P]``); ``count``: one int for all images or one per
+    image (``[N]``); ``allowed`` (``[N, P]`` bool), if given: choose only among these pixels, of
+    which each image must have at least its ``count``. Ties are broken by position."""
+    scores = scores.flatten(1).float()
+    counts = torch.as_tensor(count, device=scores.device).expand(scores.shape[0])
+    if allowed is not None:
+        if (allowed.sum(1) < counts).any():
+            raise VanEduError("top_pixels: an image has fewer allowed pixels than its count")
+        scores = scores.masked_fill(~allowed, -torch.inf)
+    rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # 0 = the highest score
+    return rank < counts[:, None]
+
+
+def matched_pixels(scores: torch.Tensor, like: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The highest-scoring pixels of each image in the same numbers as the mask ``like`` has inside
+    and outside ``region`` (all ``[N, P]``; ``scores`` may be ``[N, ...]``): a control that deletes
+    as many garment pixels and as many background pixels as the map it is compared with. Random
+    ``scores`` give a random matched control; a turned saliency map, the map's shape elsewhere."""
+    like, region = like.bool(), region.bool()
+    inside = top_pixels(scores, (like & region).sum(1), region)
+    outside = top_pixels(scores, (like & ~region).sum(1), ~region)
+    return inside | outside
+
+
+def delete_pixels(images: torch.Tensor, mask: torch.Tensor, fill: float) -> torch.Tensor:
+    """``images`` ``[N, C, H, W]`` with the pixels of ``mask`` (``[N, H*W]`` or ``[N, H, W]``) set to
+    ``fill`` in every channel (e.g. the black of the background after normalising)."""
+    n, _, h, w = images.shape
+    keep = ~mask.reshape(n, 1, h, w).bool()
+    return torch.where(keep, images, torch.full_like(images, fill))

@@ -15,7 +15,8 @@ from .stats import mean_std  # noqa: E402
 FAMILY_COLOURS = {"van": "tab:red", "vit": "tab:blue", "resnet": "tab:green"}
 
 __all__ = ["FAMILY_COLOURS", "plot_learning_curves", "plot_tradeoff", "plot_maps", "plot_eq3", "plot_scaling",
-           "plot_bars", "plot_image_grid", "plot_history", "plot_cam_overlays", "plot_ablation"]
+           "plot_bars", "plot_image_grid", "plot_history", "plot_cam_overlays", "plot_ablation",
+           "plot_deletion_curves"]
 
 
 def _colour(run: dict) -> str:
@@ -329,12 +330,15 @@ def plot_cam_overlays(images, rows: dict, suptitle: str, column_titles=None, alp
 
 def plot_ablation(names, differences, errors, paper_differences, title: str,
                   error_label: str = "here: seed-mean difference, 95% interval", band: float | None = None,
-                  band_label: str = "test-set noise"):
+                  band_label: str = "test-set noise", intervals=None,
+                  interval_label: str = "here: paired interval over the test images, 95%"):
     """Each variant's accuracy minus the baseline's, in percentage points, on ONE axis: the measured
     difference with its error bar (e.g. the half-width of a 95% interval) beside the paper's
     difference (no error bar: the paper gives none). A line at zero marks "same as the baseline";
-    ``band`` (points), if given, shades -band..+band around it (e.g. the test set's own noise).
-    ``paper_differences`` may hold None where the paper has no value."""
+    ``band`` (points), if given, shades -band..+band around it (e.g. the smallest difference the
+    run could see). ``intervals``, if given, are a second, possibly asymmetric interval per variant
+    ((low, high) in points, e.g. a paired bootstrap's), drawn around the same difference between
+    the two. ``paper_differences`` may hold None where the paper has no value."""
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(6.0, 3.2), dpi=90)
@@ -343,6 +347,10 @@ def plot_ablation(names, differences, errors, paper_differences, title: str,
     if band is not None:
         ax.axhspan(-band, band, color="0.85", zorder=0, label=band_label)
     ax.errorbar(x - 0.1, differences, yerr=errors, fmt="o", capsize=3, color="tab:red", label=error_label)
+    if intervals is not None:
+        d = np.asarray(differences, dtype=float)
+        below_above = np.array([[di - lo for di, (lo, _) in zip(d, intervals)], [hi - di for di, (_, hi) in zip(d, intervals)]])
+        ax.errorbar(x, d, yerr=below_above, fmt="D", markersize=3, capsize=3, color="tab:orange", label=interval_label)
     ax.plot(x + 0.1, [p if p is not None else np.nan for p in paper_differences], "s", color="tab:blue",
             label="paper: VAN-B0, ImageNet top-1")
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
@@ -352,3 +360,27 @@ def plot_ablation(names, differences, errors, paper_differences, title: str,
     fig.tight_layout()
     return fig
 
+
+
+def plot_deletion_curves(fractions, curves: dict, title: str, bands: dict | None = None):
+    """A deletion test drawn whole: one panel per model (``curves``: panel title -> {line label ->
+    accuracy in % at each of ``fractions``}), accuracy against the share of each image's pixels
+    deleted (in %), one line per way of choosing the pixels. ``bands`` (the same keys, where
+    given) shades (lows, highs) around a line, e.g. the range over the random control's seeds."""
+    import numpy as np
+
+    x = 100 * np.asarray(fractions, dtype=float)
+    fig, axes = plt.subplots(1, len(curves), figsize=(2.6 * len(curves), 2.8), dpi=90, sharey=True, squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], curves.items()):
+        for label, accuracy in lines.items():
+            (line,) = ax.plot(x, accuracy, marker="o", markersize=3, label=label)
+            band = (bands or {}).get(panel, {}).get(label)
+            if band is not None:
+                ax.fill_between(x, band[0], band[1], color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set(title=panel, xlabel="pixels deleted (% of the image)")
+        ax.title.set_fontsize(9)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
