@@ -171,64 +171,88 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter).clamp(min=1e-12)
 
 
-def _box_area(boxes: torch.Tensor) -> torch.Tensor:
-    boxes = boxes.double().reshape(-1, 4)
-    return (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(-1)
+def _np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``box_iou`` in numpy (float64), for the matching loop's small arrays."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
+    return inter / np.clip(area(a)[:, None] + area(b)[None, :] - inter, 1e-12, None)
 
 
-def _match_class(detections, truths, cls: int, thresholds, max_dets: int, area_range=None) -> dict:
-    """COCO's matching of one class at each IoU threshold, over all images.
+def _match(detections, truths, num_classes: int, thresholds, max_dets: int, area_range=None) -> list[dict]:
+    """COCO's matching, per class, at each IoU threshold, over all images.
 
-    Per image, the class's ``max_dets`` best detections are taken from the highest score down, each
-    claiming the free true box it overlaps most if that IoU reaches the threshold; true boxes that
-    count (inside ``area_range``, by box area) are preferred to those that do not. A detection
+    Per image and class, the ``max_dets`` best detections are taken from the highest score down,
+    each claiming the free true box it overlaps most if that IoU reaches the threshold; true boxes
+    that count (inside ``area_range``, by box area) are preferred to those that do not. A detection
     matched to a box that does not count is ignored, and so is an unmatched one whose own area is
-    outside the range (COCO's rule for AP by size). Returns, in COCO's order (score descending,
-    ties in image order): ``scores`` [n], ``image`` [n] (each detection's image), ``hit`` and
-    ``counted`` [T, n] (bool, per threshold), and ``truths`` [N]: the true boxes that count, per image.
+    outside the range (COCO's rule for AP by size). Returns per class, in COCO's order (score
+    descending, ties in image order): ``scores`` [n], ``image`` [n] (each detection's image),
+    ``hit`` and ``counted`` [T, n] (bool, per threshold), and ``truths`` [N]: the true boxes that
+    count, per image. Only detections that overlap a true box of their class by the lowest
+    threshold enter the sequential loop; the rest are false positives at once.
     """
     lo, hi = area_range if area_range is not None else (-math.inf, math.inf)
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    scores, image, hits, counted, per_image = [], [], [], [], []
+    t_count = len(thresholds)
+    parts = [{"scores": [], "image": [], "hit": [], "counted": []} for _ in range(num_classes)]
+    per_image = np.zeros((num_classes, len(truths)), dtype=np.float64)
     for i, (det, truth) in enumerate(zip(detections, truths)):
-        gt = truth["boxes"][truth["labels"] == cls].double().reshape(-1, 4)
-        gt_counts = ((lambda a: (a >= lo) & (a <= hi))(_box_area(gt))).numpy()
-        per_image.append(int(gt_counts.sum()))
-        keep = det["labels"] == cls
-        d_scores, d_boxes = det["scores"][keep], det["boxes"][keep]
-        order = torch.argsort(-d_scores, stable=True)[:max_dets]
-        d_scores, d_boxes = d_scores[order].double(), d_boxes[order].double().reshape(-1, 4)
-        if len(d_boxes) == 0:
-            continue
-        ious = box_iou(d_boxes, gt).numpy()                               # [d, g]
-        d_area = _box_area(d_boxes).numpy()
-        hit = np.zeros((len(thresholds), len(d_boxes)), dtype=bool)
-        count = np.broadcast_to((d_area >= lo) & (d_area <= hi), hit.shape).copy()  # unmatched: by own area
-        for t, threshold in enumerate(thresholds):
-            taken = np.zeros(len(gt), dtype=bool)
-            for j in range(len(d_boxes)):
-                for prefer in (True, False):              # boxes that count first, then the others
-                    free = ~taken & (gt_counts == prefer) & (ious[j] >= threshold)
-                    if free.any():
-                        best = int(np.argmax(np.where(free, ious[j], -1.0)))
-                        taken[best], hit[t, j], count[t, j] = True, True, prefer
-                        break
-        scores.append(d_scores)
-        image.append(torch.full((len(d_boxes),), i, dtype=torch.int64))
-        hits.append(torch.from_numpy(hit))
-        counted.append(torch.from_numpy(count))
-    t = len(thresholds)
-    scores_t = torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
-    order = torch.argsort(-scores_t, stable=True)                       # stable: ties keep image order
-    return {"scores": scores_t[order],
-            "image": (torch.cat(image) if image else torch.zeros(0, dtype=torch.int64))[order],
-            "hit": (torch.cat(hits, 1) if hits else torch.zeros(t, 0, dtype=torch.bool))[:, order],
-            "counted": (torch.cat(counted, 1) if counted else torch.zeros(t, 0, dtype=torch.bool))[:, order],
-            "truths": torch.tensor(per_image, dtype=torch.float64)}
+        d_boxes = det["boxes"].detach().cpu().double().reshape(-1, 4).numpy()
+        d_scores = det["scores"].detach().cpu().double().numpy()
+        d_labels = det["labels"].detach().cpu().numpy()
+        g_boxes = truth["boxes"].detach().cpu().double().reshape(-1, 4).numpy()
+        g_labels = truth["labels"].detach().cpu().numpy()
+        g_area = np.clip(g_boxes[:, 2:] - g_boxes[:, :2], 0, None).prod(-1)
+        g_counts_all = (g_area >= lo) & (g_area <= hi)
+        np.add.at(per_image[:, i], g_labels[g_counts_all], 1)
+        for c in np.unique(d_labels):
+            mine = np.flatnonzero(d_labels == c)
+            mine = mine[np.argsort(-d_scores[mine], kind="stable")][:max_dets]
+            boxes = d_boxes[mine]
+            area = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
+            hit = np.zeros((t_count, len(mine)), dtype=bool)
+            counted = np.broadcast_to((area >= lo) & (area <= hi), hit.shape).copy()   # unmatched: own area
+            gts = g_labels == c
+            if gts.any():
+                ious = _np_iou(boxes, g_boxes[gts])                                      # [d, g]
+                g_counts = g_counts_all[gts]
+                near = np.flatnonzero(ious.max(1) >= thresholds.min())
+                for t, threshold in enumerate(thresholds):
+                    taken = np.zeros(len(g_counts), dtype=bool)
+                    for j in near:
+                        for prefer in (True, False):          # boxes that count first, then the others
+                            free = ~taken & (g_counts == prefer) & (ious[j] >= threshold)
+                            if free.any():
+                                best = int(np.argmax(np.where(free, ious[j], -1.0)))
+                                taken[best], hit[t, j], counted[t, j] = True, True, prefer
+                                break
+            part = parts[int(c)] if 0 <= c < num_classes else None
+            if part is None:
+                raise ValueError(f"a detection has class {int(c)} (expected 0..{num_classes - 1})")
+            part["scores"].append(d_scores[mine])
+            part["image"].append(np.full(len(mine), i))
+            part["hit"].append(hit)
+            part["counted"].append(counted)
+    matches = []
+    for c, part in enumerate(parts):
+        if part["scores"]:
+            scores = torch.from_numpy(np.concatenate(part["scores"]))
+            order = torch.argsort(-scores, stable=True)                     # stable: ties keep image order
+            matches.append({"scores": scores[order], "image": torch.from_numpy(np.concatenate(part["image"]))[order],
+                            "hit": torch.from_numpy(np.concatenate(part["hit"], 1))[:, order],
+                            "counted": torch.from_numpy(np.concatenate(part["counted"], 1))[:, order],
+                            "truths": torch.from_numpy(per_image[c])})
+        else:
+            matches.append({"scores": torch.zeros(0, dtype=torch.float64), "image": torch.zeros(0, dtype=torch.int64),
+                            "hit": torch.zeros(t_count, 0, dtype=torch.bool),
+                            "counted": torch.zeros(t_count, 0, dtype=torch.bool), "truths": torch.from_numpy(per_image[c])})
+    return matches
 
 
 def _average_precision(match: dict, weights: torch.Tensor, t: int = 0) -> torch.Tensor:
-    """AP by COCO's 101-point rule at the ``t``-th threshold of one class's ``_match_class``, once
+    """AP by COCO's 101-point rule at the ``t``-th threshold of one class's ``_match``, once
     per row of ``weights`` [S, N] (how often each image counts; a row of ones gives the plain AP).
     NaN where no true box counts."""
     counted = match["counted"][t]
@@ -263,13 +287,12 @@ def detection_scores(detections: list[dict], truths: list[dict], num_classes: in
     if that IoU reaches the threshold; precision is made non-increasing in recall and read at 101
     recall points (0, 0.01, ..., 1), 0 beyond the highest recall reached. ``area_range`` (lo, hi)
     scores only the true boxes whose area (pixels, w x h) lies in it, as COCO's AP by size does
-    (``_match_class`` says which detections are then ignored).
+    (``_match`` says which detections are then ignored).
     """
     _check_detections(detections, truths)
     ones = torch.ones(1, len(truths), dtype=torch.float64)
     aps = torch.zeros(len(COCO_IOUS), num_classes, dtype=torch.float64)      # NaN: a class without objects
-    for c in range(num_classes):
-        match = _match_class(detections, truths, c, COCO_IOUS, max_dets, area_range)
+    for c, match in enumerate(_match(detections, truths, num_classes, COCO_IOUS, max_dets, area_range)):
         for t in range(len(COCO_IOUS)):
             aps[t, c] = _average_precision(match, ones, t)[0]
     means = aps.nanmean(1)                                                   # NaN where no class has objects
@@ -340,8 +363,7 @@ def paired_bootstrap_ap(dets_a: list[dict], dets_b: list[dict], truths: list[dic
     g = torch.Generator().manual_seed(seed)
     draws = torch.randint(0, n, (samples, n), generator=g)
     weights = torch.zeros(samples, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones(samples, n, dtype=torch.float64))
-    matches = [[_match_class(dets, truths, c, (threshold,), max_dets) for c in range(num_classes)]
-               for dets in (dets_a, dets_b)]
+    matches = [_match(dets, truths, num_classes, (threshold,), max_dets) for dets in (dets_a, dets_b)]
 
     def maps(which: int, w: torch.Tensor) -> torch.Tensor:              # [S]: the mAP of each resample
         return torch.stack([_average_precision(m, w) for m in matches[which]]).nanmean(0)
