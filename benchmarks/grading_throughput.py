@@ -1,6 +1,6 @@
-"""Grading throughput: a class of learners x the six exercise sets, graded by `van-edu grade`.
+"""Grading throughput: a class of learners x every exercise set, graded by `van-edu grade`.
 
-A class of ``--learners`` learners, each handing in all six sets (even-numbered learners the
+A class of ``--learners`` learners, each handing in every set (even-numbered learners the
 solution copies, odd ones the untouched student copies), is graded with ``--jobs 1`` and with
 ``--jobs 2`` (notebooks per minute, each run in a fresh copy of the class), then once more with
 ``--jobs 1`` killed (SIGKILL, kernels included) half-way and resumed with ``--resume``: the time the

@@ -101,11 +101,11 @@ def _open(driver, url: str) -> None:
         time.sleep(0.1)
 
 
-def test_the_landing_page_lists_all_ten_chapters(browser, server):
+def test_the_landing_page_lists_every_chapter(browser, server):
     _open(browser, f"{server}/index.html")
     links = {a.get_attribute("href").split("/")[-1] for a in browser.find_elements("css selector", "a[href]")}
     missing = [c for c in CHAPTERS if f"{c}.html" not in links]
-    assert len(CHAPTERS) == 10 and not missing, missing
+    assert len(CHAPTERS) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))) >= 11 and not missing, missing
     text = browser.find_element("tag name", "body").text
     assert "make demo" in text and "make test" in text
 

@@ -136,8 +136,12 @@ def test_compare_detection_writes_map_and_boxes(tmp_path):
     for r in runs:
         assert 0.0 <= r["test_map"] <= r["test_map50"] <= 1.0 and r["task"] == "detection"
         assert r["test_accuracy"] is None and "examples" not in r
+        assert 0.0 <= r["test_map50_agnostic"] <= 1.0 and len(r["test_ap50"]) == 10
+    floor = results["floor"]                      # guesses from the priors: far below a trained detector's
+    assert 0.0 <= floor["map"] <= floor["map50"] < 0.05
     report = (out / "report.md").read_text()
-    assert "object detection" in report and "test mAP50" in report
+    assert "object detection" in report and "test mAP50" in report and "class-agnostic AP50" in report
+    assert f"mAP50 {floor['map50']:.3f}" in report
     for png in ("learning_curves.png", "map_vs_params.png", "boxes.png"):
         assert (out / png).stat().st_size > 1000
 

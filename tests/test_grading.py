@@ -3,6 +3,8 @@ and the grader on real notebooks (solutions full marks, stubs zero, every failur
 import ast
 import copy
 import csv
+import importlib
+import inspect
 import json
 import math
 import os
@@ -133,15 +135,9 @@ def answers():
 
 def test_the_solutions_pass_the_visible_and_hidden_checks(answers):
     names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
-             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block"}
+             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
     for task, fn in check.CHECKS.items():
         fn(answers[names.get(task, task)], hidden=True)
-
-
-def test_the_reference_itself_is_refused():
-    from van_edu.lka import best_dilation
-    with pytest.raises(check.CheckFailed, match="your implementation"):
-        check.best_dilation(best_dilation)
 
 
 def _wrong_answers(a):
@@ -239,6 +235,39 @@ def _wrong_answers(a):
             return F.interpolate(cam[:, None], size=size, mode=mode, align_corners=corners)[:, 0]
         return upsample_cam
 
+    def fpn_with(up_mode="nearest", coarse_first=True, smooth="after", by_size=True):
+        class WrongFPN(a["FPN"]):
+            def forward(self, maps):
+                merged = [lat(m) for lat, m in zip(self.lateral_convs, maps)]
+                if smooth == "before":
+                    merged = [conv(m) for conv, m in zip(self.fpn_convs, merged)]
+                for i in (range(len(merged) - 1, 0, -1) if coarse_first else range(1, len(merged))):
+                    size = {"size": merged[i - 1].shape[-2:]} if by_size else {"scale_factor": 2}
+                    merged[i - 1] = merged[i - 1] + F.interpolate(merged[i], mode=up_mode, **size)
+                return [conv(m) for conv, m in zip(self.fpn_convs, merged)] if smooth == "after" else merged
+        return WrongFPN
+
+    def iou_with(absent=None, union_minus_tp=True, mean_over="scored"):
+        def iou_scores(confusion):
+            c = confusion.double()
+            tp = c.diag()
+            union = c.sum(0) + c.sum(1) - (tp if union_minus_tp else 0)
+            iou = [t / u if u > 0 else absent for t, u in zip(tp.tolist(), union.tolist())]
+            kept = {"scored": [v for v in iou if v is not None], "all": [v or 0.0 for v in iou],
+                    "right": [v for v in iou if v]}[mean_over]
+            return {"iou": iou, "miou": sum(kept) / len(kept)}
+        return iou_scores
+
+    def resize_by(mode, rounding=torch.round):
+        def resize_mask(mask, size):
+            size = (size, size) if isinstance(size, int) else size
+            return rounding(F.interpolate(mask[:, None].float(), size=size, mode=mode)[:, 0]).to(mask.dtype)
+        return resize_mask
+
+    def argmax_then_upsample(logits, size):
+        size = (size, size) if isinstance(size, int) else size
+        return F.interpolate(logits.argmax(1, keepdim=True).float(), size=size, mode="nearest")[:, 0].long()
+
     def effective_kernel_flipped(w_dw, w_dwd, d):
         return a["effective_kernel"](w_dw, w_dwd.flip(0, 1), d)
 
@@ -307,6 +336,26 @@ def _wrong_answers(a):
         ("grad_cam", cam_without("target"), False, "target"),
         ("upsample_cam", upsample("nearest"), False, "bilinear"),
         ("upsample_cam", upsample("bilinear", True), False, "align_corners=False"),
+        ("fpn_top_down", fpn_with(up_mode="bilinear"), False, "not bilinear"),
+        ("fpn_top_down", fpn_with(coarse_first=False), False, "coarsest level down"),
+        ("fpn_top_down", fpn_with(smooth="before"), False, "after the top-down additions"),
+        ("fpn_top_down", fpn_with(smooth="never"), False, "3x3 conv"),
+        ("fpn_top_down", fpn_with(by_size=False), False, "not by scale_factor=2"),
+        ("confusion_matrix", lambda p, t, k, ignore_index=None: torch.bincount(
+            t.flatten() * k + p.flatten(), minlength=k * k).reshape(k, k), False, "ignore_index=255: leave them out"),
+        ("confusion_matrix", lambda p, t, k, ignore_index=None: a["confusion_matrix"](p, t, k, ignore_index).T,
+         False, "the transpose"),
+        ("iou_scores", iou_with(absent=0.0, mean_over="all"), False, "its IoU is None"),
+        ("iou_scores", iou_with(absent=float("nan")), False, "not NaN"),
+        ("iou_scores", iou_with(union_minus_tp=False), False, "row + column - diagonal"),
+        ("iou_scores", iou_with(mean_over="right"), False, "never right has IoU 0"),
+        ("resize_mask", resize_by("bilinear"), False, "appear in no pixel of the input"),
+        ("resize_mask", resize_by("bilinear", torch.floor), True, "averages neighbouring labels"),
+        ("resize_mask", resize_by("nearest"), False, "mode='nearest-exact'"),
+        ("resize_mask", lambda m, size: resize_by("nearest-exact")(m, size).long(), False, "own dtype torch.uint8"),
+        ("predict_mask", argmax_then_upsample, False, "upsample the scores first"),
+        ("predict_mask", lambda logits, size: F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+         .argmax(1), False, "align_corners=False"),
     ]
 
 
@@ -353,7 +402,7 @@ def _nan_answer(answer):
 def test_every_task_refuses_nan_where_its_answer_has_numbers(answers, task, capsys):
     """The right answer with NaN for every number it returns fails every check (NaN compares False)."""
     names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
-             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block"}
+             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
     with pytest.raises(check.CheckFailed, match="NaN"):
         check.CHECKS[task](_nan_answer(answers[names.get(task, task)]), hidden=True)
 
@@ -408,21 +457,77 @@ def test_importing_the_command_module_runs_nothing():
     importlib.import_module("van_edu.__main__")  # it used to run the CLI (and exit) on import
 
 
-def test_the_reference_analysis_imports_no_module_a_learner_names_and_is_linear():
-    import sys
-    import time
+def test_the_box_gets_the_course_without_the_grader_and_without_what_the_tasks_hide(tmp_path):
+    """Every check's hidden code is replaced in the box's copy (its text gone); what is left still imports."""
+    from van_edu.grading.host import BOX_SIDE, course_copy
+    hidden = sorted({name for c in check.CHECKS.values() for name in c.hides})
+    course_copy(tmp_path, hidden)
+    assert sorted(p.name for p in (tmp_path / "van_edu" / "grading").iterdir()) == sorted([*BOX_SIDE, "check.py"])
+    for name in hidden:
+        module, attr = name.rsplit(".", 1)
+        copied = (tmp_path / Path(*module.split("."))).with_suffix(".py").read_text()
+        real = inspect.getsource(getattr(importlib.import_module(module), attr))
+        assert real.split("\n", 1)[1] not in copied and f"class {attr}:  # hidden while grading" in copied, name
+    script = ("import importlib, pkgutil, sys\nsys.path.insert(0, sys.argv[1])\nimport van_edu\n"
+              "assert van_edu.__file__.startswith(sys.argv[1])\n"
+              "for m in pkgutil.walk_packages(van_edu.__path__, 'van_edu.'):\n    importlib.import_module(m.name)\n"
+              "from van_edu.lka import lka_params\ntry:\n    lka_params(21, 3, 8)\nexcept RuntimeError as err:\n"
+              "    print(err)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert "van_edu.lka.lka_params is hidden while grading" in out.stdout, out.stdout + out.stderr
+    with pytest.raises(VanEduError, match="does not define"):
+        course_copy(tmp_path / "again", ["van_edu.lka.no_such_function"])
 
-    from van_edu.grading.provenance import reference_use
-    for name in ("van_edu.__main__", "van_edu.grading.cli"):
-        sys.modules.pop(name, None)
-    cells = [("import van_edu.__main__\nimport van_edu.grading.cli as c\nc.x.y\n"
-              "from van_edu.__main__ import main", "same_padding"),
-             ("import van_edu.lka as L\nz = L" + ".a" * 300 + "\nL.best_dilation(21)", "best_dilation")]
-    start = time.perf_counter()
-    flagged = reference_use(cells, ["same_padding", "best_dilation"])
-    assert time.perf_counter() - start < 5  # cubic in the chain's depth before: minutes
-    assert "van_edu.__main__" not in sys.modules and "van_edu.grading.cli" not in sys.modules
-    assert flagged == {"best_dilation": "uses the course's own van_edu.lka.best_dilation"}
+
+def test_the_grading_package_is_layered_without_circles():
+    """Each module imports only from its own layer or those before it (the package's docstring), and
+    the imports between its modules make no circle."""
+    folder = Path(check.__file__).parent
+    layers = [{"assign", "__main__"}, {"wire", "fixtures", "agent"},
+              {"_core", "reference", "check"} | {p.stem for p in folder.glob("checks_*.py")},
+              {"limits", "host", "box", "kernel"}, {"scores", "grader", "classroom", "cli", "__init__"}]
+    layer = {name: i for i, names in enumerate(layers) for name in names}
+    assert set(layer) == {p.stem for p in folder.glob("*.py")}  # every module has its place
+    graph = {}
+    for path in folder.glob("*.py"):
+        graph[path.stem] = {n.module or a.name for n in ast.walk(ast.parse(path.read_text()))
+                            if isinstance(n, ast.ImportFrom) and n.level == 1 for a in n.names} & set(layer)
+        for target in graph[path.stem]:
+            assert layer[target] <= layer[path.stem], f"{path.stem} imports {target}, a later layer"
+    done: set = set()
+
+    def visit(name, path):
+        assert name not in path, f"an import circle: {' -> '.join(path + [name])}"
+        if name not in done:
+            for target in graph[name]:
+                visit(target, path + [name])
+            done.add(name)
+
+    for name in graph:
+        visit(name, [])
+
+
+def test_the_plan_finds_test_cells_by_their_text_never_by_the_notebooks_metadata():
+    from van_edu.grading.grader import _plan
+    tasks = tasks_of(read("source", SETS[0]))
+    nb = read("solutions", SETS[0])
+    cells = {c.metadata.nbgrader["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
+    cells["same_padding"].metadata.nbgrader = {"grade": True, "grade_id": "decompose", "points": 100}  # relabelled
+    cells["eq3_params_answer"].metadata.nbgrader = {"grade": True, "grade_id": "eq3_params", "points": 9}
+    cells["decompose"].source += "\nprint('edited')"  # no longer the teacher's test: a learner cell, run
+    nb.cells.remove(cells["best_dilation"])
+    steps, missing = _plan(nb, tasks)
+    tests = [(s.task, s.number) for s in steps if s.kind == "test"]
+    number = {id(c): i for i, c in enumerate(nb.cells, start=1)}
+    assert tests[:4] == [("same_padding", number[id(cells["same_padding"])]),
+                         ("eq3_params", number[id(cells["eq3_params"])]),
+                         ("receptive_field", number[id(cells["receptive_field"])]),
+                         ("table2_row", number[id(cells["table2_row"])])]
+    assert tests[4:] == [("decompose", None), ("best_dilation", None)] and missing == {"decompose", "best_dilation"}
+    learner = {s.number: s for s in steps if s.kind == "learner"}
+    assert learner[number[id(cells["eq3_params_answer"])]].task == "eq3_params"  # run, and answers the next test
+    assert learner[number[id(cells["decompose_answer"])]].task == "decompose"  # by the name it defines
+    assert "print('edited')" in learner[number[id(cells["decompose"])]].code
 
 
 def test_a_crash_of_the_graders_own_code_scores_the_notebook_zero_with_a_reason(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ exercises), graded together as one class by ``grade_folder``, then judged here.
 """
 import csv
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -17,8 +18,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import van_edu.lka
 from van_edu.cli import main
-from van_edu.grading.assign import tasks_of
+from van_edu.errors import VanEduError
+from van_edu.grading.assign import is_test_cell, tasks_of
 from van_edu.grading.box import landlock_abi
 from van_edu.grading.classroom import grade_folder
 from van_edu.grading.grader import grade_notebook
@@ -51,10 +54,16 @@ NEEDS = {"process_spawner": ("not procs_limited()", "no process limit here (root
                              "spawner would be a real fork bomb"),
          "kills_the_grader": ("landlock_abi() < 6", "no Landlock signal scoping (Linux 6.12+): the learner's "
                               "kill would end the test run")}
+NO_HIDING = ("landlock_abi() < 1", "no Landlock: --forbid-reference is refused here (it cannot hide the course)")
+
+
+def _needs(learner: str):
+    return NEEDS.get(learner) or (NO_HIDING if learner in REFERENCE_ATTACKS or learner in (
+        "relabelled_cells", "moved_answer", "deleted_tests", "patched_origin") else None)
 
 
 def _contained(learner: str) -> bool:
-    return learner not in NEEDS or not eval(NEEDS[learner][0])
+    return not _needs(learner) or not eval(_needs(learner)[0])
 
 
 def _nb(folder: str, name: str = SET1):
@@ -85,6 +94,69 @@ FORGED_NUMBERS = {
                     "        side = (side + 2 * (k // 2) - k) / s + 1  # never floored: 56.75, 28.875, ...\n"
                     "        sizes.append(side)\n    return sizes"),
 }
+
+
+# reference code reached in ways a reading of the source missed (issue 24): learner -> (task, answer).
+# Under --forbid-reference the box's copy of the course lacks it, so the task scores 0, the others their points
+INSTALLED = Path(van_edu.lka.__file__).resolve()
+REFERENCE_ATTACKS = {
+    "import_module": ("eq3_params", "import importlib\ndef eq3_params(K, d, C):\n"
+                                    "    return importlib.import_module('van_edu.lka').lka_params(K, d, C)"),
+    "built_name": ("decompose", "import van_edu.lka as m\ndef decompose(K, d):\n"
+                                "    r = getattr(m, 'decomp' + 'osition')(K, d)\n    return r.dw_kernel, r.dwd_kernel"),
+    "exec_built_string": ("best_dilation", "ns = {}\nexec('from van_edu.l' + 'ka import best_dil' + 'ation as b', ns)\n"
+                                           "def best_dilation(K):\n    return ns['b'](K)"),
+    "sys_modules": ("same_padding", "import sys, van_edu.lka\ndef same_padding(kernel, dilation=1):\n"
+                                    "    return sys.modules['van_edu.conv_arithmetic'].same_padding(kernel, dilation)"),
+    "builtins_import": ("receptive_field", "import builtins\ndef receptive_field(layers):\n    return builtins."
+                                           "__import__('van_edu.conv_arithmetic', fromlist=['_']).stack_receptive_field(layers)"),
+    "reads_installed_course": ("eq3_params", (  # the installed files, by path, through the grader's /proc, compiled
+        "import marshal, os\nns, refused = {'__name__': 'van_edu.stolen', '__package__': 'van_edu'}, []\n"
+        f"for path in [{str(INSTALLED)!r}, f'/proc/{{os.getppid()}}/cwd/van_edu/lka.py', "
+        f"f'/proc/{{os.getppid()}}/root{INSTALLED}', {importlib.util.cache_from_source(str(INSTALLED))!r}]:\n"
+        "    try:\n        data = open(path, 'rb').read()\n"
+        "        exec(marshal.loads(data[16:]) if path.endswith('.pyc') else compile(data, path, 'exec'), ns)\n"
+        "    except Exception as err:\n        refused.append(type(err).__name__)\n"
+        "print('refused', refused)\ndef eq3_params(K, d, C):\n    return ns['lka_params'](K, d, C)")),
+}
+USES_LKA_PARAMS = "from van_edu.lka import lka_params\ndef eq3_params(K, d, C):\n    return lka_params(K, d, C)"
+TABLE2_ALONE = "def table2_row(C):\n    return {'standard': 441 * C * C, 'mobilenet': 441 * C + C * C, 'van': C * (74 + C)}"
+
+
+def _reference_attacks() -> dict:
+    """learner -> (notebook, expected score[, set]) for the attacks on --forbid-reference."""
+    cases = {}
+    for learner, (task, code) in REFERENCE_ATTACKS.items():
+        nb = _nb("solutions")
+        _answer(nb, "table2_row").source = TABLE2_ALONE  # the solution's calls eq3_params: kept out of it
+        _answer(nb, task).source = code
+        cases[learner] = (nb, 5)
+    nb = _nb("solutions")  # the answer cell relabelled a locked set-up cell, a test cell another task worth 100
+    _answer(nb, "eq3_params").source = USES_LKA_PARAMS
+    _answer(nb, "table2_row").source = TABLE2_ALONE
+    _answer(nb, "eq3_params").metadata.nbgrader = {"grade": False, "grade_id": "setup_01", "locked": True,
+                                                   "solution": False, "schema_version": 3}
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "same_padding").metadata.nbgrader = {
+        "grade": True, "grade_id": "decompose", "locked": True, "points": 100, "solution": False, "schema_version": 3}
+    cases["relabelled_cells"] = (nb, 5)
+    nb = _nb("solutions")  # the answer written in another task's cell
+    _answer(nb, "same_padding").source += "\n\n" + USES_LKA_PARAMS
+    _answer(nb, "eq3_params").source = "# answered above"
+    _answer(nb, "table2_row").source = TABLE2_ALONE
+    cases["moved_answer"] = (nb, 5)
+    nb = _nb("solutions")  # no test cells at all
+    _answer(nb, "table2_row").source = (
+        "from van_edu.lka import conv_params, mobilenet_params, lka_params\ndef table2_row(C):\n"
+        "    return {'standard': conv_params(21, C), 'mobilenet': mobilenet_params(21, C), 'van': lka_params(21, 3, C)}")
+    nb.cells = [c for c in nb.cells if not is_test_cell(c)]
+    cases["deleted_tests"] = (nb, 5)
+    nb = _nb("solutions", "02_lka_module")  # a subclass of the course's LKA, and what the kernel says of it patched
+    _answer(nb, "lka_module").source = (
+        "import van_edu.lka as L\nimport van_edu.grading.agent as agent\nclass LKA(L.LKA):\n    pass\n"
+        "LKA.__module__, LKA.__qualname__ = '__main__', 'LKA'\nagent._origin = lambda obj: {'callable': True, "
+        "'type': 'type', 'name': 'LKA', 'module': '__main__', 'bases': ['torch.nn.modules.module.Module']}")
+    cases["patched_origin"] = (nb, 3, "02_lka_module")  # lka_module (2) and the Attention built on it (1): 0
+    return cases
 
 
 def _forged(name: str):
@@ -154,8 +226,7 @@ def _hostile(root: Path) -> dict:
         "        except KeyboardInterrupt:\n            pass")
     _answer(nb, "receptive_field").source = (
         "def receptive_field(layers):\n    print('x' * 300_000)\n    return 1 + sum(d * (k - 1) for k, d in layers)")
-    _answer(nb, "table2_row").source = (  # a true answer that does not lean on the hostile eq3_params
-        "def table2_row(C):\n    return {'standard': 441 * C * C, 'mobilenet': 441 * C + C * C, 'van': C * (74 + C)}")
+    _answer(nb, "table2_row").source = TABLE2_ALONE  # a true answer that does not lean on the hostile eq3_params
     cases["hostile_answers"] = (nb, 1)  # only table2_row is a true answer
     # the hogs run after the answers were checked (what they hold would starve later cells), except
     # the first, whose allocation fails at once
@@ -195,7 +266,9 @@ def _hostile(root: Path) -> dict:
     cases["@SUM(1+1)"] = (_nb("solutions"), 6)  # a learner (folder) name a spreadsheet would run
     cases["forged_numbers_03"] = _forged("03_van_block")
     cases["forged_numbers_05"] = _forged("05_training")
-    return cases
+    for name, points in (("02_lka_module", 6), ("04_complexity", 4), ("06_grad_cam", 3), ("07_dense_prediction", 7)):
+        cases[f"honest_{name[:2]}"] = (_nb("solutions", name), points, name)  # full marks, course code hidden or not
+    return {**cases, **_reference_attacks()}
 
 
 @pytest.fixture(scope="module")
@@ -210,14 +283,14 @@ def hostile_class(tmp_path_factory):
         else:
             nbformat.write(nb, path)
     limits = Limits(timeout=10, notebook_timeout=240, memory_mb=4096, procs=64)
-    rows, reports = grade_folder(root, root / "grades.csv", limits=limits)
+    rows, reports = grade_folder(root, root / "grades.csv", limits=limits, forbid_reference=landlock_abi() > 0)
     by_learner = {Path(r.notebook).parent.name: r for r in reports}
     return root, cases, rows, by_learner
 
 
 @pytest.mark.parametrize("learner", [
-    pytest.param(learner, marks=pytest.mark.skipif(NEEDS[learner][0], reason=NEEDS[learner][1]))
-    if learner in NEEDS else learner
+    pytest.param(learner, marks=pytest.mark.skipif(_needs(learner)[0], reason=_needs(learner)[1]))
+    if _needs(learner) else learner
     for learner in sorted(_hostile(Path("/nowhere")))])
 def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, learner):
     root, cases, rows, by_learner = hostile_class
@@ -313,28 +386,58 @@ def test_the_order_of_grading_does_not_change_the_scores(tmp_path):
     assert scores[0] == scores[1] == {"attacker": 0, "mmm": 6}
 
 
-def test_reference_use_is_flagged_and_can_be_forbidden(tmp_path, capsys):
+@pytest.mark.skipif(NO_HIDING[0], reason=NO_HIDING[1])
+def test_the_course_code_a_task_asks_for_is_not_in_the_box_however_it_is_reached(hostile_class):
+    by_learner = hostile_class[3]
+    hidden = "is hidden while grading (--forbid-reference)"
+    for learner, task in [*((learner, task) for learner, (task, _) in REFERENCE_ATTACKS.items()),
+                          ("relabelled_cells", "eq3_params"), ("moved_answer", "eq3_params"),
+                          ("deleted_tests", "table2_row"), ("patched_origin", "lka_module")]:
+        tasks = {t.name: t for t in by_learner[learner].tasks}
+        assert tasks[task].score == 0, (learner, tasks[task])
+        assert hidden in tasks[task].message or learner == "reads_installed_course", (learner, tasks[task].message)
+        assert all(t.score == t.max_score for t in tasks.values() if t.name != task) or learner == "patched_origin"
+    printed = "".join(c.stdout for c in by_learner["reads_installed_course"].cells)
+    assert "refused ['PermissionError'" in printed, printed  # the installed lka.py cannot even be read
+    assert "no test cell" in {t.name: t.message for t in by_learner["deleted_tests"].tasks}["table2_row"]
+    assert by_learner["honest_02"].box["hidden"] == 4  # LKA, its fast path, Attention and the depth-wise conv
+
+
+def test_reference_use_keeps_its_points_unless_forbidden(tmp_path, capsys):
     nb = _nb("solutions")
-    _answer(nb, "eq3_params").source = ("from van_edu.lka import lka_params\n\n"
-                                       "def eq3_params(K, d, C):\n    return lka_params(K, d, C)")
+    _answer(nb, "eq3_params").source = USES_LKA_PARAMS
+    _answer(nb, "table2_row").source = TABLE2_ALONE
     _answer(nb, "best_dilation").source = ("import van_edu.lka as L\n\n"
                                           "def best_dilation(K):\n    return L.best_dilation(K)")
     path = tmp_path / f"{SET1}.ipynb"
     nbformat.write(nb, path)
     report = grade_notebook(path, limits=Limits(timeout=10))
-    tasks = {t.name: t for t in report.tasks}
-    assert report.score == 6
-    assert "van_edu.lka.lka_params" in tasks["eq3_params"].message
-    assert "van_edu.lka.best_dilation" in tasks["best_dilation"].message
-    assert tasks["same_padding"].message == "passed"
+    assert report.score == 6 and "hidden" not in report.box, report.format()
+    if not landlock_abi():
+        assert main(["grade", str(path), "--forbid-reference"]) == 2
+        assert "needs Landlock" in capsys.readouterr().err
+        return
     assert main(["grade", str(path), "--forbid-reference", "--timeout", "10"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"total\s+4/6", out) and "--forbid-reference" in out
+    assert re.search(r"total\s+4/6", out) and "van_edu.lka.best_dilation is hidden" in out, out
+    assert re.search(r"--forbid-reference: \d+ of the course's functions and classes hidden", out), out
+
+
+def test_forbid_reference_is_refused_where_the_box_cannot_hide_the_course(tmp_path, capsys, monkeypatch):
+    from van_edu.grading import grader
+    monkeypatch.setattr(grader, "landlock_abi", lambda: 0)
+    path = tmp_path / f"{SET1}.ipynb"
+    nbformat.write(_nb("solutions"), path)
+    assert main(["grade", str(path), "--forbid-reference"]) == 2
+    err = capsys.readouterr().err
+    assert "--forbid-reference needs Landlock" in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(VanEduError, match="needs Landlock"):
+        grade_folder(tmp_path, forbid_reference=True)
 
 
 def test_the_source_is_untouched_and_the_max_score_is_the_sources(hostile_class):
     rows = hostile_class[2]
-    sets = {SET1, "03_van_block", "05_training"}  # a learner's total counts every set the class handed in
+    sets = {p.stem for p in (EXERCISES / "source").glob("*.ipynb")}  # a learner's total counts every set handed in
     total = sum(t.points for n in sets for t in tasks_of(nbformat.read(EXERCISES / "source" / f"{n}.ipynb",
                                                                           as_version=4)))
     assert all(r["max_score"] == total for r in rows)
@@ -360,15 +463,6 @@ def test_replays_after_restarts_stay_within_the_notebook_limit(tmp_path):
     report = grade_notebook(path, limits=Limits(timeout=5, notebook_timeout=20))
     assert time.monotonic() - start < 50, report.format()  # 80 s and more when replays were not counted
     assert report.score == 0 and all("used up its 20 s" in t.message for t in report.tasks), report.format()
-
-
-def test_the_reference_analysis_has_a_budget_and_scores_zero_past_it(tmp_path, monkeypatch):
-    from van_edu.grading import grader
-    monkeypatch.setattr(grader, "ANALYSIS_BUDGET", -1)
-    path = tmp_path / f"{SET1}.ipynb"
-    nbformat.write(_nb("solutions"), path)
-    report = grade_notebook(path, limits=Limits(timeout=10))
-    assert report.score == 0 and all("took more than -1 s" in t.message for t in report.tasks), report.format()
 
 
 def test_all_the_output_of_a_notebook_is_capped(tmp_path, monkeypatch):

@@ -179,3 +179,42 @@ def test_average_precision_agrees_with_pycocotools():
         ev.evaluate(), ev.accumulate(), ev.summarize()
     ours = detection_scores(dets, truths, num_classes=3)
     assert ours["map"] == pytest.approx(ev.stats[0], abs=1e-6) and ours["map50"] == pytest.approx(ev.stats[1], abs=1e-6)
+    # AP by size: COCO's area ranges (here on box areas of 64..576 px), with its rule for what is ignored
+    ranges = [[0, 1e10], [0, 150], [150, 300], [300, 1e10]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev.params.areaRng, ev.params.areaRngLbl = ranges, ["all", "small", "medium", "large"]
+        ev.evaluate(), ev.accumulate()
+    for a, (lo, hi) in enumerate(ranges[1:], start=1):
+        precision = ev.eval["precision"][0, :, :, a, -1]                    # IoU 0.5, all recalls and classes
+        kept = [k for k in range(3) if (precision[:, k] > -1).all()]
+        want = sum(precision[:, k].mean() for k in kept) / len(kept)
+        assert detection_scores(dets, truths, 3, area_range=(lo, hi))["map50"] == pytest.approx(want, abs=1e-6)
+
+
+def test_paired_bootstrap_of_ap_sees_a_real_difference_and_not_a_false_one():
+    from van_edu.metrics import class_agnostic, detection_scores, paired_bootstrap_ap
+
+    g = torch.Generator().manual_seed(1)
+    truths, good, poor = [], [], []
+    for _ in range(60):
+        xy = torch.rand(2, 2, generator=g) * 40
+        boxes = torch.cat([xy, xy + 12], 1)
+        labels = torch.randint(0, 2, (2,), generator=g)
+        truths.append({"boxes": boxes, "labels": labels})
+        good.append({"boxes": boxes + torch.randn(boxes.shape, generator=g) * 0.5,
+                     "scores": torch.rand(2, generator=g), "labels": labels})
+        wrong = torch.where(torch.rand(2, generator=g) < 0.4, 1 - labels, labels)   # 40% of classes wrong
+        poor.append({"boxes": boxes + torch.randn(boxes.shape, generator=g) * 0.5,
+                     "scores": torch.rand(2, generator=g), "labels": wrong})
+    result = paired_bootstrap_ap(good, poor, truths, num_classes=2, samples=300)
+    assert result["a"] == pytest.approx(detection_scores(good, truths, 2)["map50"])      # the observed mAPs
+    assert result["b"] == pytest.approx(detection_scores(poor, truths, 2)["map50"])
+    assert result["difference"] > 0.2 and result["low"] > 0 and result["p"] < 0.01
+    same = paired_bootstrap_ap(good, good, truths, num_classes=2, samples=100)
+    assert same["difference"] == 0 and same["low"] == same["high"] == 0 and same["p"] == 1.0
+    # finding the boxes, whatever their class: the poor detector's boxes are as good as the good one's
+    assert detection_scores(class_agnostic(poor), class_agnostic(truths), 1)["map50"] == pytest.approx(
+        detection_scores(class_agnostic(good), class_agnostic(truths), 1)["map50"], abs=0.05)
+    with pytest.raises(ValueError, match="the same images"):
+        paired_bootstrap_ap(good[:-1], poor, truths, num_classes=2)

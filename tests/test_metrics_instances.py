@@ -135,3 +135,29 @@ def test_the_garments_objects_line_up_with_their_masks():
     assert pred.shape == test.labels.shape and not pred.any()
     none = instance_scores(pred, test.labels, objects["instances"], objects["areas"])
     assert none["score"].sum() == 0
+
+
+def test_detected_objects_by_hand():
+    """The worked case's three objects as boxes: a detector finds object 1 of canvas 0 (its class,
+    IoU 1), calls object 2 the wrong class, and finds canvas 1's object only with a score below the
+    threshold; a second box on object 1 cannot find it twice."""
+    from van_edu.metrics import detection_instance_scores
+
+    _, _, instances, areas = worked_case()
+    truths = [{"boxes": torch.tensor([[0.0, 0, 2, 2], [0, 3, 4, 4]]), "labels": torch.tensor([4, 1])},
+              {"boxes": torch.tensor([[0.0, 0, 3, 1]]), "labels": torch.tensor([2])}]
+    dets = [{"boxes": torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2], [0, 3, 4, 4]]), "scores": torch.tensor([0.9, 0.8, 0.9]),
+             "labels": torch.tensor([4, 4, 5])},
+            {"boxes": torch.tensor([[0.0, 0, 3, 1]]), "scores": torch.tensor([0.2]), "labels": torch.tensor([2])}]
+    s = detection_instance_scores(dets, truths, instances, areas, min_score=0.3)
+    assert s["score"].tolist() == [1.0, 0.0, 0.0]
+    assert s["visible"].tolist() == [4.0, 4.0, 3.0] and s["hidden"].tolist() == [0.0, 0.5, 0.75]
+    assert detection_instance_scores(dets, truths, instances, areas, min_score=0.1)["score"].tolist() == [1.0, 0.0, 1.0]
+    # a box that overlaps object 1 by IoU 0.5 (2 of its 4 pixels, nothing else) counts at 0.5, not at 0.6
+    half = [{"boxes": torch.tensor([[0.0, 0, 2, 1]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([4])}, dets[1]]
+    assert detection_instance_scores(half, truths, instances, areas, iou=0.5)["score"][0] == 1.0
+    assert detection_instance_scores(half, truths, instances, areas, iou=0.6)["score"][0] == 0.0
+    rows = scores_by_bin(s, "hidden", OVERLAP_EDGES)                   # the same tables as segmentation's
+    assert [r["count"] for r in rows] == [1, 0, 1, 1]
+    with pytest.raises(ValueError, match="one area per box"):
+        detection_instance_scores(dets, truths, instances, [[4], [12]])

@@ -7,7 +7,7 @@ warnings as errors into ``--out``:
 
 * ``index.md``: the README's course part (what the course covers, the two commands) and the map
   of the notebooks, each with its first heading and opening sentence;
-* ``chapters/``: the ten notebooks as committed (MyST-NB renders their stored outputs; nothing is
+* ``chapters/``: the course notebooks as committed (MyST-NB renders their stored outputs; nothing is
   re-executed), each with its Colab badge (the badge image served from the book itself) and a
   link to download the notebook;
 * ``exercises/``: the student copies and how to grade them (``exercises/README.md``);

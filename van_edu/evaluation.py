@@ -13,10 +13,10 @@ from torch import nn
 
 from .distributed import DistContext, all_reduce, reduce_sums
 from .images import IGNORE_INDEX, ImageData, batches
-from .metrics import detection_scores, segmentation_scores
+from .metrics import detection_scores, segmentation_scores, truths_from_rows
 from .runtime import autocast
 
-__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype", "predict", "predict_masks"]
+__all__ = ["evaluate", "eval_sums", "eval_detection", "metrics", "sum_dtype", "predict", "predict_masks", "predict_boxes"]
 
 
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 512, device=None) -> dict:
@@ -64,6 +64,27 @@ def predict_masks(model: nn.Module, data: ImageData, batch_size: int = 256, devi
 
 
 @torch.no_grad()
+def predict_boxes(model: nn.Module, data: ImageData, batch_size: int = 256, device=None, k: int = 100,
+                  threshold: float = 0.01) -> list[dict]:
+    """A detector's ``decode``d boxes on every image of ``data``, in order, on the CPU: per image
+    ``boxes`` [n, 4], ``scores`` and ``labels`` (COCO's practice, as ``eval_detection`` scores them:
+    up to ``k`` per image down to a score of ``threshold``), in evaluation mode (the mode is restored).
+    ``van_edu.metrics.detection_scores(predict_boxes(m, d), truths_from_rows(d.labels), K)`` is the
+    test mAP that training reports; ``paired_bootstrap_ap`` compares two detectors on them."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        found = []
+        for x, _ in batches(data, batch_size, shuffle=False):
+            found += [{key: v.cpu() for key, v in d.items()}
+                      for d in model.decode(model(x.to(device)), k=k, threshold=threshold)]
+        return found
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def eval_detection(model: nn.Module, data: ImageData, batch_size: int, device: torch.device, amp_dtype=None,
                    channels_last: bool = False) -> dict:
     """A detector's mean loss (its own ``loss``) and COCO's box AP (``van_edu.metrics.detection_scores``:
@@ -79,9 +100,7 @@ def eval_detection(model: nn.Module, data: ImageData, batch_size: int, device: t
         loss_sum += float(model.loss(outputs, y)) * len(y)
         count += len(y)
         found += [{k: v.cpu() for k, v in d.items()} for d in model.decode(outputs, k=100, threshold=0.01)]
-        for rows in y.cpu():
-            rows = rows[rows[:, 4] >= 0]                                      # padding rows have class -1
-            truths.append({"boxes": rows[:, :4], "labels": rows[:, 4].long()})
+        truths += truths_from_rows(y)                                      # padding rows have class -1
     return {"loss": loss_sum / max(count, 1), **detection_scores(found, truths, data.num_classes)}
 
 

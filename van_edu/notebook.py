@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import sys
+import warnings
 
 __all__ = ["COURSE_REPO", "COURSE_BRANCH", "COLAB_DEPS", "QUICK", "QUICK_ENV", "pick", "setup",
            "colab_url", "badge_markdown", "install_lines", "colab_lines", "COURSE_DIR_ENV", "in_colab"]
@@ -134,6 +135,9 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True):
 
     _seed_everything(seed)
     _plot_defaults()
+    # datasets imports tqdm.auto, which warns in a kernel without ipywidgets; the course's own bars
+    # are text (van_edu.train), so the warning is noise in every notebook's output.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     chosen = pick_device(device)
     if verbose:
         where = "Google Colab" if in_colab() else platform.platform(terse=True)

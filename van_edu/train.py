@@ -323,7 +323,7 @@ def _eval_epoch(run: _Run) -> dict:
         result = eval_detection(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
                                 run.config.channels_last)
         return {"test_loss": result["loss"], "test_accuracy": None, "test_map50": result["map50"],
-                "test_map": result["map"]}
+                "test_map": result["map"], "test_ap50": result["ap50"]}
     sums = eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
                      run.config.channels_last, run.ctx)
     result = metrics(*sums)

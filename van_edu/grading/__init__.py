@@ -1,18 +1,19 @@
-"""Exercises with autograded solutions: the checks learners run, and the grader teachers run.
+"""Exercises with autograded solutions, in five layers, each importing only those before it:
 
-* ``van_edu.grading.check``: one check per task (``check.eq3_params(eq3_params)``), usable on
-  Colab and offline; it needs only torch and ``van_edu``. A check talks to the learner's code
-  only through a ``Session`` (``_core``): the ``agent`` runs the code and sends its results back
-  as data (``wire``), so the same check is a self-check in a notebook and a verdict in the grader.
-* ``van_edu.grading.assign``: nbgrader-style sources -> student and solution copies.
-* ``van_edu.grading.grader``: runs a submission in its own box (``kernel``, ``box``: a fresh
-  kernel and folder with limits, Landlock on Linux) and judges each task in the grader's process
-  (needs nbclient; ``host``: the pids cgroup and the answer files, ``scores``: results, reasons,
-  CSV and JSON); ``provenance`` flags answers that use the course's own implementation.
+* **authoring** (``assign``, ``python -m van_edu.grading generate|check``): one nbgrader-style
+  source per set -> the student and solution copies;
+* **protocol** (``agent``, ``wire``, ``fixtures``): what runs in the learner's kernel, and the
+  data-only format its answers come back in;
+* **checks** (``check``: ``check.eq3_params(eq3_params)``; one ``checks_<topic>.py`` per set on
+  ``_core``, comparing with ``reference``): each talks to the learner's code only through a
+  ``Session``, so the same check is a self-check in a notebook and a verdict in the grader;
+* **sandbox** (``limits``, ``host``, ``box``, ``kernel``): a fresh kernel per submission in its own
+  folder, with limits, its own copy of the course, Landlock on Linux;
+* **grader** (``grader``, ``scores``, ``classroom``, ``cli``): the plan of a notebook, the verdicts
+  judged in the grader's process, the scores, a class with its journal, and ``van-edu grade``.
 
-Nothing is imported with the package itself: each name above (and ``grade_folder``, in
-``classroom``) loads its module on first use, so ``import van_edu.grading`` costs nothing and the
-grader's dependencies (nbclient) load only when grading.
+Nothing is imported with the package itself: each name below loads its module on first use, so
+``import van_edu.grading`` costs nothing and the grader's dependencies (nbclient) load only when grading.
 """
 from __future__ import annotations
 

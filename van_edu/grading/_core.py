@@ -26,8 +26,8 @@ from ..runtime import cpu_threads
 from . import wire
 from .agent import Agent, conv_description, seeded
 
-__all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded", "module_signature_mismatch", "load_reference_state",
-           "require_callable", "randn"]
+__all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded",
+           "module_signature_mismatch", "require_module", "load_reference_state", "randn", "draw"]
 
 
 class CheckFailed(AssertionError):
@@ -46,15 +46,12 @@ def _fmt_args(args, kwargs) -> str:
     def one(v):
         if isinstance(v, torch.Tensor):
             return f"tensor{list(v.shape)}"
-        if isinstance(v, (nn.Module, wire.Handle)):
-            return v.type if isinstance(v, wire.Handle) else type(v).__name__
-        if isinstance(v, torch.dtype):
-            return str(v)
+        if isinstance(v, wire.Handle):
+            return v.type
         text = repr(v)
         return text if len(text) <= 40 else text[:37] + "..."
 
-    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
-    return ", ".join(parts)
+    return ", ".join([one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()])
 
 
 def _show(v) -> str:
@@ -77,11 +74,10 @@ def _walk(got, want, what: str, values: bool, tol: tuple[float, float], hint: st
             _tensor_values(got, want, what, tol, hints)
     elif isinstance(want, (list, tuple, dict)):
         keys = list(want) if isinstance(want, dict) else range(len(want))
-        shape = "a dict" if isinstance(want, dict) else f"a sequence of {len(want)}"
         if isinstance(want, dict) and (not isinstance(got, dict) or set(got) != set(want)):
             raise CheckFailed(f"{what}: expected a dict with keys {sorted(want)}, got {_show(got)}{hint}")
         if not isinstance(want, dict) and (not isinstance(got, (list, tuple)) or len(got) != len(want)):
-            raise CheckFailed(f"{what}: expected {shape} like {list(want)!r:.60}, got {_show(got)}{hint}")
+            raise CheckFailed(f"{what}: expected a sequence of {len(want)} like {list(want)!r:.60}, got {_show(got)}{hint}")
         for k in keys:
             _walk(got[k], want[k], f"{what}[{k!r}]", values, tol, hint, hints)
     elif isinstance(want, (int, float)) and not isinstance(want, bool):
@@ -135,15 +131,21 @@ def _tensor_values(got, want, what: str, tol: tuple, hints: dict | None) -> None
     raise CheckFailed(reason)
 
 
-def _non_finite(value, depth: int = 0) -> bool:
-    """Whether a value from the learner's code holds NaN or inf anywhere (a float, a tensor, inside containers)."""
+def _non_finite(value) -> bool:
+    """Whether a value from the learner's code holds NaN or inf anywhere (a float, a tensor, inside containers;
+    :mod:`.wire` bounds their depth)."""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, torch.Tensor):
         return value.dtype.is_floating_point and not bool(torch.isfinite(value.detach()).all())
     if isinstance(value, dict):
         value = list(value.values())
-    return isinstance(value, (list, tuple)) and depth < 50 and any(_non_finite(v, depth + 1) for v in value)
+    return isinstance(value, (list, tuple)) and any(map(_non_finite, value))
+
+
+def draw(rng: random.Random, hidden: bool, default: int) -> int:
+    """A seed: drawn from ``rng`` for the hidden tests, ``default`` for the visible ones."""
+    return rng.randrange(2**31) if hidden else default
 
 
 def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
@@ -153,10 +155,6 @@ def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> tor
 
 class SubjectMissing(CheckFailed):
     """The name the tests call is not defined in the learner's notebook."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name = name
 
 
 class Session:
@@ -209,7 +207,7 @@ class Session:
         if result.get("agent"):
             raise CheckFailed(f"{label}: the check could not run ({ename}: {message})")
         if ename == "NameError" and result.get("where") == "the subject":
-            raise SubjectMissing(self.subject, f"NameError: {message}")
+            raise SubjectMissing(f"NameError: {message}")
         if ename == "NotImplementedError":
             if result.get("stub"):
                 raise _NotAnswered(str(result.get("where") or label))
@@ -217,21 +215,10 @@ class Session:
         raise CheckFailed(f"{call_text} raised {ename}: {message}")
 
     # ----------------------------------------------------------------------- operations
-    def origin(self) -> dict:
-        """What the subject is: callable or not, its module, a class's bases (module-qualified)."""
-        result = self._one({"op": "origin", "subject": self.subject})
-        if not isinstance(result, dict) or "error" in result:
-            raise SubjectMissing(self.subject, f"NameError: {result.get('message', '')}")
-        return result
-
     def _call_op(self, args, kwargs, seed, target, args_after, param_refs, name):
-        op = {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
-              "args_after": args_after, "param_refs": param_refs}
-        if target is None:
-            op["subject"] = self.subject
-        else:
-            op["target"] = target
-        return op
+        return {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
+                "args_after": args_after, "param_refs": param_refs,
+                **({"subject": self.subject} if target is None else {"target": target})}
 
     def call(self, *args, _name: str | None = None, _seed: int | None = None, _target=None,
              _args_after: bool = False, _param_refs: bool = False, **kwargs):
@@ -245,15 +232,12 @@ class Session:
         value = self._value(result, name, args, kwargs)
         return (value, result.get("args_after")) if _args_after else value
 
-    def call_all(self, cases: list, _name: str | None = None) -> list:
-        """Call the subject on each ``(args, kwargs)`` in one round trip; :meth:`unwrap` each outcome."""
-        name = _name or self.subject
-        results = self._rpc([self._call_op(a, k, None, None, False, False, name) for a, k in cases])
-        return [(r, a, k, name) for r, (a, k) in zip(results, cases)]
-
-    def unwrap(self, outcome):
-        result, args, kwargs, name = outcome
-        return self._value(result, name, args, kwargs)
+    def call_all(self, cases: list[tuple], kwargs: list[dict] | None = None):
+        """Call the subject on each tuple of arguments in ``cases`` (with ``kwargs``) in one round trip;
+        their values in turn (a failure raises when its turn comes)."""
+        kwargs = kwargs or [{}] * len(cases)
+        results = self._rpc([self._call_op(a, k, None, None, False, False, self.subject) for a, k in zip(cases, kwargs)])
+        return (self._value(r, self.subject, a, k) for r, a, k in zip(results, cases, kwargs))
 
     def make(self, fixture: str, *args, state: dict | None = None, mode: str | None = None, seed: int = 0):
         """Build one of :mod:`.fixtures` on the learner's side (weights from ``state``); a handle."""
@@ -273,8 +257,7 @@ class Session:
         return self._value(self._one({"op": "describe", "target": handle, "label": label}), label)
 
     def attr(self, handle, name: str, label: str):
-        value = self._value(self._one({"op": "attr", "target": handle, "name": name, "label": label}), label)
-        return None if isinstance(value, wire.Opaque) and value.type == "missing" else value
+        return self._value(self._one({"op": "attr", "target": handle, "name": name, "label": label}), label)
 
     def load_state(self, handle, state: dict, label: str) -> None:
         self._value(self._one({"op": "load_state", "target": handle, "state": dict(state), "label": label}), label)
@@ -305,24 +288,24 @@ def module_signature_mismatch(mine: dict, ref: nn.Module) -> str | None:
     return None
 
 
+def require_module(mine, what: str) -> wire.Handle:
+    """``mine`` when it is the handle of an ``nn.Module`` in the learner's kernel, else CheckFailed."""
+    if not (isinstance(mine, wire.Handle) and mine.module):
+        raise CheckFailed(f"{what}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
+    return mine
+
+
 def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
     """Copy the reference's weights into the learner's module, explaining any key or shape mismatch.
 
     Returns the module's description (its convolutions and state shapes).
     """
-    if not isinstance(mine, wire.Handle) or not mine.module:
-        kind = mine.type if isinstance(mine, wire.Handle) else type(mine).__name__
-        raise CheckFailed(f"{what}: expected an nn.Module, got {kind}")
-    desc = S.describe(mine, what)
+    desc = S.describe(require_module(mine, what), what)
     want = ref.state_dict()
     have = {k: torch.empty(v, device="meta") for k, v in desc["state"].items()}
     missing, extra, shapes = state_dict_differences(have, want)
     if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing parameters {missing[:6]}")
-        if extra:
-            parts.append(f"unexpected parameters {extra[:6]}")
+        parts = [f"missing parameters {missing[:6]}"] * bool(missing) + [f"unexpected parameters {extra[:6]}"] * bool(extra)
         raise CheckFailed(f"{what}: {'; '.join(parts)}. Use the attribute names given in the task "
                           f"(expected {sorted(want)[:12]})")
     if shapes:
@@ -334,35 +317,19 @@ def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
     return desc
 
 
-def _reference_origin(origin: dict) -> str | None:
-    """Why the subject is van_edu's own code (the function itself, or a class built on it), if it is."""
-    if origin.get("module", "").startswith("van_edu"):
-        return f"you passed van_edu's own {origin.get('name') or 'code'}; the task asks for your implementation"
-    for base in origin.get("bases", []):
-        if base.startswith("van_edu."):
-            return f"your class is built on van_edu's {base}; the task asks for your own implementation"
-    return None
-
-
-def require_callable(S: Session, what: str) -> None:
-    origin = S.origin()
-    if not origin.get("callable"):
-        raise CheckFailed(f"expected {what} to be a function or class, got {origin.get('type')}")
-    reason = _reference_origin(origin)
-    if reason:
-        raise CheckFailed(reason)
-
-
 class TaskCheck:
     """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary.
 
     Calling it (``check.eq3_params(eq3_params)``) is the learner's self-check: the answer runs in
     this process, PASS or FAIL is printed, failures are re-raised. The grader calls :meth:`verdict`
-    with a session on the learner's kernel and a generator drawn from its secret seed.
+    with a session on the learner's kernel and a generator drawn from its secret seed. ``hides``
+    names the course's own code that the task asks the learner to write again (``van_edu.lka.LKA``:
+    top-level functions and classes where they are defined), which a box graded with
+    ``--forbid-reference`` does not have.
     """
 
-    def __init__(self, task: str, body, visible_seed: int):
-        self.task, self.body, self.visible_seed = task, body, visible_seed
+    def __init__(self, task: str, body, hides: tuple[str, ...] = ()):
+        self.task, self.body, self.hides = task, body, hides
         functools.update_wrapper(self, body)
 
     def verdict(self, session: Session, hidden: bool, rng: random.Random) -> str:
@@ -374,7 +341,7 @@ class TaskCheck:
         __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame)
         name = getattr(obj, "__name__", None) or "answer"
         try:
-            summary = self.verdict(Session.local(obj, name), hidden, random.Random(self.visible_seed))
+            summary = self.verdict(Session.local(obj, name), hidden, random.Random(0))
         except _NotAnswered as err:
             print(f"FAIL {self.task}: not answered yet: {err} still raises NotImplementedError")
             raise NotImplementedError(f"{self.task}: {err} still raises NotImplementedError: replace "
@@ -386,6 +353,6 @@ class TaskCheck:
         return True
 
 
-def task_check(task: str, visible_seed: int = 0):
-    """Make ``body(session, hidden, rng)`` the check of ``task`` (a :class:`TaskCheck`)."""
-    return lambda body: TaskCheck(task, body, visible_seed)
+def task_check(task: str, *hides: str):
+    """Make ``body(session, hidden, rng)`` the check of ``task`` (a :class:`TaskCheck`) hiding ``hides``."""
+    return lambda body: TaskCheck(task, body, hides)

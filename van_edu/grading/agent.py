@@ -12,11 +12,11 @@ Objects that are not data stay in the agent's table and travel as :class:`~.wire
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,12 +45,11 @@ def conv_description(module) -> dict:
 
 def _blame(err: BaseException, default: str) -> str:
     """The learner's function or method that raised (``LKA.__init__``), else ``default``."""
-    frame = None
-    for fr, _ in traceback.walk_tb(err.__traceback__):
-        if not fr.f_globals.get("__name__", "").startswith(("van_edu", "torch")):
-            frame = fr
-    if frame is None:
+    frames = [fr for fr, _ in traceback.walk_tb(err.__traceback__)
+              if not fr.f_globals.get("__name__", "").startswith(("van_edu", "torch"))]
+    if not frames:
         return default
+    frame = frames[-1]
     name = frame.f_code.co_name
     owner = frame.f_locals.get("self")
     if owner is not None and not isinstance(owner, type):
@@ -60,10 +59,8 @@ def _blame(err: BaseException, default: str) -> str:
 
 def error_info(err: BaseException, default: str) -> dict:
     """An exception as data: its type, message, who raised it, and whether it is a stub."""
-    last = None
-    for fr, _ in traceback.walk_tb(err.__traceback__):
-        last = fr
-    in_torch = last is not None and last.f_globals.get("__name__", "").startswith("torch")
+    frames = [fr for fr, _ in traceback.walk_tb(err.__traceback__)]
+    in_torch = bool(frames) and frames[-1].f_globals.get("__name__", "").startswith("torch")
     try:
         message = str(err)
     except BaseException:  # a hostile __str__
@@ -74,18 +71,6 @@ def error_info(err: BaseException, default: str) -> dict:
 
 class _NoSubject(NameError):
     pass
-
-
-def _origin(obj) -> dict:
-    """Where a subject comes from: its module, and for a class the modules of its bases."""
-    try:
-        info = {"callable": callable(obj), "type": type(obj).__name__, "name": str(getattr(obj, "__name__", ""))[:80],
-                "module": str(getattr(obj, "__module__", "") or "")}
-        if inspect.isclass(obj):
-            info["bases"] = [f"{c.__module__}.{c.__qualname__}" for c in obj.__mro__[1:]]
-        return info
-    except BaseException:  # a hostile object
-        return {"callable": False, "type": "unknown", "module": ""}
 
 
 class Agent:
@@ -132,12 +117,9 @@ class Agent:
         if type(value) is dict:
             return {k if isinstance(k, (str, int, float, bool)) else repr(k)[:60]: self._export(v, names)
                     for k, v in value.items()}
-        try:
-            import numpy as np
+        with suppress(Exception):  # numpy's numbers and arrays, as tensors
             if isinstance(value, (np.ndarray, np.generic)) and value.dtype != object:
                 return torch.from_numpy(np.array(value))
-        except Exception:
-            pass
         return self._keep(value)
 
     def _param_names(self) -> dict:
@@ -160,8 +142,6 @@ class Agent:
     def run(self, op: dict):
         kind = op["op"]
         label = op.get("label") or op.get("subject") or "your code"
-        if kind == "origin":
-            return _origin(self._target(op))
         if kind == "make":
             args = self._resolve(op.get("args", []))
             with seeded(op.get("seed", 0)):
@@ -187,7 +167,7 @@ class Agent:
             if kind == "describe":
                 return {"value": self._describe(target)}
             if kind == "attr":
-                return {"value": self._export(getattr(target, op["name"], _Missing))}
+                return {"value": self._export(getattr(target, op["name"]))}
             if kind == "load_state":
                 target.load_state_dict(op["state"])
                 return {"value": None}
@@ -231,9 +211,6 @@ class Agent:
                                            "message": f"the result could not be sent back: {err}"[:300],
                                            "stub": False}))
         return "[" + ",".join(answers) + "]"
-
-
-_Missing = wire.Opaque("missing", "no such attribute")
 
 
 @contextmanager

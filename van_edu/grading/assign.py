@@ -9,13 +9,15 @@ The sources use nbgrader's conventions, so a teacher can also feed them to nbgra
 * cell metadata ``nbgrader: {grade, grade_id, points, solution, locked, schema_version}``: a
   test cell (``grade: true``) is one task, named by its ``grade_id``, worth ``points``.
 
-``python -m van_edu.grading generate`` writes ``exercises/student/`` and ``exercises/solutions/``
+``python -m van_edu.grading generate`` (:func:`main`) writes ``exercises/student/`` and ``exercises/solutions/``
 (unexecuted, same file names); ``python -m van_edu.grading check`` fails when they are stale.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +42,13 @@ def default_exercises_dir() -> Path:
 
 @dataclass(frozen=True)
 class Task:
-    """One graded task: the ``grade_id`` of its test cell, its points and the test code (hidden included)."""
+    """One graded task: the ``grade_id`` of its test cell, its points, the test code (hidden included),
+    and the test cell as the student copy shows it (how the grader finds it in a submission)."""
 
     name: str
     points: float
     test_code: str
+    visible: str
 
 
 def nbgrader_meta(cell) -> dict:
@@ -89,6 +93,15 @@ def test_source(cell_source: str) -> str:
     return _drop_marker_lines(cell_source, BEGIN_HIDDEN, END_HIDDEN)
 
 
+def words(code: str) -> str:
+    """``code`` without blank lines and trailing spaces: how a test cell's text is compared."""
+    return "\n".join(line.rstrip() for line in code.split("\n") if line.strip())
+
+
+def _visible(cell_source: str) -> str:
+    return _replace_blocks(cell_source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+
+
 def _clean(nb, exercise_set: str):
     nb = copy.deepcopy(nb)
     nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": {"name": "python"},
@@ -116,7 +129,7 @@ def student_copy(nb, exercise_set: str):
             continue
         cell.source = _replace_blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION,
                                       lambda indent: [indent + s for s in SOLUTION_STUB])
-        cell.source = _replace_blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+        cell.source = _visible(cell.source)
     return nb
 
 
@@ -126,14 +139,14 @@ def solution_copy(nb, exercise_set: str):
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = _drop_marker_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION)
-            cell.source = _replace_blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
+            cell.source = _visible(cell.source)
     return nb
 
 
 def tasks_of(nb) -> list[Task]:
     """The graded tasks of a source notebook, in order (one per test cell)."""
-    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)), test_source(c.source))
-            for c in nb.cells if is_test_cell(c)]
+    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)), test_source(c.source),
+                 _visible(c.source)) for c in nb.cells if is_test_cell(c)]
 
 
 def validate_source(nb, name: str = "source") -> None:
@@ -159,14 +172,13 @@ def validate_source(nb, name: str = "source") -> None:
         for begin, end in ((BEGIN_SOLUTION, END_SOLUTION), (BEGIN_HIDDEN, END_HIDDEN)):
             if text.count(begin) != text.count(end):
                 problems.append(f"cell {i} ({gid}): unbalanced {begin!r} / {end!r}")
-    if not tasks_of(nb):
+    tests = [words(t.visible) for t in tasks_of(nb)]
+    if not tests:
         problems.append("no test cells (nbgrader grade: true)")
+    if not all(tests) or len(set(tests)) < len(tests):  # the grader finds a submission's test cells by their text
+        problems.append("each test cell needs visible code of its own")
     if problems:
         raise VanEduError(f"{name}: " + "; ".join(problems))
-
-
-def _dumps(nb) -> str:
-    return nbformat.writes(nb) + "\n"
 
 
 def _targets(source_dir: Path, out_dir: Path):
@@ -176,8 +188,8 @@ def _targets(source_dir: Path, out_dir: Path):
     for path in sources:
         nb = nbformat.read(path, as_version=4)
         validate_source(nb, path.name)
-        yield path, out_dir / "student" / path.name, _dumps(student_copy(nb, path.stem))
-        yield path, out_dir / "solutions" / path.name, _dumps(solution_copy(nb, path.stem))
+        for folder, copy_of in (("student", student_copy), ("solutions", solution_copy)):
+            yield path, out_dir / folder / path.name, nbformat.writes(copy_of(nb, path.stem)) + "\n"
 
 
 def generate(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[Path]:
@@ -216,3 +228,27 @@ def out_of_sync(source_dir: Path | str | None = None, out_dir: Path | str | None
             if extra not in expected:
                 problems.append(f"{extra} has no source")
     return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m van_edu.grading",
+                                     description="Generate exercises/student and exercises/solutions from exercises/source.")
+    parser.add_argument("action", choices=["generate", "check"],
+                        help="generate: write the copies; check: exit 1 if they are out of sync")
+    parser.add_argument("--exercises", default=None,
+                        help=f"the exercises folder holding source/ (default {default_exercises_dir()})")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "generate":
+            paths = generate(out_dir=args.exercises)
+            print(f"wrote {len(paths)} notebooks under {paths[0].parent.parent}")
+            return 0
+        problems = out_of_sync(out_dir=args.exercises)
+    except VanEduError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if problems:
+        print(*problems, sep="\n")
+        print("run `python -m van_edu.grading generate` to regenerate them", file=sys.stderr)
+    return 1 if problems else 0
+

@@ -9,17 +9,19 @@ grader starts. In that process, before ipykernel (and so before any learner code
   delegated cgroup), else ``RLIMIT_NPROC`` (the user's current count plus ``--procs``; Linux
   ignores it for root): a fork bomb stops at the limit;
 * **files**: ``RLIMIT_FSIZE`` caps a file's size, no core dumps;
+* **the course**: the kernel imports the box's own copy of ``van_edu`` (``--course``, made by
+  :func:`.host.course_copy`: the agent, the wire format and the fixtures of the grader, and under
+  ``--forbid-reference`` not the code the tasks ask for); the installed ``van_edu`` is hidden;
 * **Landlock** (Linux 5.13 and later, no privileges needed): the kernel may write only inside its
-  box folder, may read only the system, the Python installation and ``van_edu`` without its grader
-  (``van_edu/grading`` shows only the agent, the wire format and the fixtures: the references, the
-  checks and the teacher's sources cannot be read, so not imported either); TCP is limited to
+  box folder, may read only the system, the Python installation and the copy of the course (the
+  installed course with its references and checks, the teacher's sources and the submissions
+  cannot be read, so not imported either); TCP is limited to
   binding the kernel's own ports (Linux 6.7+: no connection anywhere, so no network); signals
   and abstract Unix sockets cannot reach processes outside the box (Linux 6.12+: the learner's
   code cannot kill or signal the grader); ptrace of the grader is refused.
 
-Inside the box, ``van_edu.grading.check`` is a stand-in: the notebook's own self-check calls do
-nothing there (the grader judges the tasks from outside). :func:`probe` reports which of these
-protections the running kernel has.
+The protections the kernel got are in its ``VAN_EDU_BOX`` environment variable, read by the grader
+before the learner's first cell runs.
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ import json
 import os
 import resource
 import sys
-import types
+from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["landlock_abi", "main", "STAND_IN"]
+__all__ = ["landlock_abi", "main"]
 
 # --- Landlock (include/uapi/linux/landlock.h) -------------------------------------------------
 _CREATE, _ADD_RULE, _RESTRICT = 444, 445, 446  # the same numbers on every architecture
@@ -106,8 +108,7 @@ def _grant_except(libc, ruleset: int, root: Path, rights: int, hidden: list[Path
         _grant_except(libc, ruleset, child, rights, hidden, listing)
 
 
-def _landlock(box: Path, read_roots: list[Path], hidden: list[Path], readable_files: list[Path],
-              ports: list[int], connection_file: Path) -> int:
+def _landlock(box: Path, read_roots: list[Path], hidden: list[Path], ports: list[int], connection_file: Path) -> int:
     """Restrict this process (and its children) as the module docstring says; the ABI used (0: none)."""
     abi = landlock_abi()
     if abi < 1:
@@ -126,8 +127,6 @@ def _landlock(box: Path, read_roots: list[Path], hidden: list[Path], readable_fi
         listing = _FS["READ_DIR"] & handled
         for root in read_roots:
             _grant_except(libc, ruleset, root, read, hidden, listing)
-        for f in readable_files:
-            _grant(libc, ruleset, f, _FS["READ_FILE"])
         _grant(libc, ruleset, connection_file, (_FS["READ_FILE"] | _FS["WRITE_FILE"] | _FS["TRUNCATE"]) & handled)
         _grant(libc, ruleset, box, handled & ~_FS["EXECUTE"] | _FS["READ_FILE"])
         for dev in ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"):
@@ -152,29 +151,14 @@ def _read_roots() -> list[Path]:
     return sorted(r.resolve() for r in roots if r.exists())
 
 
-# --- the stand-in for the self-checks ------------------------------------------------------------
-def _stand_in_check(name: str):
-    def skipped(*args, **kwargs):
-        print(f"(check.{name} is not run while grading: the grader checks this task from outside)")
-
-    return skipped
-
-
-STAND_IN = types.ModuleType("van_edu.grading.check", "Self-checks, replaced while grading (they judge nothing).")
-STAND_IN.__getattr__ = lambda name: _stand_in_check(name) if not name.startswith("__") else None
-STAND_IN.CheckFailed = type("CheckFailed", (AssertionError,), {})
-
-
 # --- limits ---------------------------------------------------------------------------------
 def _my_task_count() -> int:
     uid, count = os.getuid(), 0
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            try:
+            with suppress(OSError):
                 if os.stat(f"/proc/{pid}").st_uid == uid:
                     count += len(os.listdir(f"/proc/{pid}/task"))
-            except OSError:
-                pass
     return count
 
 
@@ -209,6 +193,7 @@ def _limits(memory_mb: int, procs: int, file_mb: int, cgroup: str | None) -> dic
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m van_edu.grading.box")
     parser.add_argument("--box", required=True)
+    parser.add_argument("--course", required=True, help="the folder holding the box's copy of van_edu")
     parser.add_argument("--memory", type=int, default=0, help="MiB of address space (0: no limit)")
     parser.add_argument("--procs", type=int, default=0, help="processes and threads (0: no limit)")
     parser.add_argument("--file-size", type=int, default=0, help="MiB per file written (0: no limit)")
@@ -219,24 +204,20 @@ def main(argv=None) -> None:
     args, rest = parser.parse_known_args(argv)
     box = Path(args.box).resolve()
     done = _limits(args.memory, args.procs, args.file_size, args.cgroup)
-    import van_edu.grading as grading_pkg  # its __init__ imports nothing; only its location is needed
-    package = Path(grading_pkg.__file__).resolve().parent
-    keep = [package / f for f in ("__init__.py", "agent.py", "wire.py", "fixtures.py")]
+    course, installed = Path(args.course).resolve(), Path(__file__).resolve().parents[1]
     if args.landlock:
-        with open(args.connection_file, encoding="utf-8") as f:
-            info = json.load(f)
+        info = json.loads(Path(args.connection_file).read_text(encoding="utf-8"))
         ports = [int(info[k]) for k in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
                  if info.get(k)]
-        hidden = [package] + [Path(h).resolve() for h in args.hide]
-        roots = _read_roots() + [package.parent]  # van_edu itself (an editable install is not on sys.path)
-        abi = _landlock(box, roots, hidden, keep, ports, Path(args.connection_file).resolve())
+        hidden = [installed] + [Path(h).resolve() for h in args.hide]
+        abi = _landlock(box, _read_roots() + [course], hidden, ports, Path(args.connection_file).resolve())
         if abi:
             done["landlock"] = abi
     os.environ["VAN_EDU_BOX"] = json.dumps(done)
-    sys.modules["van_edu.grading.check"] = STAND_IN
-    grading_pkg.check = STAND_IN
+    for name in [m for m in sys.modules if m.split(".")[0] == "van_edu"]:
+        del sys.modules[name]  # this launcher's own van_edu: the kernel imports the copy's
     os.chdir(box)
-    sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+    sys.path[:] = [str(course)] + [p for p in sys.path if p not in ("", ".")]
     from ipykernel import kernelapp
     kernelapp.launch_new_instance(argv=["-f", args.connection_file, *rest])
 

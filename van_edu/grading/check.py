@@ -3,24 +3,18 @@
 Each compares the learner's function or class with the reference on fixed inputs (and, with
 ``hidden=True``, on more and random ones, as the grader's hidden tests do), prints ``PASS`` or
 ``FAIL`` with a reason, and raises on failure so that a notebook cell, and the grader, see it.
+Every ``checks_<topic>.py`` beside this module (one per exercise set) is found and its
+:func:`~._core.task_check` functions registered: a new set needs a file, nothing more here.
 """
 from __future__ import annotations
 
-from ._core import CheckFailed
-from .checks_arithmetic import best_dilation, decompose, eq3_params, receptive_field, same_padding, table2_row
-from .checks_cam import grad_cam, upsample_cam
-from .checks_cost import attention, attention_macs, count_parameters, lka_macs
-from .checks_lka import attention_module, depthwise_conv, effective_kernel, lka_module
-from .checks_train import accuracy, param_groups, train_step, warmup_cosine
-from .checks_van import drop_path, drop_path_rates, overlap_patch_embed, stage_sizes, van_block
+import importlib
+from pathlib import Path
 
-CHECKS = {fn.task: fn for fn in (
-    same_padding, decompose, eq3_params, best_dilation, receptive_field, table2_row,
-    depthwise_conv, effective_kernel, lka_module, attention_module,
-    drop_path, overlap_patch_embed, stage_sizes, drop_path_rates, van_block,
-    attention, attention_macs, lka_macs, count_parameters,
-    warmup_cosine, param_groups, train_step, accuracy,
-    grad_cam, upsample_cam,
-)}
+from ._core import CheckFailed, TaskCheck
+
+CHECKS = {c.task: c for path in sorted(Path(__file__).parent.glob("checks_*.py"))
+          for c in vars(importlib.import_module(f".{path.stem}", __package__)).values() if isinstance(c, TaskCheck)}
+globals().update(CHECKS)
 
 __all__ = ["CheckFailed", "CHECKS", *CHECKS]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from . import fixtures
 from . import reference as ref
-from ._core import CheckFailed, expect, fmt_shape, require_callable, seeded, task_check
+from ._core import CheckFailed, draw, expect, fmt_shape, seeded, task_check
 
 __all__ = ["grad_cam", "upsample_cam"]
 
@@ -38,12 +38,11 @@ def _model(fixture: str, seed: int):
         return fixtures.build(fixture).eval()
 
 
-@task_check("grad_cam")
+@task_check("grad_cam", "van_edu.explain.grad_cam")
 def grad_cam(S, hidden: bool, rng: random.Random):
     """``fn(model, x, target=None)`` -> [B, h, w] maps in [0, 1] on the last feature map."""
-    require_callable(S, "grad_cam")
-    tiny = _model("cam_net", rng.randrange(2**31) if hidden else 15)
-    g = torch.Generator().manual_seed(rng.randrange(2**31) if hidden else 16)
+    tiny = _model("cam_net", draw(rng, hidden, 15))
+    g = torch.Generator().manual_seed(draw(rng, hidden, 16))
     x1, x2 = torch.randn(3, 1, 12, 12, generator=g), torch.randn(2, 1, 12, 12, generator=g)
     with torch.no_grad():
         other = (tiny(x2).argmax(1) + 1) % 4  # classes the model does not predict
@@ -64,11 +63,10 @@ def grad_cam(S, hidden: bool, rng: random.Random):
     return f"{len(cases)} maps match the reference Grad-CAM"
 
 
-@task_check("upsample_cam")
+@task_check("upsample_cam", "van_edu.explain.upsample_maps")
 def upsample_cam(S, hidden: bool, rng: random.Random):
     """``fn(cam, size)`` -> [B, H, W]: bilinear upsampling of [B, h, w] maps (align_corners=False)."""
-    require_callable(S, "upsample_cam")
-    g = torch.Generator().manual_seed(rng.randrange(2**31) if hidden else 18)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 18))
     cases = [(torch.rand(2, 4, 4, generator=g), 16), (torch.rand(1, 7, 7, generator=g), (28, 28))]
     if hidden:
         cases += [(torch.rand(3, 2, 5, generator=g), (9, 20)), (torch.rand(1, 1, 1, generator=g), 5),

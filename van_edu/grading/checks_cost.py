@@ -6,15 +6,14 @@ import random
 
 from . import fixtures
 from . import reference as ref
-from ._core import expect, randn, require_callable, task_check
+from ._core import expect, randn, task_check
 
 __all__ = ["attention", "attention_macs", "lka_macs", "count_parameters"]
 
 
-@task_check("attention")
+@task_check("attention", "van_edu.models.attention.GlobalSelfAttention")
 def attention(S, hidden: bool, rng: random.Random):
     """``fn(q, k, v)`` = softmax(q k^T / sqrt(D)) v over the last two dimensions."""
-    require_callable(S, "attention")
     cases = [((2, 5, 8), (2, 5, 8), (2, 5, 8), 1.0), ((2, 4, 6), (2, 7, 6), (2, 7, 3), 1.0)]
     if hidden:
         cases += [((2, 3, 9, 16), (2, 3, 11, 16), (2, 3, 11, 4), 1.0),  # heads as a batch dimension
@@ -44,13 +43,11 @@ def _side_cases(hidden: bool, rng: random.Random):
     return cases
 
 
-@task_check("attention_macs")
+@task_check("attention_macs", "van_edu.complexity.count_macs", "van_edu.complexity.MacCounter")
 def attention_macs(S, hidden: bool, rng: random.Random):
     """``fn(height, width, dim)``: multiply-adds of global self-attention, 4 N C^2 + 2 N^2 C."""
-    require_callable(S, "attention_macs")
     cases = _side_cases(hidden, rng)
-    for (h, w, c), out in zip(cases, S.call_all([((h, w, c), {}) for h, w, c in cases])):
-        got = S.unwrap(out)
+    for (h, w, c), got in zip(cases, S.call_all(cases)):
         want = ref.attention_macs(h, w, c)
         n = h * w
         hint = ""
@@ -64,33 +61,28 @@ def attention_macs(S, hidden: bool, rng: random.Random):
     return "4 N C^2 + 2 N^2 C on " + ("34" if hidden else "4") + " feature-map sizes"
 
 
-@task_check("lka_macs")
+@task_check("lka_macs", "van_edu.lka.lka_params", "van_edu.complexity._lka_module_params",
+            "van_edu.complexity.count_macs", "van_edu.complexity.MacCounter")
 def lka_macs(S, hidden: bool, rng: random.Random):
     """``fn(height, width, dim, kernel_size=21, dilation=3)``: Eq. (4), P(K, d) H W."""
-    require_callable(S, "lka_macs")
     cases = [(h, w, c, None, None) for h, w, c in _side_cases(hidden, rng)]
     cases += [(14, 14, 64, 7, 2), (8, 8, 16, 28, 4)]
     if hidden:
         for _ in range(20):
             k = rng.randint(2, 40)
             cases.append((rng.randint(1, 60), rng.randint(1, 60), rng.randint(1, 512), k, rng.randint(1, k)))
-    calls = [((h, w, c), {} if k is None else {"kernel_size": k, "dilation": d}) for h, w, c, k, d in cases]
-    for (h, w, c, k, d), out in zip(cases, S.call_all(calls)):
-        kw = {} if k is None else {"kernel_size": k, "dilation": d}
-        got = S.unwrap(out)
+    kws = [{} if k is None else {"kernel_size": k, "dilation": d} for *_, k, d in cases]
+    for (h, w, c, *_), kw, got in zip(cases, kws, S.call_all([case[:3] for case in cases], kws)):
         want = ref.lka_macs(h, w, c, **kw)
         label = f"lka_macs({h}, {w}, {c}" + "".join(f", {a}={v}" for a, v in kw.items()) + ")"
-        hint = ""
-        if got == want - c * c * h * w:
-            hint = " (the 1x1 convolution costs C^2 per position)"
+        hint = " (the 1x1 convolution costs C^2 per position)" if got == want - c * c * h * w else ""
         expect(got, want, label, hint=hint)
     return "Eq. (4) on " + str(len(cases)) + " sizes and kernels"
 
 
-@task_check("count_parameters")
+@task_check("count_parameters", "van_edu.complexity.count_params")
 def count_parameters(S, hidden: bool, rng: random.Random):
     """``fn(model, trainable_only=False)``: the number of parameters (elements, not tensors)."""
-    require_callable(S, "count_parameters")
     models = [("nn.Linear(10, 5)", "linear_10_5"), ("a small conv net", "tiny_conv")]
     if hidden:
         models += [("van_b0", "van_b0_meta"), ("a conv net with a frozen conv", "tiny_conv_frozen")]

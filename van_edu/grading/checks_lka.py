@@ -10,21 +10,17 @@ from torch import nn
 from . import reference as ref
 from ._core import (
     CheckFailed,
+    draw,
     expect,
     fmt_shape,
     load_reference_state,
     module_signature_mismatch,
     randn,
-    require_callable,
     seeded,
     task_check,
 )
 
 __all__ = ["depthwise_conv", "effective_kernel", "lka_module", "attention_module"]
-
-
-def _seed(rng: random.Random) -> int:
-    return rng.randrange(2**31)
 
 
 def _randomize(module: nn.Module, seed: int) -> nn.Module:
@@ -36,10 +32,9 @@ def _randomize(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
-@task_check("depthwise_conv")
+@task_check("depthwise_conv", "van_edu.lka._depthwise")
 def depthwise_conv(S, hidden: bool, rng: random.Random):
     """``fn(channels, kernel, dilation)`` -> an ``nn.Conv2d`` that is depth-wise and keeps the size."""
-    require_callable(S, "depthwise_conv")
     cases = [(4, 5, 1), (4, 7, 3), (6, 3, 2)]
     if hidden:
         cases += [(3, 9, 1), (5, 5, 4), (8, 3, 3), (2, 11, 2)]
@@ -49,7 +44,7 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
         conv = S.call(c, k, d, _seed=1)
         if not (getattr(conv, "module", False) and S.describe(conv, label)["is_conv2d"]):
             raise CheckFailed(f"{label}: expected an nn.Conv2d, got {getattr(conv, 'type', type(conv).__name__)}")
-        reference = _randomize(ref.depthwise_conv(c, k, d), _seed(rng) if hidden else c + k)
+        reference = _randomize(ref.depthwise_conv(c, k, d), draw(rng, hidden, c + k))
         problem = module_signature_mismatch(S.describe(conv, label)["convs"], reference)
         if problem:
             if "groups" in problem:
@@ -57,7 +52,7 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
             elif "padding" in problem:
                 problem += " (to keep the size, pad by d (k - 1) / 2)"
             raise CheckFailed(f"{label}: {problem}")
-        x = randn(2, c, 13, 13, seed=_seed(rng) if hidden else c + k)
+        x = randn(2, c, 13, 13, seed=draw(rng, hidden, c + k))
         out = S.forward(conv, x, label=label)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
             raise CheckFailed(f"{label}: input {fmt_shape(x)} gave {fmt_shape(out)}; expected the same shape")
@@ -70,13 +65,12 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
 @task_check("effective_kernel")
 def effective_kernel(S, hidden: bool, rng: random.Random):
     """``fn(w_dw, w_dwd, dilation)`` -> the single kernel equal to the two depth-wise convs in a row."""
-    require_callable(S, "effective_kernel")
     cases = [(5, 7, 3), (3, 4, 2), (3, 3, 1)]
     if hidden:
         cases += [(7, 7, 4), (5, 5, 3), (1, 5, 2), (3, 2, 2)]
         cases += [(rng.randint(1, 7), rng.randint(1, 7), rng.randint(1, 4)) for _ in range(2)]
     for i, (k1, k2, d) in enumerate(cases):
-        s1, s2 = (_seed(rng), _seed(rng)) if hidden else (10 + i, 20 + i)
+        s1, s2 = draw(rng, hidden, 10 + i), draw(rng, hidden, 20 + i)
         a, b = randn(k1, k1, seed=s1), randn(k2, k2, seed=s2)
         label = f"effective_kernel(w_dw {k1}x{k1}, w_dwd {k2}x{k2}, dilation={d})"
         got = S.call(a.clone(), b.clone(), d)
@@ -106,10 +100,9 @@ def _lka_hints(reference: nn.Module, x: torch.Tensor) -> dict:
             "LKA uses the attention map as it is, with no sigmoid": attn.sigmoid() * x}
 
 
-@task_check("lka_module")
+@task_check("lka_module", "van_edu.lka.LKA", "van_edu.lka_fast.fast_attention_map")
 def lka_module(S, hidden: bool, rng: random.Random):
     """``cls(dim, kernel_size=21, dilation=3)``: LKA with ``conv0``, ``conv_spatial``, ``conv1``."""
-    require_callable(S, "LKA")
     cases = [(8, None, None, 16), (4, 21, 3, 30)]
     if hidden:
         cases += [(4, 7, 2, 12), (6, 14, 3, 15), (3, 28, 4, 20)]
@@ -120,12 +113,12 @@ def lka_module(S, hidden: bool, rng: random.Random):
         with seeded(2):
             reference = ref.LKA(dim, **kw)
         if hidden:
-            _randomize(reference, _seed(rng))
+            _randomize(reference, rng.randrange(2**31))
         desc = load_reference_state(S, mine, reference, label)
         problem = module_signature_mismatch(desc["convs"], reference)
         if problem:
             raise CheckFailed(f"{label}: {problem}")
-        x = randn(2, dim, side, side, seed=_seed(rng) if hidden else 40 + i)
+        x = randn(2, dim, side, side, seed=draw(rng, hidden, 40 + i))
         with torch.no_grad():
             got = S.forward(mine, x.clone(), label=label)
             want = reference(x)
@@ -133,10 +126,9 @@ def lka_module(S, hidden: bool, rng: random.Random):
     return f"{len(cases)} configurations match the reference LKA"
 
 
-@task_check("attention_module")
+@task_check("attention_module", "van_edu.models.van.Attention")
 def attention_module(S, hidden: bool, rng: random.Random):
     """``cls(dim)``: proj_1 (1x1), GELU, LKA (``spatial_gating_unit``), proj_2 (1x1), plus the input."""
-    require_callable(S, "Attention")
     sides = [(8, 12)] + ([(16, 9), (3, 24)] if hidden else [])
     for i, (dim, side) in enumerate(sides):
         label = f"Attention({dim})"
@@ -144,9 +136,9 @@ def attention_module(S, hidden: bool, rng: random.Random):
         with seeded(3):
             reference = ref.Attention(dim)
         if hidden:
-            _randomize(reference, _seed(rng))
+            _randomize(reference, rng.randrange(2**31))
         load_reference_state(S, mine, reference, label)
-        x = randn(2, dim, side, side, seed=_seed(rng) if hidden else 50 + i)
+        x = randn(2, dim, side, side, seed=draw(rng, hidden, 50 + i))
         with torch.no_grad():
             got = S.forward(mine, x.clone(), label=label)
             want = reference(x)

@@ -7,37 +7,32 @@ import torch
 
 from . import fixtures
 from . import reference as ref
-from ._core import CheckFailed, expect, require_callable, seeded, task_check
+from ._core import CheckFailed, draw, expect, seeded, task_check
 from .wire import ParamRef
 
 __all__ = ["warmup_cosine", "param_groups", "train_step", "accuracy"]
 
 
-@task_check("warmup_cosine")
+@task_check("warmup_cosine", "van_edu.train.WarmupCosine")
 def warmup_cosine(S, hidden: bool, rng: random.Random):
     """``fn(step, warmup_steps, total_steps)``: the factor on the peak learning rate at ``step``."""
-    require_callable(S, "warmup_cosine")
     schedules = [(5, 20), (0, 10)] + ([(3, 4), (10, 1000), (1, 2)] if hidden else [])
     if hidden:
         total = rng.randint(2, 300)
         schedules.append((rng.randint(0, total // 2), total))
     for warm, total in schedules:
-        outs = S.call_all([((step, warm, total), {}) for step in range(total)])
-        for step, out in enumerate(outs):
-            got = S.unwrap(out)
+        for step, got in enumerate(S.call_all([(step, warm, total) for step in range(total)])):
             want = float(ref.warmup_cosine(step, warm, total))
-            hint = ""
-            if step < warm and isinstance(got, (int, float)) and abs(got - step / warm) < 1e-9:
-                hint = (f" (count the warm-up from step 0 as (step + 1) / warmup_steps, so the first "
-                        f"step already trains and step {warm - 1} reaches the peak)")
+            hint = (f" (count the warm-up from step 0 as (step + 1) / warmup_steps, so the first step already "
+                    f"trains and step {warm - 1} reaches the peak)"
+                    if step < warm and isinstance(got, (int, float)) and abs(got - step / warm) < 1e-9 else "")
             expect(got, want, f"warmup_cosine(step={step}, warmup_steps={warm}, total_steps={total})", hint=hint)
     return "linear warm-up then half a cosine, " + ", ".join(f"{w}/{t}" for w, t in schedules)
 
 
-@task_check("param_groups")
+@task_check("param_groups", "van_edu.train.param_groups", "van_edu.train.make_optimizer")
 def param_groups(S, hidden: bool, rng: random.Random):
     """``fn(model, weight_decay)`` -> two AdamW groups: decay on weights with 2+ dims, none on 1-D ones."""
-    require_callable(S, "param_groups")
     models = ["param_net"] + (["van_mini_3"] if hidden else [])
     for fixture in models:
         wd = 0.05 if not hidden else round(rng.uniform(0.01, 0.3), 3)
@@ -99,11 +94,7 @@ def _learner_steps(S, state: dict, batches, amp_dtype, use_scaler: bool, label: 
     mine = S.make("recorder", state=state, mode="eval")  # the step must switch to training mode itself
     optimizer = S.make("sgd", mine, 0.1, 0.9)
     scaler = S.make("scaler") if use_scaler else None
-    kw = {}
-    if amp_dtype is not None:
-        kw["amp_dtype"] = amp_dtype
-    if scaler is not None:
-        kw["scaler"] = scaler
+    kw = {k: v for k, v in (("amp_dtype", amp_dtype), ("scaler", scaler)) if v is not None}
     losses = [S.call(mine, x, y, optimizer, _name=label, **kw) for x, y in batches]
     calls = S.observe(scaler, "calls") if scaler is not None else None
     return losses, S.observe(mine, "seen"), calls, S.observe(mine, "params")
@@ -143,31 +134,26 @@ def _compare_runs(S, amp_dtype, use_scaler: bool, label: str, tol: float, seeds:
         raise CheckFailed(f"{err}{hint}") from None
 
 
-@task_check("train_step")
+@task_check("train_step", "van_edu.train.fit", "van_edu.train._train_step")
 def train_step(S, hidden: bool, rng: random.Random):
     """``fn(model, x, y, optimizer, amp_dtype=None, scaler=None)``: one update; returns the loss as a float."""
-    require_callable(S, "train_step")
-
-    def seeds(default):
-        return (rng.randrange(2**31), rng.randrange(2**31)) if hidden else default
-
-    _compare_runs(S, None, False, "train_step(float32)", 1e-5, seeds((12, 13)))
-    _compare_runs(S, torch.bfloat16, False, "train_step(amp_dtype=torch.bfloat16)", 2e-2, seeds((12, 13)))
+    _compare_runs(S, None, False, "train_step(float32)", 1e-5, (draw(rng, hidden, 12), draw(rng, hidden, 13)))
+    _compare_runs(S, torch.bfloat16, False, "train_step(amp_dtype=torch.bfloat16)", 2e-2,
+                  (draw(rng, hidden, 12), draw(rng, hidden, 13)))
     if hidden:
-        _compare_runs(S, None, True, "train_step(scaler=GradScaler)", 1e-5, seeds((12, 13)))
+        _compare_runs(S, None, True, "train_step(scaler=GradScaler)", 1e-5, (rng.randrange(2**31), rng.randrange(2**31)))
     return "3 steps match the reference in float32 and bfloat16" + (", and with a gradient scaler" if hidden else "")
 
 
-@task_check("accuracy")
+@task_check("accuracy", "van_edu.evaluation.evaluate", "van_edu.evaluation.eval_sums")
 def accuracy(S, hidden: bool, rng: random.Random):
     """``fn(model, x, y, batch_size=256)``: fraction correct, in evaluation mode, without gradients."""
-    require_callable(S, "accuracy")
     cases = [(10, 4), (64, 256)] + ([(33, 8), (7, 1), (rng.randint(2, 90), rng.randint(1, 40))] if hidden else [])
     for n, bs in cases:
-        with seeded(rng.randrange(2**31) if hidden else 14):
+        with seeded(draw(rng, hidden, 14)):
             model = fixtures.build("recorder_dropout")  # a model in training mode would give random answers
         mine = S.make("recorder_dropout", state=model.state_dict(), mode="train")
-        g = torch.Generator().manual_seed(rng.randrange(2**31) if hidden else n)
+        g = torch.Generator().manual_seed(draw(rng, hidden, n))
         x, y = torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
         label = f"accuracy(model, x [{n}, 6], y, batch_size={bs})"
         got = S.call(mine, x, y, batch_size=bs)

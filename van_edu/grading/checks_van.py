@@ -8,29 +8,15 @@ import torch
 from torch import nn
 
 from . import reference as ref
-from ._core import (
-    CheckFailed,
-    expect,
-    fmt_shape,
-    load_reference_state,
-    randn,
-    require_callable,
-    seeded,
-    task_check,
-)
+from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randn, require_module, seeded, task_check
 
 __all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
 
 
-def _seed(rng: random.Random, hidden: bool, default: int) -> int:
-    return rng.randrange(2**31) if hidden else default
-
-
-@task_check("drop_path")
+@task_check("drop_path", "van_edu.models.layers.DropPath")
 def drop_path(S, hidden: bool, rng: random.Random):
     """``fn(x, p, training)``: drop whole samples with probability p, rescale the rest by 1/(1-p)."""
-    require_callable(S, "drop_path")
-    x = randn(4, 3, 5, 5, seed=_seed(rng, hidden, 1))
+    x = randn(4, 3, 5, 5, seed=draw(rng, hidden, 1))
     for p, training in ((0.5, False), (0.0, True)):
         out = S.call(x.clone(), p, training, _seed=5)
         what = "in evaluation mode (training=False)" if not training else "with p=0"
@@ -39,8 +25,8 @@ def drop_path(S, hidden: bool, rng: random.Random):
     if hidden:
         cases += [((4000, 6), 0.6, torch.float64), ((3000, 2, 4), round(rng.uniform(0.05, 0.5), 2), torch.float32)]
     for shape, p, dtype in cases:
-        x = randn(*shape, seed=_seed(rng, hidden, 2), dtype=dtype)
-        out, after = S.call(x, p, True, _seed=_seed(rng, hidden, 6), _args_after=True)
+        x = randn(*shape, seed=draw(rng, hidden, 2), dtype=dtype)
+        out, after = S.call(x, p, True, _seed=draw(rng, hidden, 6), _args_after=True)
         label = f"drop_path(x {list(shape)}, p={p}, training=True)"
         if not (isinstance(after, list) and after and isinstance(after[0], torch.Tensor)
                 and torch.equal(after[0], x)):
@@ -69,10 +55,9 @@ def drop_path(S, hidden: bool, rng: random.Random):
     return "identity in evaluation, whole samples dropped at rate p and the rest rescaled in training"
 
 
-@task_check("overlap_patch_embed")
+@task_check("overlap_patch_embed", "van_edu.models.van.OverlapPatchEmbed")
 def overlap_patch_embed(S, hidden: bool, rng: random.Random):
     """``cls(in_chans, embed_dim, kernel, stride)``: a strided conv (padding kernel // 2), then BatchNorm."""
-    require_callable(S, "OverlapPatchEmbed")
     cases = [(3, 8, 7, 4, 224), (8, 16, 3, 2, 15), (1, 4, 3, 1, 28)]
     if hidden:
         cases += [(2, 6, 5, 2, 33), (4, 8, 7, 4, 31), (3, 5, 3, 2, 8)]
@@ -83,12 +68,10 @@ def overlap_patch_embed(S, hidden: bool, rng: random.Random):
         mine = S.call(cin, dim, k, s, _name="OverlapPatchEmbed", _seed=7)
         with seeded(7):
             reference = ref.OverlapPatchEmbed(cin, dim, k, s)
-        _randomize_norms(reference, _seed(rng, hidden, 60 + i))
-        x = randn(2, cin, side, side, seed=_seed(rng, hidden, 60 + i))
+        _randomize_norms(reference, draw(rng, hidden, 60 + i))
+        x = randn(2, cin, side, side, seed=draw(rng, hidden, 60 + i))
         want = reference(x)
-        if not getattr(mine, "module", False):
-            raise CheckFailed(f"{label}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
-        got = S.forward(mine, x, label=label, copy=True)
+        got = S.forward(require_module(mine, label), x, label=label, copy=True)
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             raise CheckFailed(f"{label} on input {fmt_shape(x)}: expected output shape {fmt_shape(want)} "
                               f"(side ({side} + 2*{k // 2} - {k}) // {s} + 1 = {want.shape[-1]}), "
@@ -106,15 +89,13 @@ def overlap_patch_embed(S, hidden: bool, rng: random.Random):
 @task_check("stage_sizes")
 def stage_sizes(S, hidden: bool, rng: random.Random):
     """``fn(image_size, stem_kernel=7, stem_stride=4, num_stages=4)`` -> the side after each stage."""
-    require_callable(S, "stage_sizes")
-    cases = [((224,), {}), ((32,), {}), ((28, 3, 1, 3), {}), ((225,), {})]
+    cases = [(224,), (32,), (28, 3, 1, 3), (225,)]
     if hidden:
         for _ in range(40):
             k, s = rng.choice([(7, 4), (3, 1), (3, 2), (5, 2)])
-            cases.append(((rng.randint(8, 400), k, s, rng.randint(1, 5)), {}))
-    for (args, kw), out in zip(cases, S.call_all(cases)):
-        got = S.unwrap(out)
-        want = ref.stage_sizes(*args, **kw)
+            cases.append((rng.randint(8, 400), k, s, rng.randint(1, 5)))
+    for args, got in zip(cases, S.call_all(cases)):
+        want = ref.stage_sizes(*args)
         label = f"stage_sizes{tuple(args)}"
         naive, side = [], args[0]
         for j in range(len(want)):
@@ -126,16 +107,14 @@ def stage_sizes(S, hidden: bool, rng: random.Random):
     return "224 -> [56, 28, 14, 7], 32 -> [8, 4, 2, 1]" + (" and 40 random inputs" if hidden else "")
 
 
-@task_check("drop_path_rates")
+@task_check("drop_path_rates", "van_edu.models.layers.linear_drop_path_rates")
 def drop_path_rates(S, hidden: bool, rng: random.Random):
     """``fn(total, depths)`` -> per-stage lists of rates rising linearly from 0 to ``total`` over all blocks."""
-    require_callable(S, "drop_path_rates")
     cases = [(0.1, [3, 3, 5, 2]), (0.0, [2, 2]), (0.2, [1])]
     if hidden:
         cases += [(round(rng.random() * 0.5, 3), [rng.randint(1, 6) for _ in range(rng.randint(1, 5))])
                   for _ in range(30)]
-    for (total, depths), out in zip(cases, S.call_all([((total, list(depths)), {}) for total, depths in cases])):
-        got = S.unwrap(out)
+    for (total, depths), got in zip(cases, S.call_all([(total, list(depths)) for total, depths in cases])):
         want = ref.drop_path_rates(total, depths)
         label = f"drop_path_rates({total}, {depths})"
         want = [[float(r) for r in stage] for stage in want]
@@ -167,14 +146,9 @@ def _randomize(block: nn.Module, seed: int) -> None:
     """Layer scales and BatchNorm statistics far from their initial values, so that mistakes show."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name in ("layer_scale_1", "layer_scale_2"):
-            p = getattr(block, name)
+        for p in (block.layer_scale_1, block.layer_scale_2):
             p.copy_(0.5 + torch.rand(p.shape, generator=g))
-        for bn in (block.norm1, block.norm2):
-            bn.running_mean.copy_(0.3 * torch.randn(bn.running_mean.shape, generator=g))
-            bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=g))
-            bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=g))
-            bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=g))
+    _randomize_norms(block, seed + 1)
 
 
 def _branches(reference, x):
@@ -202,20 +176,15 @@ def _block_hints(reference, x) -> dict:
     }
 
 
-@task_check("van_block")
+@task_check("van_block", "van_edu.models.van.Block")
 def van_block(S, hidden: bool, rng: random.Random):
     """``cls(dim, mlp_ratio=4.0, drop_path=0.0, layer_scale_init=1e-2)``: the VAN block."""
-    require_callable(S, "Block")
     dim, ratio, side = 8, 4.0, 8
     inits = [1e-2] + ([round(rng.uniform(0.1, 0.9), 3)] if hidden else [])
     for init in inits:
-        kw = {"mlp_ratio": ratio, "drop_path": 0.0}
-        if init != 1e-2:
-            kw["layer_scale_init"] = init
+        kw = {"mlp_ratio": ratio, "drop_path": 0.0, **({"layer_scale_init": init} if init != 1e-2 else {})}
         label = f"Block({dim}, " + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
-        mine = S.call(dim, _name="Block", _seed=8, **kw)
-        if not getattr(mine, "module", False):
-            raise CheckFailed(f"{label}: expected an nn.Module, got {getattr(mine, 'type', type(mine).__name__)}")
+        mine = require_module(S.call(dim, _name="Block", _seed=8, **kw), label)
         for name in ("layer_scale_1", "layer_scale_2"):
             p = S.attr(mine, name, label)
             if not isinstance(p, nn.Parameter):
@@ -226,9 +195,9 @@ def van_block(S, hidden: bool, rng: random.Random):
                                   f"= {init}; got shape {fmt_shape(p)} with values {p.detach().flatten()[:3].tolist()}")
     with seeded(9):
         reference = ref.Block(dim, ratio, drop_path=0.0)
-    _randomize(reference, seed=_seed(rng, hidden, 9))
+    _randomize(reference, seed=draw(rng, hidden, 9))
     mine, label = _block_like(S, reference, dim, ratio, drop_path=0.0, seed=9)
-    x = randn(4, dim, side, side, seed=_seed(rng, hidden, 70))
+    x = randn(4, dim, side, side, seed=draw(rng, hidden, 70))
     with torch.no_grad():
         reference.eval()
         expect(S.forward(mine, x, label=label, mode="eval"), reference(x),
@@ -238,14 +207,14 @@ def van_block(S, hidden: bool, rng: random.Random):
                       f"{label} in training mode (BatchNorm on batch statistics)")
     p = 0.5
     dropping, label = _block_like(S, reference, dim, ratio, drop_path=p, seed=10)
-    xs = randn(48, dim, side, side, seed=_seed(rng, hidden, 71))
+    xs = randn(48, dim, side, side, seed=draw(rng, hidden, 71))
     with torch.no_grad():
         reference.eval()
         expect(S.forward(dropping, xs, label=label, mode="eval"), reference(xs),
                       f"{label} in eval mode: drop path must do nothing in evaluation")
         # BatchNorm on running statistics: every sample is then independent
         out = S.forward(dropping, xs, label=label, mode="train", submodes={"norm1": "eval", "norm2": "eval"},
-                        seed=_seed(rng, hidden, 11))
+                        seed=draw(rng, hidden, 11))
         _check_drop_outcomes(out, xs, reference, p, label)
     return "layer scales, residuals and drop path match the reference block"
 

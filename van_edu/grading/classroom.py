@@ -4,7 +4,7 @@
   ``jobs`` at a time, each in its own box (and, with ``jobs > 1``, its own grader process);
 * each result is written at once, atomically, to the **journal** (``FOLDER/.van-edu-journal/``,
   one JSON file per notebook), named by a key made of the submission's hash, the source's hash, the
-  grader's version (the hash of this package's code) and the limits: ``resume=True`` takes what the
+  grader's version (a hash of the course's code) and the limits: ``resume=True`` takes what the
   journal already holds for a key and grades only the rest, so a run killed at learner 300 of 400
   goes on from there. A notebook the grader itself failed on is not journaled: a resumed run retries it;
 * ``shard=(k, n)`` grades only the learners whose name hashes to share ``k`` of ``n``, so a large
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import VanEduError
 from ..fileio import atomic_write_text
-from .grader import _load_sources, _read_text, _sources, grade_notebook
+from .grader import _read_text, can_hide, grade_notebook, load_sources
 from .limits import Limits
 from .scores import GradeReport, TaskResult, feedback, first_line, rows_to_csv
 
@@ -39,10 +39,11 @@ JOURNAL = ".van-edu-journal"
 
 
 def grader_version() -> str:
-    """The grader's version: the package's, and a hash of the grading code (a changed check changes it)."""
+    """The grader's version: the package's, and a hash of the course's code (the checks, the references
+    they compare with, the copy a box gets: a change to any changes it)."""
     from .. import __version__
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
         digest.update(path.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
@@ -69,8 +70,7 @@ def _submissions(folder: Path) -> dict[str, list[Path]]:
 
 
 def _in_shard(learner: str, shard: tuple[int, int]) -> bool:
-    k, n = shard
-    return int(hashlib.sha256(learner.encode()).hexdigest(), 16) % n == k - 1
+    return int(hashlib.sha256(learner.encode()).hexdigest(), 16) % shard[1] == shard[0] - 1
 
 
 def _key(notebook: str, text: str | None, sources: dict, limits: Limits, forbid_reference: bool, version: str) -> str:
@@ -184,7 +184,8 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
     k, n = shard
     if not 1 <= k <= n:
         raise VanEduError(f"a shard is K/N with 1 <= K <= N, got {k}/{n}")
-    sources = _load_sources(_sources(source_dir).values())
+    can_hide(limits or Limits(), forbid_reference)
+    sources = load_sources(source_dir)
     learners = _submissions(folder)
     if not learners:
         raise VanEduError(f"no notebooks (*.ipynb) under {folder}")
@@ -220,10 +221,7 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
         entries.append(entry)
         if progress:
             progress(entry, total)
-    rows = class_rows(entries, folder)
-    if csv_path:
-        atomic_write_text(csv_path, rows_to_csv(rows))
-        write_feedback(csv_path, entries, rows, folder, show_hidden)
+    rows = _write_class(entries, folder, csv_path, show_hidden)
     return rows, [r for r in (_report(e, folder) for e in entries) if r is not None]
 
 
@@ -255,8 +253,13 @@ def merge(journals, csv_path=None, show_hidden: bool = False) -> list[dict]:
         entries.update(_read_journal(journal))
     if not entries:
         raise VanEduError(f"the journals {', '.join(map(str, journals))} hold no results")
-    rows = class_rows(list(entries.values()), Path(journals[0]))
+    return _write_class(list(entries.values()), Path(journals[0]), csv_path, show_hidden)
+
+
+def _write_class(entries: list[dict], folder: Path, csv_path, show_hidden: bool) -> list[dict]:
+    """The CSV's rows; with ``csv_path``, the CSV (atomically) and each learner's feedback beside it."""
+    rows = class_rows(entries, folder)
     if csv_path:
         atomic_write_text(csv_path, rows_to_csv(rows))
-        write_feedback(csv_path, list(entries.values()), rows, Path(journals[0]), show_hidden)
+        write_feedback(csv_path, entries, rows, folder, show_hidden)
     return rows

@@ -13,14 +13,9 @@ from ..errors import VanEduError
 
 
 def add_grade_command(sub) -> None:
-    from .limits import (
-        DEFAULT_MEMORY_MB,
-        DEFAULT_NOTEBOOK_TIMEOUT,
-        DEFAULT_OUTPUT_LIMIT,
-        DEFAULT_PROCS,
-        DEFAULT_TIMEOUT,
-    )
+    from .limits import Limits
 
+    d = Limits()
     p = sub.add_parser("grade", help="run a submitted exercise notebook (or a folder of them) and score it")
     p.add_argument("path", nargs="+", metavar="NOTEBOOK", help="a submitted notebook, or a folder of submissions "
                    "(FOLDER/<learner>/*.ipynb or FOLDER/<learner>.ipynb); `merge FOLDER...` joins shards' journals")
@@ -28,18 +23,15 @@ def add_grade_command(sub) -> None:
     p.add_argument("--csv", metavar="OUT", help="for a folder: the CSV with one row per learner "
                    "(default FOLDER/grades.csv)")
     p.add_argument("--source", metavar="DIR", help="the teacher's source notebooks (default exercises/source)")
-    p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT,
-                   help=f"seconds each cell may run (default {DEFAULT_TIMEOUT})")
-    p.add_argument("--notebook-timeout", type=int, default=DEFAULT_NOTEBOOK_TIMEOUT,
-                   help=f"seconds a whole notebook may run, its checks included (default {DEFAULT_NOTEBOOK_TIMEOUT})")
-    p.add_argument("--output-limit", type=int, default=DEFAULT_OUTPUT_LIMIT,
-                   help=f"characters of output a cell may print (default {DEFAULT_OUTPUT_LIMIT:,})")
-    p.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB,
-                   help=f"MiB of memory (address space) a submission's kernel may use (default {DEFAULT_MEMORY_MB})")
-    p.add_argument("--procs", type=int, default=DEFAULT_PROCS,
-                   help=f"processes and threads a submission's kernel may have (default {DEFAULT_PROCS})")
-    p.add_argument("--forbid-reference", action="store_true",
-                   help="score 0 a task whose answer imports or calls the course's own implementation of it")
+    for flag, default, text in (
+            ("--timeout", d.timeout, "seconds each cell may run"),
+            ("--notebook-timeout", d.notebook_timeout, "seconds a whole notebook may run, its checks included"),
+            ("--output-limit", d.output_limit, "characters of output a cell may print"),
+            ("--memory", d.memory_mb, "MiB of memory (address space) a submission's kernel may use"),
+            ("--procs", d.procs, "processes and threads a submission's kernel may have")):
+        p.add_argument(flag, type=int, default=default, help=f"{text} (default {default:,})")
+    p.add_argument("--forbid-reference", action="store_true", help="the learner's kernel lacks the course's own "
+                   "code of each task (what its check names): an answer that uses it scores 0 (needs Landlock)")
     p.add_argument("--jobs", type=int, default=None, help="notebooks graded at once, each in its own box "
                    "(default: one per core, as far as memory allows)")
     p.add_argument("--resume", action="store_true", help="keep the results the folder's journal already holds "
@@ -151,8 +143,7 @@ class _Progress:
         if report is None:
             line = f"{clean(entry['learner'])}: {clean(entry.get('note', ''))}"
         else:
-            score = report["score"] if journaled else report.score
-            top = report["max_score"] if journaled else report.max_score
+            score, top = (report["score"], report["max_score"]) if journaled else (report.score, report.max_score)
             line = f"{clean(entry['learner'])}: {clean(Path(entry['notebook']).name)} {score:g}/{top:g}" + (
                 " (from the journal)" if journaled else "")
         self.bar.write(line, file=sys.stdout)

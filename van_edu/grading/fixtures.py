@@ -110,21 +110,10 @@ def _frozen_tiny():
     return net
 
 
-def _small_van():
+def _van(name: str, device: str = "cpu", **kwargs):
     from ..models import create_model
-    # a narrow, one-block-per-stage van_mini: CPU-light, the same code paths
-    return create_model("van_mini", num_classes=10, in_chans=1, embed_dims=(8, 16, 32), depths=(1, 1, 1))
-
-
-def _van_mini3():
-    from ..models import create_model
-    return create_model("van_mini", num_classes=3, in_chans=1)
-
-
-def _van_b0_meta():
-    from ..models import create_model
-    with torch.device("meta"):
-        return create_model("van_b0")
+    with torch.device(device):
+        return create_model(name, **kwargs)
 
 
 FIXTURES = {
@@ -135,9 +124,10 @@ FIXTURES = {
     "tiny_conv": TinyConvNet,
     "tiny_conv_frozen": _frozen_tiny,
     "cam_net": CamNet,
-    "small_van": _small_van,
-    "van_mini_3": _van_mini3,
-    "van_b0_meta": _van_b0_meta,
+    # a narrow, one-block-per-stage van_mini: CPU-light, the same code paths
+    "small_van": lambda: _van("van_mini", num_classes=10, in_chans=1, embed_dims=(8, 16, 32), depths=(1, 1, 1)),
+    "van_mini_3": lambda: _van("van_mini", num_classes=3, in_chans=1),
+    "van_b0_meta": lambda: _van("van_b0", "meta"),
     "scaler": CountingScaler,
 }
 
@@ -160,6 +150,4 @@ def observe(obj, what: str):
         return dict(getattr(obj, "calls", {}))
     if what == "params":
         return {n: p.detach().clone() for n, p in obj.named_parameters()}
-    if what == "state":
-        return {k: v.detach().clone() for k, v in obj.state_dict().items()}
     raise KeyError(f"cannot observe {what!r}")

@@ -1,15 +1,17 @@
 """The grader of one notebook: run it in its own box, ask it for its answers, judge them here.
 
-1. Its exercise set is found (notebook metadata, file name, then the ``grade_id``s it holds) and
-   the teacher's source read; every file is read before any learner code runs.
+1. Its exercise set is found (notebook metadata, file name, then the test cells it holds) and the
+   teacher's source read; every file is read before any learner code runs.
 2. A fresh kernel in a fresh folder, with limits (:mod:`.kernel`, :mod:`.box`), runs the learner's
-   cells in order; errors do not stop the run; shell escapes are skipped; test cells never run there.
+   cells in order; errors do not stop the run; shell escapes are skipped; test cells (found by their
+   text, never by the notebook's metadata) never run there.
 3. Where each test cell stands (or at the end, for a deleted one) the task's check runs here, in the
    grader's process: it asks the kernel to call the learner's code on inputs drawn from a secret
    seed, gets the outputs back as data (:mod:`.wire`) and compares them with the reference.
-4. A task scores its points when its check passes, else 0 with the reason; reference use is
-   flagged (:mod:`.provenance`; ``forbid_reference``: 0). Nothing a learner writes, and no failure of
-   the grader's own code on one notebook, stops the grading: the notebook scores 0 with the reason.
+4. A task scores its points when its check passes, else 0 with the reason. With ``forbid_reference``
+   the box's copy of the course lacks the code the notebook's tasks ask for (each check names it), so
+   an answer that calls it fails its check. Nothing a learner writes, and no failure of the grader's
+   own code on one notebook, stops the grading: the notebook scores 0 with the reason.
 """
 from __future__ import annotations
 
@@ -23,56 +25,54 @@ import nbformat
 
 from ..errors import VanEduError
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
-from .assign import Task, default_exercises_dir, is_answer_cell, is_test_cell, nbgrader_meta, tasks_of
+from .assign import Task, default_exercises_dir, tasks_of, words
+from .box import landlock_abi
 from .check import CHECKS
 from .kernel import BoxedKernel, KernelLost, Limits
-from .limits import ANALYSIS_BUDGET, MAX_NOTEBOOK_MB
-from .provenance import AnalysisOverrun, reference_use
+from .limits import MAX_NOTEBOOK_MB
 from .scores import CellRecord, GradeReport, TaskResult, first_line, score
 
-__all__ = ["TaskResult", "GradeReport", "grade_notebook"]
+__all__ = ["TaskResult", "GradeReport", "grade_notebook", "can_hide"]
 
 
 # --------------------------------------------------------------------------- the execution plan
-_SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$")
+_DEFINES = re.compile(r"^(?:def|class)\s+(\w+)|^(\w+)\s*=(?!=)", re.MULTILINE)  # top-level names a cell binds
+_SHELL_LINE = re.compile(r"^(\s*)(!|%pip\b|%conda\b|%%bash\b|%%sh\b|%%script\b)(.*)$", re.MULTILINE)
 
 
 def _neutralize(code: str) -> str:
     """Skip shell escapes and package installs: the grading environment is fixed."""
-    lines = []
-    for line in code.split("\n"):
-        m = _SHELL_LINE.match(line)
-        lines.append(f"{m.group(1)}pass  # skipped by the grader: {m.group(2)}{m.group(3)[:60]}" if m else line)
-    return "\n".join(lines)
+    return _SHELL_LINE.sub(lambda m: f"{m[1]}pass  # skipped by the grader: {m[2]}{m[3][:60]}", code)
+
+
+def _text(cell) -> str:
+    return cell.source if isinstance(cell.source, str) else "".join(cell.source)
 
 
 def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
-    """The learner's cells, with a check step where each of the source's test cells stands; returns
-    the steps and the tasks whose test cell the learner's notebook lacked (checked at the end)."""
-    by_name = {t.name: t for t in tasks}
+    """The learner's cells, with a check step where each of the source's test cells stands, found by its
+    text (never by the notebook's metadata, which the learner can edit); returns the steps and the tasks
+    whose test cell the learner's notebook lacked (checked at the end)."""
+    tests = {words(t.visible): t.name for t in tasks if words(t.visible)}
     steps, placed = [], set()
     for number, cell in enumerate(nb.cells, start=1):
         if cell.get("cell_type") != "code":
             continue
-        gid = nbgrader_meta(cell).get("grade_id")
-        if is_test_cell(cell) and gid in by_name:
-            if gid not in placed:
-                steps.append(CellRecord(kind="test", task=gid, number=number))
-                placed.add(gid)
-            continue
-        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
-        locked = nbgrader_meta(cell).get("locked") and not is_answer_cell(cell)
-        steps.append(CellRecord(code=_neutralize(source), kind="setup" if locked else "learner", number=number))
+        task = tests.get(words(_text(cell)))
+        if task is None:
+            steps.append(CellRecord(code=_neutralize(_text(cell)), number=number))
+        elif task not in placed:
+            steps.append(CellRecord(kind="test", task=task, number=number))
+            placed.add(task)
     missing = {t.name for t in tasks} - placed
-    for t in tasks:
-        if t.name in missing:
-            steps.append(CellRecord(kind="test", task=t.name))
-    following = None  # each learner cell answers the next task tested after it
-    for step in reversed(steps):
+    steps += [CellRecord(kind="test", task=t.name) for t in tasks if t.name in missing]
+    subjects, following = {check_of(t)[1]: t.name for t in tasks}, None
+    for step in reversed(steps):  # a learner cell answers the task whose subject it defines, else the next one
         if step.kind == "test":
             following = step.task
-        elif step.kind == "learner":
-            step.task = following
+        else:
+            defined = [subjects[n] for m in _DEFINES.finditer(step.code) for n in m.groups() if n in subjects]
+            step.task = defined[0] if defined else following
     return steps, missing
 
 
@@ -105,7 +105,7 @@ def _judge(kernel: BoxedKernel, task: Task, secret: int) -> tuple[str | None, bo
     except _NotAnswered as err:
         return f"not answered yet ({err} still raises NotImplementedError)", False
     except SubjectMissing as err:
-        return (f"{first_line(str(err))}; the tests call `{err.name}` by name: did you rename or delete "
+        return (f"{first_line(str(err))}; the tests call `{subject}` by name: did you rename or delete "
                 "it, or did the cell that defines it fail?"), False
     except CheckFailed as err:
         reason = first_line(str(err), 500) or "the check failed"
@@ -114,47 +114,41 @@ def _judge(kernel: BoxedKernel, task: Task, secret: int) -> tuple[str | None, bo
     except Exception as err:  # a bug in a check must not crash the grading of a class
         return f"the check itself failed ({type(err).__name__}: {first_line(str(err), 200)}); tell the teacher", False
     try:
-        check.verdict(session, False, random.Random(check.visible_seed))
+        check.verdict(session, False, random.Random(0))
     except Exception:
         return reason, False
     return reason, True
 
 
 # --------------------------------------------------------------------------- finding the source
-def _sources(source_dir: Path | None) -> dict[str, Path]:
+def load_sources(source_dir=None, source=None) -> dict:
+    """``stem -> (path, notebook)``: the teacher's sources in ``source_dir`` (default ``exercises/source``),
+    or the one ``source``, read now."""
     folder = Path(source_dir) if source_dir else default_exercises_dir() / "source"
-    found = {p.stem: p for p in sorted(folder.glob("*.ipynb"))}
-    if not found:
+    paths = [Path(source)] if source else sorted(folder.glob("*.ipynb"))
+    if not paths:
         raise VanEduError(f"no exercise sources (*.ipynb) in {folder}; pass --source with the folder of "
                           "the teacher's source notebooks")
-    return found
+    try:
+        return {p.stem: (p, nbformat.read(p, as_version=4)) for p in paths}
+    except Exception as err:
+        raise VanEduError(f"cannot read a source notebook: {type(err).__name__}: {err}") from None
 
 
-def _grade_ids(nb) -> set[str]:
-    ids = set()
-    for c in nb.cells:
-        gid = nbgrader_meta(c).get("grade_id")
-        if isinstance(gid, str):
-            ids.add(gid)
-    return ids
-
-
-def find_source(nb, path: Path, sources: dict[str, Path], notebooks: dict | None = None) -> str:
-    """The exercise set (a key of ``sources``) a submission answers: by metadata, file name, then grade_ids."""
+def find_source(nb, path: Path, sources: dict) -> str:
+    """The exercise set (a key of ``sources``) a submission answers: by metadata, file name, then the
+    test cells it holds."""
     meta = nb.get("metadata") if nb is not None else None
     meta = meta.get("van_edu") if isinstance(meta, dict) else None
     name = meta.get("exercise_set") if isinstance(meta, dict) else None
     if isinstance(name, str) and name in sources:
         return name
-    if path.stem in sources:
-        return path.stem
     for stem in sorted(sources, key=len, reverse=True):
         if stem in path.stem:
             return stem
     if nb is not None:
-        ids = _grade_ids(nb)
-        notebooks = notebooks or {stem: nbformat.read(p, as_version=4) for stem, p in sources.items()}
-        overlap = {stem: len(ids & _grade_ids(notebooks[stem])) for stem in sources}
+        texts = {words(_text(c)) for c in nb.cells}
+        overlap = {stem: sum(words(t.visible) in texts for t in tasks_of(src)) for stem, (_, src) in sources.items()}
         best = max(overlap, key=overlap.get)
         if overlap[best]:
             return best
@@ -206,18 +200,13 @@ def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None 
             raise VanEduError(f"no such notebook: {path}")
         text = _read_text(path)
     nb, unreadable = _read_notebook(text)
-    if sources is None:
-        sources = _load_sources([Path(source)] if source else _sources(source_dir).values())
-    if source:
-        src_path, src = Path(source), sources[Path(source).stem][1]
-    else:
-        try:
-            stem = find_source(nb, path, {k: v[0] for k, v in sources.items()}, {k: v[1] for k, v in sources.items()})
-        except VanEduError:
-            if nb is None:
-                raise VanEduError(f"{path}: not a Jupyter notebook ({unreadable})") from None
-            raise
-        src_path, src = sources[stem]
+    sources = sources or load_sources(source_dir, source)
+    try:
+        src_path, src = sources[Path(source).stem if source else find_source(nb, path, sources)]
+    except VanEduError:
+        if nb is None:
+            raise VanEduError(f"{path}: not a Jupyter notebook ({unreadable})") from None
+        raise
     tasks = tasks_of(src)
     for task in tasks:
         check_of(task)  # a source whose tests call no check is the teacher's problem: say so now
@@ -225,11 +214,19 @@ def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None 
         return _zero(path, src_path, tasks, f"the notebook could not be read ({unreadable})")
     secret = secrets.randbits(64) if secret is None else secret
     limits = limits or Limits()
+    can_hide(limits, forbid_reference)
     try:
         return _grade(path, text, nb, src_path, tasks, limits, secret, forbid_reference)
     except Exception as err:  # the grader's own failure on odd input costs this notebook only, with a reason
         return _zero(path, src_path, tasks, f"the grader could not grade this notebook ({type(err).__name__}: "
                                             f"{first_line(str(err), 200)}); tell the teacher", failed=True)
+
+
+def can_hide(limits: Limits, forbid_reference: bool) -> None:
+    """Refuse ``forbid_reference`` where the box cannot hide the installed course from the kernel."""
+    if forbid_reference and not (limits.landlock and landlock_abi()):
+        raise VanEduError("--forbid-reference needs Landlock (Linux 5.13+) to hide the course's own code from "
+                          "the learner's kernel, and this machine has none: grade in a Linux VM or container")
 
 
 def _zero(path, src_path, tasks: list[Task], why: str, failed: bool = False) -> GradeReport:
@@ -244,29 +241,15 @@ def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limit
     steps, missing = _plan(nb, tasks)
     by_name = {t.name: t for t in tasks}
     hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir()]
-    with BoxedKernel(path.name, text, limits, hide) as kernel:
+    code = sorted({name for t in tasks for name in check_of(t)[0].hides}) if forbid_reference else []
+    with BoxedKernel(path.name, text, limits, hide, code) as kernel:
+        if forbid_reference and not kernel.protections.get("landlock"):
+            raise VanEduError("Landlock did not confine the kernel: --forbid-reference cannot hide the course")
         for step in steps:  # each record filled in: the check's reason, or what running the cell did
             if step.kind == "test":
                 step.reason, step.hidden_only = _judge(kernel, by_name[step.task], secret)
             else:
                 kernel.run(step.code, step)
-        box = dict(kernel.protections)
-    try:
-        flagged = reference_use([(s.code, s.task) for s in steps if s.kind == "learner"], [t.name for t in tasks],
-                                ANALYSIS_BUDGET)
-    except AnalysisOverrun as err:
-        return _zero(path, src_path, tasks, str(err))
-    results = score(tasks, steps, missing, limits.timeout, limits.output_limit, flagged, forbid_reference)
+        box = {**kernel.protections, **({"hidden": len(code)} if forbid_reference else {})}
+    results = score(tasks, steps, missing, limits.timeout, limits.output_limit)
     return GradeReport(str(path), str(src_path), results, steps, box)
-
-
-def _load_sources(paths) -> dict:
-    """``stem -> (path, notebook)`` for the teacher's sources, read now."""
-    out = {}
-    for p in paths:
-        p = Path(p)
-        try:
-            out[p.stem] = (p, nbformat.read(p, as_version=4))
-        except Exception as err:
-            raise VanEduError(f"cannot read the source notebook {p}: {type(err).__name__}: {err}") from None
-    return out

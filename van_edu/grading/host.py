@@ -1,5 +1,10 @@
-"""What the grader does on the host for a submission's box: a pids cgroup, and reading its answers.
+"""What the grader does on the host for a submission's box: its copy of the course, a pids cgroup, its answers.
 
+* :func:`course_copy` writes the ``van_edu`` the box's kernel imports (the installed one is hidden
+  from it): the course without its grader (``check`` is a stand-in there: the notebook's self-checks
+  do nothing, the grader judges from outside), and under ``--forbid-reference`` without the code
+  the tasks ask the learner to write, each function or class replaced by a stand-in that raises
+  when called or instantiated (its code is not in the copy: nothing in the kernel can bring it back);
 * :func:`pids_cgroup` makes a fresh ``pids`` cgroup (cgroup v1 or v2) limited to a number of
   tasks, where this process may (root, or a delegated cgroup); the box's kernel joins it, and
   :func:`empty_cgroup` kills what is left in it and removes it when the kernel stops;
@@ -8,15 +13,68 @@
 """
 from __future__ import annotations
 
+import ast
 import os
 import secrets
 import stat
 import time
+from contextlib import suppress
 from pathlib import Path
 
+from ..errors import VanEduError
 from . import wire
 
-__all__ = ["pids_cgroup", "empty_cgroup", "read_answer"]
+__all__ = ["course_copy", "pids_cgroup", "empty_cgroup", "read_answer"]
+
+BOX_SIDE = ("__init__.py", "agent.py", "wire.py", "fixtures.py")  # all of van_edu.grading a kernel gets
+_CHECK = '''"""Self-checks, replaced while grading (they judge nothing: the grader checks each task from outside)."""
+CheckFailed = type("CheckFailed", (AssertionError,), {})
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return lambda *args, **kwargs: print(f"(check.{name} is not run while grading: the grader checks it from outside)")
+'''
+_STAND_IN = """class {name}:  # hidden while grading with --forbid-reference
+    def __new__(cls, *args, **kwargs):
+        raise RuntimeError("the course's {full} is hidden while grading (--forbid-reference): write your own")"""
+
+
+def course_copy(dest: Path, hidden=()) -> Path:
+    """``dest/van_edu``, a copy of the course for a box without the grader and the ``hidden`` objects
+    (``van_edu.lka.LKA``: top-level functions and classes, named where they are defined); ``dest``."""
+    package = Path(__file__).resolve().parents[1]
+    strip: dict[str, set[str]] = {}
+    for full in hidden:
+        strip.setdefault(full.rsplit(".", 1)[0], set()).add(full.rsplit(".", 1)[1])
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if "__pycache__" in rel.parts or (rel.parts[0] == "grading" and rel.name not in BOX_SIDE):
+            continue
+        module = ".".join(("van_edu", *rel.with_suffix("").parts)).removesuffix(".__init__")
+        text = _without(path.read_text(encoding="utf-8"), module, strip.pop(module, set()))
+        (dest / "van_edu" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / "van_edu" / rel).write_text(text, encoding="utf-8")
+    if strip:
+        raise VanEduError(f"a check hides code of modules van_edu does not have: {sorted(strip)}")
+    (dest / "van_edu" / "grading" / "check.py").write_text(_CHECK, encoding="utf-8")
+    return dest
+
+
+def _without(text: str, module: str, names: set[str]) -> str:
+    """A module's source with the top-level definitions of ``names`` replaced by stand-ins."""
+    if not names:
+        return text
+    spans = {node.name: (min([node.lineno] + [d.lineno for d in node.decorator_list]), node.end_lineno)
+             for node in ast.parse(text).body
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in names}
+    if names - set(spans):
+        raise VanEduError(f"a check hides {sorted(names - set(spans))}, which {module} does not define")
+    lines = text.split("\n")
+    for name, (start, end) in sorted(spans.items(), key=lambda item: -item[1][0]):
+        lines[start - 1:end] = [_STAND_IN.format(name=name, full=f"{module}.{name}")]
+    return "\n".join(lines)
 
 
 def pids_cgroup(procs: int) -> Path | None:
@@ -31,10 +89,8 @@ def pids_cgroup(procs: int) -> Path | None:
             (group / "pids.max").write_text(str(procs))
             return group
         except OSError:
-            try:
+            with suppress(OSError):
                 group.rmdir()
-            except OSError:
-                pass
     return None
 
 
@@ -53,15 +109,11 @@ def empty_cgroup(group: Path | None) -> None:
         if not pids:
             break
         for pid in pids:
-            try:
+            with suppress(OSError):
                 os.kill(pid, 9)
-            except OSError:
-                pass
         time.sleep(0.02)
-    try:
+    with suppress(OSError):
         group.rmdir()
-    except OSError:
-        pass
 
 
 def read_answer(path: Path, limit: int = wire.MAX_BYTES) -> str | None:

@@ -2,8 +2,9 @@
 
 :class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient,
 through :mod:`.box` (memory, process and file limits, Landlock where Linux has it), in a fresh
-temporary folder of its own; the environment it gets names nothing of the grader's (its ``HOME``,
-caches and temporary files are inside the box).
+temporary folder of its own, with its own copy of the course (:func:`.host.course_copy`); the
+environment it gets names nothing of the grader's (its ``HOME``, caches and temporary files are
+inside the box).
 
 * :meth:`~BoxedKernel.run` executes one cell with a time limit and a cap on the output kept: an
   exception is recorded and the run goes on; a cell past its limit is interrupted, and if the
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from nbclient.util import run_sync
 from nbformat.v4 import new_code_cell, new_notebook
 
 from ..errors import VanEduError
-from .host import empty_cgroup, pids_cgroup, read_answer
+from .host import course_copy, empty_cgroup, pids_cgroup, read_answer
 from .limits import KEPT_OUTPUT, MAX_MESSAGE_MB, MAX_OUTPUT_MB, MAX_RESTARTS, PROBE_TIMEOUT, Limits
 
 __all__ = ["CellRun", "Limits", "BoxedKernel", "KernelLost", "read_answer"]
@@ -138,10 +140,11 @@ class BoxedKernel:
     """One submission's kernel, in a fresh folder; use as a context manager."""
 
     def __init__(self, notebook_name: str, notebook_text: str, limits: Limits | None = None,
-                 hide: list[Path] | None = None):
+                 hide: list[Path] | None = None, hidden_code=()):
         self.limits = limits or Limits()
         self.hide = [Path(h) for h in (hide or [])]
         self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
+        course_copy(self.root / "course", hidden_code)
         self.box = self.root / "box"
         self.box.mkdir()
         (self.box / Path(notebook_name).name).write_text(notebook_text, encoding="utf-8")
@@ -174,23 +177,19 @@ class BoxedKernel:
 
     def _argv(self) -> list:
         lim = self.limits
-        argv = [sys.executable, "-m", "van_edu.grading.box", "--box", str(self.box), "--memory", str(lim.memory_mb),
-                "--procs", str(lim.procs), "--file-size", str(lim.file_mb), "--landlock", str(int(lim.landlock))]
-        if self.cgroup is not None:
-            argv += ["--cgroup", str(self.cgroup)]
-        for h in self.hide:
-            argv += ["--hide", str(h)]
-        return argv + ["-f", "{connection_file}"]
+        argv = [sys.executable, "-m", "van_edu.grading.box", "--box", str(self.box), "--course", str(self.root / "course"),
+                "--memory", str(lim.memory_mb), "--procs", str(lim.procs), "--file-size", str(lim.file_mb),
+                "--landlock", str(int(lim.landlock))] + (["--cgroup", str(self.cgroup)] if self.cgroup else [])
+        return argv + [arg for h in self.hide for arg in ("--hide", str(h))] + ["-f", "{connection_file}"]
 
     def _start(self) -> None:
         self.cgroup = pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
         spec = _BoxSpec()
         spec.argv = self._argv()
         # two spare cells: a probe (does the kernel answer?) and the warm-up imports
-        nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
+        self.nb = nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
         nb.cells[0].metadata["grader_timeout"] = min(PROBE_TIMEOUT, self.limits.timeout)
         nb.cells[1].metadata["grader_timeout"] = max(WARM_UP_TIMEOUT, self.limits.timeout)
-        self.nb = nb
         self.client = _Client(nb, self.limits.output_limit, spec, timeout=self.limits.timeout, allow_errors=True,
                               shutdown_kernel="immediate", record_timing=False, log=_QUIET, iopub_timeout=2,
                               timeout_func=lambda c: c.metadata.get("grader_timeout", self.limits.timeout))
@@ -212,10 +211,8 @@ class BoxedKernel:
 
     def _stop(self) -> None:
         if self.session is not None:
-            try:
+            with suppress(Exception):  # a kernel that is already gone
                 self.session.__exit__(None, None, None)  # shuts the kernel down (immediately)
-            except Exception:  # a kernel that is already gone
-                pass
             self.session = None
         if self.client is not None and not self.client.zmq.closed:
             self.client.zmq.destroy(linger=0)
@@ -247,11 +244,10 @@ class BoxedKernel:
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _execute(self, code: str, run: CellRun, timeout: float | None = None) -> bool:
+    def _execute(self, code: str, run: CellRun) -> bool:
         """Run ``code`` into ``run``; False when the kernel died or ignored the interrupt."""
         cell = new_code_cell(code)
-        limit = max(1, int(min(timeout or self.limits.timeout, self.time_left())))
-        cell.metadata["grader_timeout"] = limit
+        cell.metadata["grader_timeout"] = max(1, int(min(self.limits.timeout, self.time_left())))
         self.nb.cells.append(cell)
         index = len(self.nb.cells) - 1
         try:
@@ -287,9 +283,8 @@ class BoxedKernel:
         except Exception:
             return False
 
-    def run(self, code: str, run: CellRun | None = None) -> CellRun:
-        """Run one of the notebook's cells into ``run`` (a fresh one by default); never raises for what it does."""
-        run = CellRun() if run is None else run
+    def run(self, code: str, run: CellRun) -> CellRun:
+        """Run one of the notebook's cells into ``run``; never raises for what it does."""
         self.steps.append((code, run))
         if self.time_left() <= 0:
             run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
@@ -305,9 +300,7 @@ class BoxedKernel:
     def _try_restart(self) -> None:
         try:
             self._restart()
-        except _Restart:
-            self._stop()
-        except VanEduError:
+        except (_Restart, VanEduError):
             self._stop()
 
     def ask(self, request: str) -> str:
@@ -323,11 +316,8 @@ class BoxedKernel:
                 f"__van_edu_agent_module__.serve(globals(), {str(req)!r}, {str(ans)!r})")
         run = CellRun()
         alive = self._execute(code, run)
-        for path in (req,):
-            try:
-                path.unlink()
-            except OSError:
-                pass
+        with suppress(OSError):
+            req.unlink()
         if not alive:
             self._try_restart()
             raise KernelLost("your code killed the Python kernel while it was being checked "
@@ -342,10 +332,8 @@ class BoxedKernel:
             raise KernelLost(f"your code printed more than {self.limits.output_limit:,} characters while it was "
                              "being checked; print less")
         text = read_answer(ans)
-        try:
+        with suppress(OSError):
             ans.unlink()
-        except OSError:
-            pass
         if text is None:
             reason = f" ({run.error[0]}: {run.error[1][:200]})" if run.error else ""
             raise KernelLost(f"the check got no answer from your kernel{reason}")

@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import lka
-from ..complexity import count_params
+from ..complexity import count_params as count_parameters
+from ..conv_arithmetic import same_padding, stack_receptive_field
 from ..explain import grad_cam
 from ..explain import upsample_maps as upsample_cam
-from ..lka import LKA, best_dilation, conv_params, decomposition, lka_params, mobilenet_params, stack_receptive_field
-from ..models.layers import DropPath, linear_drop_path_rates
+from ..lka import LKA, best_dilation, conv_params, decomposition, mobilenet_params
+from ..lka import lka_params as eq3_params
+from ..models.layers import DropPath
+from ..models.layers import linear_drop_path_rates as drop_path_rates
 from ..models.van import Attention, Block, OverlapPatchEmbed
 from ..runtime import autocast
 from ..train import WarmupCosine, param_groups
@@ -33,26 +35,17 @@ __all__ = [
 ]
 
 
-# --- set 1: the arithmetic of LKA --------------------------------------------------------------
-def same_padding(kernel: int, dilation: int = 1) -> int:
-    """Padding that keeps the size under a stride-1 convolution: d (k - 1) / 2 (``lka.same_padding``)."""
-    return lka.same_padding(kernel, dilation)
-
-
+# --- set 1: the arithmetic of LKA (same_padding, eq3_params, best_dilation: the course's, imported above) ---
 def decompose(kernel_size: int, dilation: int) -> tuple[int, int]:
     """(DW-Conv kernel, DW-D-Conv kernel) = (2d - 1, ceil(K / d))."""
     d = decomposition(kernel_size, dilation)
     return d.dw_kernel, d.dwd_kernel
 
 
-def eq3_params(kernel_size: int, dilation: int, channels: int) -> int:
-    return lka_params(kernel_size, dilation, channels)
-
-
 def table2_row(channels: int, kernel_size: int = 21, dilation: int = 3) -> dict:
     return {"standard": conv_params(kernel_size, channels),
             "mobilenet": mobilenet_params(kernel_size, channels),
-            "van": lka_params(kernel_size, dilation, channels)}
+            "van": eq3_params(kernel_size, dilation, channels)}
 
 
 # --- set 2: the LKA module -------------------------------------------------------------------
@@ -87,10 +80,6 @@ def stage_sizes(image_size: int, stem_kernel: int = 7, stem_stride: int = 4, num
     return sizes
 
 
-def drop_path_rates(total: float, depths) -> list[list[float]]:
-    return linear_drop_path_rates(total, list(depths))
-
-
 # --- set 4: cost ------------------------------------------------------------------------------
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])   # [..., Nq, Nk]
@@ -105,11 +94,7 @@ def attention_macs(height: int, width: int, dim: int) -> int:
 
 def lka_macs(height: int, width: int, dim: int, kernel_size: int = 21, dilation: int = 3) -> int:
     """Eq. (4): F(K, d) = P(K, d) * H * W."""
-    return lka_params(kernel_size, dilation, dim) * height * width
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return count_params(model, trainable_only)
+    return eq3_params(kernel_size, dilation, dim) * height * width
 
 
 # --- set 5: training --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``score`` turns what happened to a notebook's cells and checks (the grader's records) into one
 :class:`TaskResult` per task: its points when the check passed, else 0 and the reason a learner
-can act on, with a note on the learner's own cell that failed first and on reference use.
+can act on, with a note on the learner's own cell that failed first.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class CellRecord(CellRun):
     """One step of the grader's plan: a learner's cell (and what running it did) or a task's check."""
 
     code: str = ""
-    kind: str = "learner"      # "learner", "setup" (a locked cell) or "test" (a task's check)
+    kind: str = "learner"      # "learner" (a cell of the notebook) or "test" (a task's check)
     task: str | None = None    # the task a test step checks, or a learner cell answers
     number: int | None = None  # 1-based cell number in the learner's notebook (None: an appended test)
     reason: str | None = None  # why a test step's check failed; None when it passed
@@ -85,23 +85,14 @@ class GradeReport:
 
     def errors(self) -> list[tuple[int, str, str]]:
         """(cell number, exception name, message) of every cell that raised, timed out or crashed."""
-        out = []
-        for r in self.cells:
-            if r.error:
-                out.append((r.number, r.error[0], r.error[1]))
-            elif r.timed_out:
-                out.append((r.number, "Timeout", "timed out"))
-            elif r.died:
-                out.append((r.number, "DeadKernel", "the kernel died"))
-        return out
+        return [(r.number, *(r.error or (("Timeout", "timed out") if r.timed_out else ("DeadKernel", "the kernel died"))))
+                for r in self.cells if r.error or r.timed_out or r.died]
 
     def format(self) -> str:
         width = max([len(t.name) for t in self.tasks] + [5])
-        lines = [f"{clean(self.notebook)}  (tests from {clean(self.source)})"]
-        for t in self.tasks:
-            lines.append(f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}")
-        lines.append(f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}")
-        return "\n".join(lines)
+        rows = [f"  {t.name:<{width}}  {_num(t.score):>3}/{_num(t.max_score):<3} {t.message}" for t in self.tasks]
+        return "\n".join([f"{clean(self.notebook)}  (tests from {clean(self.source)})", *rows,
+                          f"  {'total':<{width}}  {_num(self.score):>3}/{_num(self.max_score):<3}"])
 
 
 def _num(x: float) -> str:
@@ -128,7 +119,7 @@ def _learner_note(records: list[CellRecord], task: str, timeout: int) -> str | N
 
 
 def score(tasks: list[Task], records: list[CellRecord], missing: set[str], timeout: int,
-           output_limit: int, flagged: dict[str, str], forbid_reference: bool) -> list[TaskResult]:
+          output_limit: int) -> list[TaskResult]:
     results = []
     for task in tasks:
         rec = next(r for r in records if r.kind == "test" and r.task == task.name)
@@ -137,15 +128,9 @@ def score(tasks: list[Task], records: list[CellRecord], missing: set[str], timeo
         if reason is None and flooded:
             reason = (f"your cell {flooded[0]} printed more than {output_limit:,} characters of output; "
                       "remove the printing loop")
-        used = flagged.get(task.name)
-        if reason is None and used and forbid_reference:
-            reason = f"your answer {used}; the task asks for your own implementation (--forbid-reference)"
         if reason is None:
-            note = f" (reference code: your answer {used})" if used else ""
-            results.append(TaskResult(task.name, task.points, task.points, "passed" + note))
+            results.append(TaskResult(task.name, task.points, task.points, "passed"))
             continue
-        if used and "forbid-reference" not in reason:
-            reason += f" (reference code: your answer {used})"
         note = _learner_note(records, task.name, timeout)
         if note and note.split(" raised ")[-1] not in reason:
             reason += f" ({note})"
@@ -188,14 +173,14 @@ def box_summary(box: dict) -> str:
         parts.append(f"Landlock ABI {abi}: files" + (", network" if abi >= 4 else "") + (", signals" if abi >= 6 else ""))
     else:
         parts.append("no Landlock: files, network and signals not confined (use a container)")
+    if "hidden" in box:
+        parts.append(f"--forbid-reference: {box['hidden']} of the course's functions and classes hidden")
     return "; ".join(parts)
 
 
 def rows_to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    header = list(rows[0]) if rows else ["learner", "score", "max_score"]
-    writer.writerows([[csv_cell(k) for k in header]] + [[csv_cell(row.get(k, "")) for k in header] for row in rows])
+    buf, header = io.StringIO(), list(rows[0]) if rows else ["learner", "score", "max_score"]
+    csv.writer(buf).writerows([[csv_cell(k) for k in header]] + [[csv_cell(row.get(k, "")) for k in header] for row in rows])
     return buf.getvalue()
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Handle", "ParamRef", "Opaque", "WireError", "dumps", "loads", "MAX_BYTES"]
+__all__ = ["Handle", "ParamRef", "WireError", "dumps", "loads", "MAX_BYTES"]
 
 MAX_BYTES = 64 * 2**20  # a kernel's answer larger than this is refused unread (the largest real one: ~4 MB)
 _DTYPES = {str(d).removeprefix("torch."): d for d in (
@@ -48,14 +49,6 @@ class ParamRef:
     name: str
 
 
-@dataclass(frozen=True)
-class Opaque:
-    """A value that is neither data nor kept: its type and a short repr, for messages."""
-
-    type: str
-    text: str
-
-
 def _encode(value, depth: int = 0):
     if depth > 40:
         raise WireError("nested too deeply")
@@ -71,8 +64,6 @@ def _encode(value, depth: int = 0):
         return {"$obj": value.id, "type": value.type, "module": value.module}
     if isinstance(value, ParamRef):
         return {"$param": [value.owner, value.name]}
-    if isinstance(value, Opaque):
-        return {"$opaque": value.type, "text": value.text}
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
         if t.dtype not in _DTYPES.values():
@@ -96,10 +87,7 @@ def _encode(value, depth: int = 0):
 
 def dumps(value) -> str:
     """``value`` as a JSON document (:class:`WireError` for what cannot be sent)."""
-    try:
-        return json.dumps(_encode(value, 0), allow_nan=False)
-    except RecursionError:
-        raise WireError("nested too deeply") from None
+    return json.dumps(_encode(value, 0), allow_nan=False)  # _encode bounds the depth
 
 
 def _tensor(doc: dict) -> torch.Tensor:
@@ -110,9 +98,7 @@ def _tensor(doc: dict) -> torch.Tensor:
     if not isinstance(shape, list) or len(shape) > 8 or not all(type(s) is int and 0 <= s for s in shape):
         raise WireError("a tensor's shape must be a short list of sizes")
     raw = base64.b64decode(doc.get("b64", ""), validate=True)
-    numel = 1
-    for s in shape:
-        numel *= s
+    numel = math.prod(shape)
     itemsize = torch.empty((), dtype=dtype).element_size()
     if numel * itemsize != len(raw):
         raise WireError(f"a tensor of shape {shape} needs {numel * itemsize} bytes, got {len(raw)}")
@@ -165,8 +151,6 @@ def _decode(doc, depth: int = 0):
         if len(pair) != 2:
             raise WireError("a parameter reference is [owner, name]")
         return ParamRef(_int(pair[0]), str(pair[1])[:200])
-    if "$opaque" in doc:
-        return Opaque(str(doc["$opaque"])[:80], str(doc.get("text", ""))[:200])
     raise WireError("an object without a known tag")
 
 
@@ -191,8 +175,6 @@ def loads(text: str | bytes):
     except (ValueError, RecursionError) as err:
         raise WireError(f"not JSON ({type(err).__name__})") from None
     try:
-        return _decode(doc)
-    except RecursionError:
-        raise WireError("nested too deeply") from None
+        return _decode(doc)  # which bounds the depth
     except (ValueError, TypeError) as err:
         raise WireError(str(err)[:200]) from None

@@ -17,7 +17,7 @@ __all__ = ["load_bundled_model"]
 def load_bundled_model(name: str, folder: str | Path, data, device=None, **options) -> nn.Module:
     """``build_model(name, data, **options)`` with the weights of ``<folder>/<name>.pt`` (a plain
     state dict, or a ``fit()`` checkpoint), loaded strictly, in evaluation mode. For a segmentation
-    data set the options default to those the run recorded in ``<folder>/results.json``
+    or detection data set the options default to those the run recorded in ``<folder>/results.json``
     (``model_options``: the FPN's size, the backbone's levels). Raises VanEduError when the file is
     missing or does not fit the model (another architecture or data set)."""
     path = Path(folder) / f"{name}.pt"
@@ -26,7 +26,7 @@ def load_bundled_model(name: str, folder: str | Path, data, device=None, **optio
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]                                    # a fit() checkpoint also works
-    if not options and getattr(data, "task", "") == "segmentation":
+    if not options and getattr(data, "task", "") in ("segmentation", "detection"):
         options = _recorded_options(Path(folder), name)
     model = build_model(name, data, **options)
     try:

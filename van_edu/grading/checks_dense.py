@@ -1,0 +1,279 @@
+"""Checks of exercise set 07 (dense prediction): the FPN's top-down pathway, the confusion matrix,
+IoU and mIoU from it, resizing masks, and logits to a mask.
+
+The references are the package's own (``van_edu.models.fpn.FPN``, ``van_edu.metrics``) or one line
+of torch written here (the resizes); each check also computes the outputs of known mistakes, to say
+which one a wrong answer made.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ..metrics import confusion_matrix as ref_confusion
+from ..metrics import iou_per_class, mean_iou
+from ..models.fpn import FPN
+from ._core import (
+    CheckFailed,
+    expect,
+    fmt_shape,
+    load_reference_state,
+    module_signature_mismatch,
+    task_check,
+)
+
+__all__ = ["fpn_top_down", "confusion_matrix", "iou_scores", "resize_mask", "predict_mask"]
+
+
+def _gen(rng: random.Random, hidden: bool, visible_seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(rng.randrange(2**31) if hidden else visible_seed)
+
+
+def _pair(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _same_list(got, want: list) -> bool:
+    return isinstance(got, (list, tuple)) and len(got) == len(want) and all(
+        isinstance(g, torch.Tensor) and g.shape == w.shape and torch.allclose(g.double(), w.double(), 1e-4, 1e-5)
+        for g, w in zip(got, want))
+
+
+def _expect_or_hint(got, want, label: str, mistakes: dict, **tol) -> None:
+    """``expect``, with the message of the first known mistake whose output ``got`` equals (once its
+    kind and shape are right: a hint explains values, not a wrong shape or dtype)."""
+    try:
+        expect(got, want, label, **tol)
+    except CheckFailed as err:
+        if isinstance(want, torch.Tensor) and (not isinstance(got, torch.Tensor) or got.shape != want.shape
+                                               or got.dtype.is_floating_point != want.dtype.is_floating_point):
+            raise
+        for message, wrong in mistakes.items():
+            if _same_list(got, wrong) if isinstance(wrong, list) else (isinstance(got, torch.Tensor) and torch.equal(
+                    got.long(), wrong.long())):
+                raise CheckFailed(f"{err}. Hint: {message}") from None
+        raise
+
+
+# --- 1. the FPN's top-down pathway -----------------------------------------------------------------
+def _fpn_mistakes(fpn: FPN, maps: list) -> dict:
+    """What an FPN that made one known mistake returns, with the reference's weights."""
+    def run(mode="nearest", accumulate=True, smooth=True, smooth_first=False):
+        lat = [conv(m) for conv, m in zip(fpn.lateral_convs, maps)]
+        if smooth_first:
+            lat = [conv(x) for conv, x in zip(fpn.fpn_convs, lat)]
+        raw = list(lat)
+        for i in range(len(lat) - 1, 0, -1):
+            above = (lat if accumulate else raw)[i]
+            lat[i - 1] = lat[i - 1] + F.interpolate(above, size=lat[i - 1].shape[-2:], mode=mode)
+        return [conv(x) for conv, x in zip(fpn.fpn_convs, lat)] if smooth and not smooth_first else lat
+
+    return {
+        "upsample with mode='nearest' (each coarse value copied), not bilinear": run(mode="bilinear"),
+        "use torch's plain mode='nearest', the FPN's convention (not 'nearest-exact')": run(mode="nearest-exact"),
+        "go from the coarsest level down, so that each level receives the sum of ALL the coarser ones "
+        "(add the already-merged coarser map, not its bare lateral)": run(accumulate=False),
+        "finish with the 3x3 conv (fpn_convs) on every merged map": run(smooth=False),
+        "the 3x3 convs come after the top-down additions, not before them": run(smooth_first=True),
+    }
+
+
+@task_check("fpn_top_down", "van_edu.models.fpn.FPN", "van_edu.models.fpn.SemanticFPN",
+            "van_edu.models.fpn.create_segmenter")
+def fpn_top_down(S, hidden: bool, rng: random.Random):
+    """``cls(in_channels, out_channels)``: ``lateral_convs``, ``fpn_convs``; maps in, maps out, finest first."""
+    cases = [([4, 8, 16], 6, 16), ([3, 5, 7, 9], 4, 15)]       # (channels, out, finest side): 15 -> 8 -> 4 -> 2
+    if hidden:
+        cases += [([2, 6], 3, 9), ([8, 8, 8], 5, 13), ([1, 2, 3, 4], 2, 20)]
+        cases += [([rng.randint(1, 9) for _ in range(rng.randint(2, 4))], rng.randint(1, 8), rng.randint(5, 24))]
+    g = _gen(rng, hidden, 70)
+    for chans, out, side in cases:
+        label = f"FPN({chans}, {out})"
+        mine = S.call(chans, out, _name="FPN", _seed=7)
+        reference = FPN(chans, out)
+        with torch.no_grad():
+            for p in reference.parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        problem = module_signature_mismatch(load_reference_state(S, mine, reference, label)["convs"], reference)
+        if problem:
+            raise CheckFailed(f"{label}: {problem}")
+        sides = [side]
+        for _ in chans[1:]:
+            sides.append((sides[-1] + 1) // 2)                  # a stride-2 conv with padding 1, as the stages
+        maps = [torch.randn(2, c, s, s, generator=g) for c, s in zip(chans, sides)]
+        what = f"{label} on maps {[list(m.shape[1:]) for m in maps]}"
+        try:
+            got = S.forward(mine, [m.clone() for m in maps], label=what)
+        except CheckFailed as err:
+            if "must match the size" in str(err) and side % 2:
+                raise CheckFailed(f"{err}. Hint: an odd side halves rounding up (15 -> 8): upsample each coarser "
+                                  "map to the finer one's own size (size=...), not by scale_factor=2") from None
+            raise
+        with torch.no_grad():
+            _expect_or_hint(got, reference(maps), what, _fpn_mistakes(reference, maps), atol=1e-4, rtol=1e-4)
+    return f"{len(cases)} pyramids match the reference FPN"
+
+
+# --- 2. the confusion matrix ------------------------------------------------------------------------
+def _labels(g, shape, k: int, ignore, absent=()) -> torch.Tensor:
+    keep = [c for c in range(k) if c not in absent]
+    out = torch.tensor(keep)[torch.randint(len(keep), shape, generator=g)]
+    if ignore is not None:
+        out[torch.rand(shape, generator=g) < 0.15] = ignore
+    return out
+
+
+@task_check("confusion_matrix", "van_edu.metrics.confusion_matrix", "van_edu.metrics.per_image_confusion")
+def confusion_matrix(S, hidden: bool, rng: random.Random):
+    """``fn(pred, target, num_classes, ignore_index=None)`` -> [K, K] counts, row = truth, column = prediction."""
+    g = _gen(rng, hidden, 71)
+    cases = [(torch.tensor([[0, 1, 1], [2, 2, 0]]), torch.tensor([[0, 1, 2], [2, 0, 0]]), 3, None)]
+    cases.append((_labels(g, (2, 5, 5), 4, None), _labels(g, (2, 5, 5), 4, 255), 4, 255))
+    if hidden:
+        for k, ignore in ((2, 255), (6, -1), (9, None), (rng.randint(2, 12), 255), (5, 5)):
+            shape = (rng.randint(1, 3), rng.randint(1, 12), rng.randint(1, 12))
+            absent = {rng.randrange(k)} if k > 2 else set()
+            cases.append((_labels(g, shape, k, None, absent), _labels(g, shape, k, ignore, absent), k, ignore))
+    for pred, target, k, ignore in cases:
+        label = f"confusion_matrix(pred {fmt_shape(pred)}, target {fmt_shape(target)}, {k}, ignore_index={ignore})"
+        try:
+            got = S.call(pred.clone(), target.clone(), k, ignore_index=ignore)
+        except CheckFailed as err:
+            if ignore is None:
+                raise
+            raise CheckFailed(f"{err}. Hint: {int((target == ignore).sum())} pixels of this target are labelled "
+                              f"ignore_index={ignore}: leave them out before counting") from None
+        want = ref_confusion(pred, target, k, ignore)
+        _expect_or_hint(got, want, label, {"rows are the TRUE classes, columns the predicted ones (you have the "
+                                           "transpose)": want.T}, atol=0, rtol=0)
+    return f"{len(cases)} confusion matrices match"
+
+
+# --- 3. IoU and mIoU --------------------------------------------------------------------------------
+def _confusion_case(g, k: int, absent: int, missed: int) -> torch.Tensor:
+    c = torch.randint(0, 6, (k, k), generator=g)
+    c += torch.diag(torch.randint(3, 20, (k,), generator=g))
+    order = torch.randperm(k, generator=g).tolist()
+    for cls in order[:absent]:                     # in neither the truth nor the prediction
+        c[cls, :], c[:, cls] = 0, 0
+    for cls in order[absent:absent + missed]:      # in the truth (or predicted), never right
+        c[cls, cls] = 0
+    return c
+
+
+def _iou_hint(got, conf: torch.Tensor, ious: list) -> str:
+    """Which known mistake a wrong ``iou_scores`` answer made, if one is recognised."""
+    if not isinstance(got, dict) or not isinstance(got.get("iou"), (list, tuple)) or len(got["iou"]) != len(ious):
+        return ""
+    for cls, (have, want) in enumerate(zip(got["iou"], ious)):
+        if (want is None) != (have is None):
+            return (f". Hint: class {cls} " + ("has no pixel in the truth nor in the prediction: its IoU is None"
+                                               if want is None else "has pixels in the truth or the prediction: its "
+                                               "IoU is a number (0 when none of them is right)"))
+    def near(value, target) -> bool:   # numbers only: a learner's value may be anything
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value - target) < 1e-6
+
+    tp, union = conf.diag().double(), (conf.sum(0) + conf.sum(1)).double()
+    scored = [v for v in ious if v]
+    for message, iou, miou in (
+            ("the union counts the right pixels once: TP + FP + FN = row + column - diagonal", tp / union, None),
+            ("that is the Dice score 2 TP / (row + column), not IoU", 2 * tp / union, None),
+            ("average only the classes that have an IoU (an absent class is not a 0)", None,
+             sum(v or 0.0 for v in ious) / len(ious)),
+            ("a class that is present but never right has IoU 0, and it counts in the mean", None,
+             sum(scored) / max(len(scored), 1))):
+        if (all(v is None or near(v, t) for v, t in zip(got["iou"], iou.tolist())) if miou is None
+                else near(got.get("miou"), miou)):
+            return f". Hint: {message}"
+    return ""
+
+
+@task_check("iou_scores", "van_edu.metrics.iou_per_class", "van_edu.metrics.mean_iou",
+            "van_edu.metrics.segmentation_scores")
+def iou_scores(S, hidden: bool, rng: random.Random):
+    """``fn(confusion)`` -> ``{"iou": [K floats or None], "miou": float}``."""
+    g = _gen(rng, hidden, 72)
+    cases = [torch.tensor([[5, 1, 0, 0], [2, 3, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]]), _confusion_case(g, 5, 1, 1)]
+    if hidden:
+        cases += [_confusion_case(g, k, a, m) for k, a, m in ((2, 0, 0), (8, 3, 1), (12, 2, 2), (6, 5, 0))]
+        cases.append(_confusion_case(g, rng.randint(2, 15), rng.randint(0, 1), rng.randint(0, 1)))
+    for conf in cases:
+        label = f"iou_scores(confusion {fmt_shape(conf)} = {conf.tolist()!s:.80})"
+        try:
+            got = S.call(conf.clone())
+        except CheckFailed as err:
+            raise CheckFailed(f"{err}" + (". Hint: a class with no pixel in the truth nor in the prediction has no "
+                                          "IoU: report None for it (not NaN) and leave it out of the mean"
+                                          if "NaN" in str(err) else "")) from None
+        ious = [None if math.isnan(v) else v for v in iou_per_class(conf)]
+        try:
+            expect(got, {"iou": ious, "miou": mean_iou(conf)}, label, rel=1e-6)
+        except CheckFailed as err:
+            raise CheckFailed(f"{err}{_iou_hint(got, conf, ious)}") from None
+    return f"{len(cases)} confusion matrices give the reference IoUs and mIoU"
+
+
+# --- 4. resizing masks ------------------------------------------------------------------------------
+@task_check("resize_mask")
+def resize_mask(S, hidden: bool, rng: random.Random):
+    """``fn(mask, size)`` -> [B, H, W] of the mask's dtype: every label taken from one input pixel (nearest-exact)."""
+    g = _gen(rng, hidden, 73)
+    sparse = torch.tensor([0, 3, 9, 255], dtype=torch.uint8)
+    cases = [(sparse[torch.randint(4, (2, 5, 5), generator=g)], (12, 9)), (torch.arange(16).reshape(1, 4, 4), 2)]
+    if hidden:
+        cases += [(torch.randint(0, 11, (3, 8, 6), generator=g), (5, 3)), (torch.tensor([[[0, 7], [7, 0]]]), 5),
+                  (sparse[torch.randint(4, (1, 9, 9), generator=g)], 4),
+                  (torch.randint(0, 21, (2, rng.randint(1, 30), rng.randint(1, 30)), generator=g),
+                   (rng.randint(1, 40), rng.randint(1, 40)))]
+    for mask, size in cases:
+        label = f"resize_mask(mask {fmt_shape(mask)} {str(mask.dtype).removeprefix('torch.')}, size={size})"
+        got = S.call(mask.clone(), size)
+        want = F.interpolate(mask[:, None].float(), size=_pair(size), mode="nearest-exact")[:, 0].to(mask.dtype)
+        if isinstance(got, torch.Tensor) and got.shape == want.shape:
+            if got.dtype != mask.dtype:
+                raise CheckFailed(f"{label}: expected the mask's own dtype {mask.dtype}, got {got.dtype}")
+            new = sorted(set(got.unique().tolist()) - set(mask.unique().tolist()))
+            if new:
+                raise CheckFailed(f"{label}: labels {new[:6]} appear in no pixel of the input: the resize "
+                                  "averages neighbouring labels (as bilinear does; rounding does not undo it): "
+                                  "take each output pixel's label from one input pixel (mode='nearest-exact')")
+        smooth = F.interpolate(mask[:, None].float(), size=_pair(size), mode="bilinear")[:, 0]
+        mixed = "bilinear interpolation averages neighbouring labels (3 and 9 make 6), and {} does not undo it: " \
+                "take each label from one input pixel (mode='nearest-exact')"
+        _expect_or_hint(got, want, label, {
+            mixed.format("rounding"): smooth.round(), mixed.format("truncating (.long())"): smooth.floor(),
+            "torch's mode='nearest' takes the top-left source pixel (floor(i * scale)), which moves the mask "
+            "up to half a pixel against its image: use mode='nearest-exact' (pixel centres)":
+            F.interpolate(mask[:, None].float(), size=_pair(size), mode="nearest")[:, 0]}, atol=0, rtol=0)
+    return f"{len(cases)} masks resized with their labels intact"
+
+
+# --- 5. logits to a mask ----------------------------------------------------------------------------
+@task_check("predict_mask")
+def predict_mask(S, hidden: bool, rng: random.Random):
+    """``fn(logits, size)`` -> [B, H, W] int64: logits upsampled bilinearly (align_corners=False), then argmax."""
+    g = _gen(rng, hidden, 74)
+    cases = [(torch.randn(2, 3, 4, 4, generator=g), 16), (torch.randn(1, 5, 6, 5, generator=g), (24, 20))]
+    if hidden:
+        cases += [(torch.randn(3, 11, 7, 7, generator=g), (28, 28)), (torch.randn(1, 2, 1, 1, generator=g), 3),
+                  (torch.randn(2, rng.randint(2, 12), rng.randint(1, 9), rng.randint(1, 9), generator=g),
+                   (rng.randint(1, 40), rng.randint(1, 40)))]
+    for logits, size in cases:
+        label = f"predict_mask(logits {fmt_shape(logits)}, size={size})"
+        got = S.call(logits.clone(), size)
+        scores = F.interpolate(logits, size=_pair(size), mode="bilinear", align_corners=False)
+        want = scores.argmax(1)
+        if (isinstance(got, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype
+                and got.min() >= 0 and got.max() < scores.shape[1]
+                and (scores.gather(1, got[:, None])[:, 0] >= scores.amax(1) - 1e-5).all()):
+            got = want                                 # the same classes, up to near-ties of the scores
+        _expect_or_hint(got, want, label, {
+            "upsample the scores first, then take the argmax (a class map cannot be interpolated)":
+            F.interpolate(logits.argmax(1, keepdim=True).float(), size=_pair(size), mode="nearest")[:, 0],
+            "use align_corners=False (pixel centres, as the image was resized)":
+            F.interpolate(logits, size=_pair(size), mode="bilinear", align_corners=True).argmax(1),
+        }, atol=0, rtol=0)
+    return f"{len(cases)} class maps match the upsampled argmax"
