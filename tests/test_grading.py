@@ -268,6 +268,22 @@ def _wrong_answers(a):
         size = (size, size) if isinstance(size, int) else size
         return F.interpolate(logits.argmax(1, keepdim=True).float(), size=size, mode="nearest")[:, 0].long()
 
+    def heatmap_summed(boxes, labels, num_classes, out_size, stride):
+        heat = torch.zeros(num_classes, out_size, out_size)
+        for box, label in zip(boxes, labels):  # each box drawn alone, the bumps added
+            heat[label] += a["heatmap_target"](box[None], label[None], num_classes, out_size, stride)[label]
+        return heat
+
+    def peaks_without_pool(heat, k):
+        scores, index = heat.flatten(1).topk(k)
+        h, w = heat.shape[-2:]
+        return scores, index // (h * w), index % (h * w) // w, index % w
+
+    def iou_unclamped(p, q):
+        side = torch.minimum(p[:, None, 2:], q[None, :, 2:]) - torch.maximum(p[:, None, :2], q[None, :, :2])
+        area_p, area_q = (p[:, 2:] - p[:, :2]).prod(-1), (q[:, 2:] - q[:, :2]).prod(-1)
+        return side.prod(-1) / (area_p[:, None] + area_q[None] - side.prod(-1))
+
     def effective_kernel_flipped(w_dw, w_dwd, d):
         return a["effective_kernel"](w_dw, w_dwd.flip(0, 1), d)
 
@@ -356,6 +372,16 @@ def _wrong_answers(a):
         ("predict_mask", argmax_then_upsample, False, "upsample the scores first"),
         ("predict_mask", lambda logits, size: F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
          .argmax(1), False, "align_corners=False"),
+        ("heatmap_target", heatmap_summed, False, "maximum, not the sum"),
+        ("heatmap_target", lambda boxes, labels, k, size, stride: a["heatmap_target"](
+            boxes + stride / 2, labels, k, size, stride), False, "floored (int(cx)), not rounded"),
+        ("heatmap_target", lambda boxes, labels, k, size, stride: a["heatmap_target"](
+            boxes[:, [1, 0, 3, 2]], labels, k, size, stride), False, "rows are y and columns x"),
+        ("find_peaks", peaks_without_pool, False, "3x3 local maxima"),
+        ("find_peaks", lambda heat, k: [a["find_peaks"](heat, k)[i] for i in (0, 1, 3, 2)], False, "swapped"),
+        ("find_peaks", lambda heat, k: [t.float() for t in a["find_peaks"](heat, k)], False, "dtype torch.int64"),
+        ("box_iou", iou_unclamped, False, "clamp each side of the overlap at 0"),
+        ("box_iou", lambda p, q: torch.stack([a["box_iou"](x[None], q)[0] for x in p]), True, "empty [n, m]"),
     ]
 
 

@@ -266,7 +266,7 @@ def _hostile(root: Path) -> dict:
     cases["@SUM(1+1)"] = (_nb("solutions"), 6)  # a learner (folder) name a spreadsheet would run
     cases["forged_numbers_03"] = _forged("03_van_block")
     cases["forged_numbers_05"] = _forged("05_training")
-    for name, points in (("02_lka_module", 6), ("04_complexity", 4), ("06_grad_cam", 3), ("07_dense_prediction", 7)):
+    for name, points in (("02_lka_module", 6), ("04_complexity", 4), ("06_grad_cam", 3), ("07_dense_prediction", 12)):
         cases[f"honest_{name[:2]}"] = (_nb("solutions", name), points, name)  # full marks, course code hidden or not
     return {**cases, **_reference_attacks()}
 

@@ -1,20 +1,24 @@
 """Checks of exercise set 07 (dense prediction): the FPN's top-down pathway, the confusion matrix,
-IoU and mIoU from it, resizing masks, and logits to a mask.
+IoU and mIoU from it, resizing masks, logits to a mask; for detection, CenterNet's Gaussian heatmap
+target, its peak decoding, and the IoU of two sets of boxes.
 
-The references are the package's own (``van_edu.models.fpn.FPN``, ``van_edu.metrics``) or one line
-of torch written here (the resizes); each check also computes the outputs of known mistakes, to say
-which one a wrong answer made.
+The references are the package's own (``van_edu.models.fpn.FPN``, ``van_edu.metrics``,
+``van_edu.models.centernet``) or one line of torch written here (the resizes); each check also
+computes the outputs of known mistakes, to say which one a wrong answer made.
 """
 from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
+from ..metrics import box_iou as ref_box_iou
 from ..metrics import confusion_matrix as ref_confusion
 from ..metrics import iou_per_class, mean_iou
+from ..models.centernet import CenterNet, encode_targets, gaussian_radius
 from ..models.fpn import FPN
 from ._core import (
     CheckFailed,
@@ -25,7 +29,8 @@ from ._core import (
     task_check,
 )
 
-__all__ = ["fpn_top_down", "confusion_matrix", "iou_scores", "resize_mask", "predict_mask"]
+__all__ = ["fpn_top_down", "confusion_matrix", "iou_scores", "resize_mask", "predict_mask", "heatmap_target",
+           "find_peaks", "box_iou"]
 
 
 def _gen(rng: random.Random, hidden: bool, visible_seed: int) -> torch.Generator:
@@ -277,3 +282,146 @@ def predict_mask(S, hidden: bool, rng: random.Random):
             F.interpolate(logits, size=_pair(size), mode="bilinear", align_corners=True).argmax(1),
         }, atol=0, rtol=0)
     return f"{len(cases)} class maps match the upsampled argmax"
+
+
+# --- 6. a Gaussian heatmap target -------------------------------------------------------------------
+def _boxes(g, m: int, side: float, lo: float, hi: float) -> torch.Tensor:
+    """``m`` boxes (x0, y0, x1, y1) centred inside a ``side``-pixel image, sides ``lo`` to ``hi`` of it
+    (so a box may reach past the image's edges)."""
+    centre, wh = side * torch.rand(m, 2, generator=g), side * (lo + (hi - lo) * torch.rand(m, 2, generator=g))
+    return torch.cat([centre - wh / 2, centre + wh / 2], 1)
+
+
+def _heat(boxes, labels, k: int, size: int, stride: int, at=math.floor, sub=False, span=1, join=torch.maximum,
+          two=2.0, swap=False, rint=int) -> torch.Tensor:
+    """``encode_targets``' heatmap drawn again, with a knob for each known mistake."""
+    out, grid = torch.zeros(k, size, size), torch.arange(size, dtype=torch.float64)
+    for (x0, y0, x1, y1), c in zip(boxes.tolist(), labels.tolist()):
+        exact = rint(gaussian_radius((x1 - x0) / stride, (y1 - y0) / stride))
+        r, cx, cy = int(exact), (x0 + x1) / 2 / stride, (y0 + y1) / 2 / stride
+        px, py = min(at(cx), size - 1), min(at(cy), size - 1)
+        win = [((grid - p >= -r) & (grid - p < r + span)).double() for p in (py, px)]
+        d2 = (grid[:, None] - (cy if sub else py)) ** 2 + (grid[None] - (cx if sub else px)) ** 2
+        g = torch.exp(-d2 / (two * ((2 * exact + 1) / 6) ** 2)) * win[0][:, None] * win[1][None]
+        out[c] = join(out[c], (g.T if swap else g).float())
+    return out
+
+
+@task_check("heatmap_target", "van_edu.models.centernet.encode_targets", "van_edu.models.centernet._gaussian")
+def heatmap_target(S, hidden: bool, rng: random.Random):
+    """``fn(boxes, labels, num_classes, out_size, stride)`` -> [num_classes, out_size, out_size] float."""
+    g = _gen(rng, hidden, 75)
+    cases = [(torch.tensor([[4.0, 6.0, 60.0, 58.0], [16.0, 14.0, 64.0, 62.0], [-24.0, 10.0, 26.0, 60.0],
+                            [30.0, 4.0, 39.0, 11.0]]), torch.tensor([0, 0, 1, 1]), 2, 16, 4),
+             (_boxes(g, 5, 64, 0.2, 0.7), torch.randint(3, (5,), generator=g), 3, 32, 2)]
+    if hidden:
+        crowd = torch.tensor([[8.0, 8.0, 56.0, 56.0], [12.0, 10.0, 62.0, 59.0], [3.0, 14.0, 53.0, 60.0]])
+        cases += [(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 2, 8, 4),
+                  (crowd + 4 * rng.randint(0, 3), torch.tensor([0, 0, 0]), 1, 20, 4),
+                  (_boxes(g, 6, 40, 0.3, 0.9), torch.zeros(6, dtype=torch.int64), 1, 40, 1)]
+        for _ in range(2):
+            k, size, stride, m = rng.randint(1, 4), rng.randint(8, 40), rng.choice([1, 2, 4]), rng.randint(1, 7)
+            cases.append((_boxes(g, m, size * stride, 0.1, 0.9), torch.randint(k, (m,), generator=g), k, size, stride))
+    for boxes, labels, k, size, stride in cases:
+        shown = [[round(v, 2) for v in b] for b in boxes.tolist()]
+        label = (f"heatmap_target(boxes={shown!s:.110}, labels={labels.tolist()}, num_classes={k}, "
+                 f"out_size={size}, stride={stride})")
+        try:
+            got = S.call(boxes.clone(), labels.clone(), k, size, stride)
+        except CheckFailed as err:
+            hint = (". Hint: clip the window at the map's border (a box may reach past the image's edges): rows "
+                    "max(0, cy - r) to min(out_size, cy + r + 1)") if "must match the size" in str(err) else ""
+            raise CheckFailed(f"{err}{hint}") from None
+        args = (boxes, labels, k, size, stride)
+        expect(got, encode_targets(*args)["heatmap"], label, atol=1e-5, rtol=1e-4, hints={
+            "overlapping Gaussians of one class combine by the maximum, not the sum": _heat(*args, join=torch.add),
+            "the window spans 2r + 1 pixels, from centre - r to centre + r included": _heat(*args, span=0),
+            "the centre pixel is the centre on the map floored (int(cx)), not rounded":
+            _heat(*args, at=lambda v: math.floor(v + 0.5)),
+            "measure dx, dy from the centre pixel, not from the exact sub-pixel centre (the centre pixel is "
+            "exactly 1)": _heat(*args, sub=True),
+            "the Gaussian is exp(-(dx^2 + dy^2) / (2 sigma^2)): the 2 is missing": _heat(*args, two=1.0),
+            "rows are y and columns x: the centre is heatmap[label, cy, cx]": _heat(*args, swap=True),
+            "r = int(gaussian_radius(...)), a whole number, in the window and in sigma": _heat(*args, rint=float)})
+    return f"{len(cases)} heatmaps match encode_targets'"
+
+
+# --- 7. peaks, with a max-pool ----------------------------------------------------------------------
+def _hills(g, b: int, k: int, h: int, w: int) -> torch.Tensor:
+    """Smooth random hills in (0, 1), every value distinct (no ties, no plateaus)."""
+    v = F.avg_pool2d(torch.rand(b * k, 1, h + 2, w + 2, generator=g), 3, stride=1).reshape(b, k, h, w)
+    rank = v.flatten().argsort().argsort()
+    return ((rank + 1).float() / (rank.numel() + 1)).reshape(v.shape)
+
+
+@task_check("find_peaks", "van_edu.models.centernet.CenterNet")
+def find_peaks(S, hidden: bool, rng: random.Random):
+    """``fn(heat, k)`` -> (scores, classes, ys, xs), each [B, k]: the top k 3x3 local maxima, highest first."""
+    g = _gen(rng, hidden, 76)
+    shapes = [((2, 3, 8, 8), 5), ((1, 2, 6, 11), 4)]
+    if hidden:
+        shapes += [((3, 1, 5, 5), 2), ((2, 4, 12, 9), 12), ((1, 1, 1, 1), 1),
+                   ((rng.randint(1, 3), rng.randint(1, 6), rng.randint(3, 16), rng.randint(3, 16)), rng.randint(1, 20))]
+    names = ("scores", "classes", "ys", "xs")
+    for shape, k in shapes:
+        heat = _hills(g, *shape)
+        peaks = (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).flatten(1).sum(1)
+        k = min(k, int(peaks.min()))                    # no more than each image has: every answer is a peak
+        label = f"find_peaks(heat {fmt_shape(heat)}, k={k})"
+        try:
+            got = S.call(heat.clone(), k)
+        except CheckFailed as err:
+            hint = ". Hint: F.max_pool2d(heat, 3, stride=1, padding=1) keeps the map's size"
+            raise CheckFailed(f"{err}{hint if 'must match the size' in str(err) else ''}") from None
+        if not isinstance(got, (list, tuple)) or len(got) != 4:
+            what = f"a {type(got).__name__} of {len(got)}" if isinstance(got, (list, tuple)) else fmt_shape(got)
+            raise CheckFailed(f"{label}: expected 4 tensors (scores, classes, ys, xs), got {what}")
+        fake = SimpleNamespace(stride=1)                # CenterNet.decode with boxes of size 0 at the peaks
+        zero = torch.zeros(shape[0], 2, *shape[2:])
+        found = CenterNet.decode(fake, {"heatmap": torch.logit(heat.double()), "size": zero, "offset": zero}, k, 0.0)
+        ref = [torch.stack([f["scores"] for f in found]).float(), torch.stack([f["labels"] for f in found]),
+               *(torch.stack([f["boxes"][:, i] for f in found]).long() for i in (1, 0))]
+        plain = heat.flatten(1).topk(k).values
+        expect(dict(zip(names, got)), dict(zip(names, ref)), label, hints={
+            "keep only the 3x3 local maxima (a pixel equal to the 3x3 max-pool of its map), then take the top k":
+            plain, "heat is already a probability: do not apply sigmoid again": torch.sigmoid(ref[0]),
+            "the flat index of (y, x) is y * w + x: y = pixel // w, x = pixel % w (ys and xs are swapped)": ref[3]})
+    return f"{len(shapes)} heatmaps give the reference's peaks"
+
+
+# --- 8. IoU of two sets of boxes --------------------------------------------------------------------
+def _iou(a, b, clamp=True, minus=True, plus=0.0) -> torch.Tensor:
+    """IoU with a known mistake: no clamp of the overlap, a union that counts it twice, widths + 1."""
+    a, b = a.double(), b.double()
+    side = torch.minimum(a[:, None, 2:], b[None, :, 2:]) - torch.maximum(a[:, None, :2], b[None, :, :2]) + plus
+    inter = (side.clamp(min=0) if clamp else side).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2] + plus).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter * minus)
+
+
+@task_check("box_iou", "van_edu.metrics.box_iou")
+def box_iou(S, hidden: bool, rng: random.Random):
+    """``fn(a, b)`` -> [n, m]: the IoU of every box of ``a`` [n, 4] with every box of ``b`` [m, 4]."""
+    g = _gen(rng, hidden, 77)
+    cases = [(torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]]),
+              torch.tensor([[1.0, 1.0, 3.0, 4.0], [4.0, 4.0, 5.0, 6.0], [2.0, 0.0, 4.0, 2.0], [0.5, 0.5, 1.5, 1.5]])),
+             (_boxes(g, 3, 20, 0.1, 0.5), _boxes(g, 5, 20, 0.1, 0.5))]
+    if hidden:
+        cases += [(_boxes(g, n, 30, 0.05, 0.6), _boxes(g, m, 30, 0.05, 0.6)) for n, m in ((0, 3), (4, 0), (0, 0))]
+        cases += [(_boxes(g, rng.randint(1, 12), 30, 0.05, 0.6), _boxes(g, rng.randint(1, 12), 30, 0.05, 0.6))]
+    for a, b in cases:
+        show = lambda t: [[round(v, 2) for v in r] for r in t.tolist()]  # noqa: E731
+        label = f"box_iou(a={show(a)!s:.100}, b={show(b)!s:.100})"
+        try:
+            got = S.call(a.clone(), b.clone())
+        except CheckFailed as err:
+            hint = (". Hint: with no boxes on a side the IoUs are an empty [n, m] tensor" if not (len(a) and len(b))
+                    else ". Hint: pair every box of a with every box of b by broadcasting, a[:, None] against "
+                    "b[None, :]" if "must match the size" in str(err) else "")
+            raise CheckFailed(f"{err}{hint}") from None
+        expect(got, ref_box_iou(a, b).float(), label, hints={
+            "clamp each side of the overlap at 0 (apart boxes overlap by 0; two negative sides make a positive "
+            "area)": _iou(a, b, clamp=False),
+            "the union counts the overlap once: area(a) + area(b) - overlap": _iou(a, b, minus=False),
+            "the coordinates are continuous: a box is x1 - x0 wide (no + 1)": _iou(a, b, plus=1.0)})
+    return f"{len(cases)} pairs of box sets give the reference IoUs"
