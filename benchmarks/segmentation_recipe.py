@@ -38,6 +38,13 @@ VARIANTS = {  # name: (backbone, TrainConfig overrides, build_model options repl
                                                                {"neck_channels": 32, "head_channels": 32}),
     "H: van_mini, FPN 32, lr 8e-3, crops and flips, 8 epochs": ("van_mini", {"lr": 8e-3, "augment": "cpu", "epochs": 8},
                                                                {"neck_channels": 32, "head_channels": 32}),
+    "I: van_mini, FPN 32, lr 4e-3, crops and flips, 8 epochs, bf16 autocast": (
+        "van_mini", {"lr": 4e-3, "augment": "cpu", "epochs": 8, "amp": "bf16"}, {"neck_channels": 32, "head_channels": 32}),
+    "J: van_mini, FPN 32, lr 4e-3, crops and flips, 10 epochs, bf16 autocast": (
+        "van_mini", {"lr": 4e-3, "augment": "cpu", "epochs": 10, "amp": "bf16"}, {"neck_channels": 32, "head_channels": 32}),
+    "K: van_mini, FPN 32, batch 64, lr 8e-3, crops and flips, 10 epochs, bf16 autocast": (
+        "van_mini", {"lr": 8e-3, "batch_size": 64, "augment": "cpu", "epochs": 10, "amp": "bf16"},
+        {"neck_channels": 32, "head_channels": 32}),
     "D: resnet_mini, FPN 64, lr 4e-3, 6 epochs": ("resnet_mini", {"lr": 4e-3, "augment": "none", "epochs": 6}, FPN64),
     "E: vit_mini (patch 8, levels 0-2), FPN 64, lr 4e-3": ("vit_mini", {"lr": 4e-3},
                                                          {**FPN64, "patch_size": 8, "out_indices": (0, 1, 2)}),

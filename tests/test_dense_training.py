@@ -79,3 +79,23 @@ def test_a_classifier_on_masks_is_a_clear_error():
     config = TrainConfig(epochs=1, batch_size=32, augment="none", amp="off", progress=False)
     with pytest.raises(VanEduError, match=r"logits of shape \(32, 3\).*expected \[batch, 3, 16, 16\] from a segmenter"):
         fit(clf, train, None, config)
+
+
+def test_bf16_training_on_the_cpu_is_scored_in_float32(tmp_path):
+    """Autocast covers the training steps only: a CPU's scores are float32 ones, equal to what
+    `evaluate` finds later on any machine (the bundled weights' check depends on it)."""
+    torch.manual_seed(0)
+    train, test = stripes(128, 1), stripes(64, 2)
+    config = TrainConfig(epochs=1, batch_size=32, lr=2e-2, warmup_epochs=0.5, augment="none", amp="bf16",
+                         progress=False, label_smoothing=0.0)
+    result = fit(TinySegmenter(), train, test, config, out_dir=tmp_path)
+    assert result.precision == "bfloat16"
+    row = result.history[-1]
+    fp32 = evaluate(result.model, test)
+    assert row["test_miou"] == pytest.approx(fp32["miou"], abs=1e-9)
+    assert row["test_loss"] == pytest.approx(fp32["loss"], rel=1e-6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):   # what a bf16 evaluation would give
+        from van_edu.images import normalize
+        logits = result.model(normalize(test.images))
+    bf16_loss = nn.functional.cross_entropy(logits.float(), test.labels).item()
+    assert bf16_loss != pytest.approx(fp32["loss"], rel=1e-6)           # so the test above can tell them apart

@@ -14,6 +14,7 @@ from van_edu.runtime import (
     AMP_MODES,
     autocast,
     best_time,
+    cpu_has_native_bf16,
     cpu_name,
     machine,
     machine_description,
@@ -46,7 +47,26 @@ def test_resolve_amp_modes_on_the_cpu():
         resolve_amp("fp16", cpu)
     with pytest.raises(VanEduError, match=r"amp='half' \(expected one of"):
         resolve_amp("half", cpu)
-    assert set(AMP_MODES) == {"auto", "bf16", "fp16", "off"}
+    assert set(AMP_MODES) == {"auto", "native", "bf16", "fp16", "off"}
+
+
+EPYC_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\nbugs\t\t: sysret_ss_attrs\n"
+XEON_AMX_FLAGS = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+OLD_FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\nbugs\t\t: avx512_bf16_is_not_a_flag_here\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags_only():
+    assert cpu_has_native_bf16(EPYC_FLAGS) and cpu_has_native_bf16(XEON_AMX_FLAGS)
+    assert not cpu_has_native_bf16(OLD_FLAGS)          # a mention outside the flags line does not count
+    assert not cpu_has_native_bf16("")                  # nothing to read (another system): float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_native_amp_is_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    import van_edu.runtime as runtime
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda cpuinfo=None: native)
+    assert resolve_amp("native", torch.device("cpu")) is (torch.bfloat16 if native else None)
+    assert resolve_amp("auto", torch.device("cpu")) is None          # "auto" stays float32 on a CPU
 
 
 def test_autocast_is_a_no_op_in_float32_and_bf16_on_the_cpu():

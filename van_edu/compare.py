@@ -141,7 +141,8 @@ def train_one(model_name: str, train_data, test_data, config: TrainConfig, out_d
         "train_samples": len(train_data), "test_samples": len(test_data), "epochs": config.epochs,
         "test_accuracy": result.test_accuracy, "train_seconds": result.train_seconds,
         "images_per_second": result.images_per_second, "device": result.device, "seed": config.seed,
-        "config": asdict(config), "machine": machine_description(device), "task": train_data.task,
+        "config": asdict(config), "precision": result.precision, "machine": machine_description(device),
+        "task": train_data.task,
     }
     if train_data.task == "segmentation":
         last = result.history[-1]

@@ -25,7 +25,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = 1.0  # max global gradient norm, None = off
     augment: str = "cpu"           # a key of van_edu.data.AUGMENT_PRESETS
-    amp: str = "auto"              # "auto" (cuda: bf16 or fp16; elsewhere off), "bf16", "fp16", "off"
+    amp: str = "auto"              # "auto" (cuda: bf16 or fp16; elsewhere off), "native" (bf16 where the
+                                   # hardware has it, CUDA or CPU; else off), "bf16", "fp16", "off"
     channels_last: bool = False
     compile: bool = False          # torch.compile the model
     seed: int = 0

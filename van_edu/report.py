@@ -109,7 +109,7 @@ def _detection_text(summary: dict) -> str:
         f"Dataset `{first['dataset']}` (boxes): {first['train_samples']} training and {first['test_samples']} test "
         f"canvases. Every backbone under CenterNet on the FPN's finest level "
         f"({json.dumps(summary['setup']['head_options'])}), one recipe (`{json.dumps(recipe)}`, no augmentation), "
-        f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}).", "",
+        f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}), training steps in {first.get('precision', 'float32')}.", "",
         *_table(["detector on", "params", "MMACs / canvas", "test mAP50", "test mAP (0.50:0.95)",
                  "class-agnostic AP50", "training canvases/s", "training time (s)"],
                 [[r["model"], f"{r['params']:,}", f"{r['mmacs']:.1f}", _spread(r, "map50", 3), _spread(r, "map", 3),
@@ -146,7 +146,7 @@ def _segmentation_text(summary: dict) -> str:
         f"Dataset `{first['dataset']}`: {first['train_samples']} training and {first['test_samples']} test "
         f"canvases. Every backbone under a Semantic FPN ({json.dumps(summary['setup']['head_options'])}), one recipe "
         f"(`{json.dumps(recipe)}`; crops and flips, where on, move the masks too), seeds {sorted({r['seed'] for r in runs})}. "
-        f"Device: {first['device']} ({first['machine']}).", "",
+        f"Device: {first['device']} ({first['machine']}), training steps in {first.get('precision', 'float32')}.", "",
         *_table(["segmenter on", "params (whole segmenter)", "MMACs / canvas", "test mIoU", "pixel accuracy (%)",
                  "training canvases/s", "training time (s)"],
                 [[r["model"], f"{r['params']:,}", f"{r['mmacs']:.1f}", _spread(r, "miou", 3), f"{r['accuracy']:.2f}",
@@ -200,7 +200,7 @@ def _report_text(summary: dict) -> str:
         f"Dataset `{first['dataset']}`: {first['train_samples']} training images, {first['test_samples']} "
         f"test images. Every model: {first['epochs']} epochs of the same recipe "
         f"(`{json.dumps({k: first['config'][k] for k in ('batch_size', 'lr', 'weight_decay', 'warmup_epochs', 'label_smoothing', 'augment')})}`), "
-        f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}).", "",
+        f"seeds {sorted({r['seed'] for r in runs})}. Device: {first['device']} ({first['machine']}), training steps in {first.get('precision', 'float32')}.", "",
         *_table(["model", "params", "MMACs / image", "test accuracy (%)", "training images/s", "training time (s)",
                  "latency, batch 1 (ms)"],
                 [[r["model"], f"{r['params']:,}", f"{r['mmacs']:.1f}", _spread(r, "accuracy", 2),

@@ -129,6 +129,7 @@ class FitResult:
     model: nn.Module              # the trained model (unwrapped), in eval mode
     checkpoint: Path | None = None
     test_miou: float | None = None  # segmentation: mean IoU after the last epoch (van_edu.metrics)
+    precision: str = "float32"      # what the training steps computed in: config.amp on this device
 
 
 def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
@@ -319,12 +320,16 @@ def _eval_epoch(run: _Run) -> dict:
         return {"test_loss": None, "test_accuracy": None}
     run.raw.eval()
     broadcast_buffers(run.raw, run.ctx)  # per-rank BatchNorm averages differ: use rank 0's, as saved
+    # On a CPU the scores are computed in float32 whatever the training's autocast: evaluation is a
+    # small share of the time, and the scores then do not depend on which CPU's bf16 units ran it
+    # (the bundled weights reproduce their recorded scores anywhere).
+    amp_dtype = run.amp_dtype if run.device.type == "cuda" else None
     if run.test.task == "detection":
-        result = eval_detection(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
+        result = eval_detection(run.raw, run.test, run.config.eval_batch_size, run.device, amp_dtype,
                                 run.config.channels_last)
         return {"test_loss": result["loss"], "test_accuracy": None, "test_map50": result["map50"],
                 "test_map": result["map"], "test_ap50": result["ap50"]}
-    sums = eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, run.amp_dtype,
+    sums = eval_sums(run.raw, run.test, run.config.eval_batch_size, run.device, amp_dtype,
                      run.config.channels_last, run.ctx)
     result = metrics(*sums)
     row = {"test_loss": result["loss"], "test_accuracy": result["accuracy"]}
@@ -358,4 +363,5 @@ def _result(run: _Run, history: list[dict], out: Path | None) -> FitResult:
                      train_seconds=seconds, images_per_second=images / seconds if seconds else 0.0,
                      device=str(run.device), model=run.raw,
                      checkpoint=out / CHECKPOINT_NAME if out is not None else None,
-                     test_miou=history[-1].get("test_miou") if history else None)
+                     test_miou=history[-1].get("test_miou") if history else None,
+                     precision=str(run.amp_dtype or torch.float32).removeprefix("torch."))
