@@ -149,6 +149,39 @@ def test_ends_with_a_summary_exercises_and_the_next_notebook(notebook):
     assert f"]({following.name})" in last, f"{path.name}: the summary does not link {following.name}"
 
 
+REFERENCES = ROOT / "notebooks" / "references.md"
+REFERENCES_LINE = re.compile(r"^\*\*References\*\* \(full entries in \[references\]\(references\.md\)\): (.+)\.$", re.M)
+
+
+def _bibliography() -> list[str]:
+    """The keys of notebooks/references.md: each entry starts ``- **Author et al. Year.**``."""
+    return re.findall(r"^- \*\*(.+?)\.\*\*", REFERENCES.read_text(encoding="utf-8"), re.M)
+
+
+def _cited(nb) -> list[str]:
+    match = REFERENCES_LINE.search(_source(nb["cells"][-1]))
+    return match[1].split("; ") if match else []
+
+
+def test_every_notebook_cites_its_sources_from_the_bibliography(notebook):
+    """The summary ends with the works the notebook draws on, each one an entry of references.md."""
+    path, nb = notebook
+    cited = _cited(nb)
+    assert cited, f"{path.name}: the summary has no '**References** (full entries in [references](references.md)): ...' line"
+    unknown = [key for key in cited if key not in _bibliography()]
+    assert not unknown, f"{path.name} cites {unknown}, which notebooks/references.md does not list"
+    assert len(set(cited)) == len(cited), f"{path.name} cites a work twice: {cited}"
+
+
+def test_the_bibliography_lists_only_cited_works_once():
+    keys = _bibliography()
+    assert len(keys) >= 20 and len(set(keys)) == len(keys), "references.md: an entry key twice"
+    cited = {key for path in NOTEBOOKS for key in _cited(_load(path))}
+    assert set(keys) <= cited, f"references.md lists works no notebook cites: {sorted(set(keys) - cited)}"
+    for key in keys:                    # a key names its year, so two works of one author-year need a/b
+        assert re.fullmatch(r"[A-Z][\w ]+ (et al\.|and [A-Z]\w+)? ?\d{4}[ab]?", key), key
+
+
 def test_active_reading_questions_and_a_prediction(notebook):
     """01-09 ask at least three check-your-understanding questions, each answer folded in a
     ``<details>`` with a non-empty body, and have at least one **Predict** cell that comes right

@@ -10,6 +10,7 @@ warnings as errors into ``--out``:
 * ``chapters/``: the course notebooks as committed (MyST-NB renders their stored outputs; nothing is
   re-executed), each with its Colab badge (the badge image served from the book itself) and a
   link to download the notebook;
+* ``chapters/references.md``: the works the notebooks cite (``notebooks/references.md``);
 * ``exercises/``: the student copies and how to grade them (``exercises/README.md``);
 * ``numbers.md``: the paper's tables as ``van_edu`` computes them (B0-B6, Table 2);
 * ``api.md``: the ``van_edu`` names the notebooks import, from their docstrings.
@@ -133,6 +134,7 @@ def assemble(src: Path) -> None:
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for nb in notebooks:
         _chapter(nb, chapters / nb.name, "../_static/colab-badge.svg")
+    shutil.copy(ROOT / "notebooks" / "references.md", chapters / "references.md")   # the notebooks link it
     exercises = src / "exercises"
     exercises.mkdir()
     student = sorted((ROOT / "exercises" / "student").glob("*.ipynb"))
@@ -149,9 +151,9 @@ def assemble(src: Path) -> None:
         course_map.append(f"| {nb.name[:2]} | [{title}](chapters/{nb.stem}) | {sentence} |")
     toc = ("\n```{toctree}\n:maxdepth: 1\n:caption: Chapters\n:hidden:\n\n"
            + "\n".join(f"chapters/{nb.stem}" for nb in notebooks) + "\n```\n"
-           "\n```{toctree}\n:maxdepth: 1\n:caption: More\n:hidden:\n\nexercises/index\nnumbers\napi\n```\n")
+           "\n```{toctree}\n:maxdepth: 1\n:caption: More\n:hidden:\n\nexercises/index\nchapters/references\nnumbers\napi\n```\n")
     (src / "index.md").write_text(_readme_course_part() + "\n" + "\n".join(course_map) + "\n" + toc
-                                  + "\nAlso here: [the exercises](exercises/index), [the paper's numbers, "
+                                  + "\nAlso here: [the exercises](exercises/index), [the references](chapters/references), [the paper's numbers, "
                                   "computed](numbers) and [the `van_edu` API](api).\n", encoding="utf-8")
     (src / "numbers.md").write_text(_numbers_page(), encoding="utf-8")
     (src / "api.md").write_text(_api_page(), encoding="utf-8")
