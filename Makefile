@@ -19,8 +19,11 @@ test-fast: $(STAMP)  ## the edit loop: unit tests without the slow ones (no note
 lint: $(STAMP)  ## ruff: pyflakes, import order, bugbear (rules in pyproject.toml)
 	$(BIN)/ruff check .
 
-lab: $(STAMP)  ## JupyterLab on the notebooks
-	$(BIN)/jupyter lab notebooks
+# The environment's own python3 kernel (JUPYTER_PREFER_ENV_PATH: before any user-wide kernel of that
+# name) and its widget extension, so the notebooks' explorers have their sliders.
+lab: $(STAMP)  ## JupyterLab on the notebooks, with this environment's python3 kernel
+	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/python -m jupyterlab --ServerApp.root_dir=notebooks \
+	  $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 notebooks: $(STAMP)  ## re-execute the course notebooks in full from fresh kernels (the committed outputs)
 	$(BIN)/python tools/notebooks.py stamp

@@ -27,7 +27,7 @@ LAYERS = [
     {"van_edu.complexity", "van_edu.scaling", "van_edu.explain", "van_edu.viz", "van_edu.diagrams", "van_edu.bench",
      "van_edu.report", "van_edu.roofline"},
     # 4: the jobs, the notebooks' helpers and the grader
-    {"van_edu.compare", "van_edu.notebook", "van_edu.grading"},
+    {"van_edu.compare", "van_edu.notebook", "van_edu.explorers", "van_edu.grading"},
     # 5: the command line
     {"van_edu.cli", "van_edu.__main__"},
 ]
