@@ -24,6 +24,15 @@ from van_edu.models import build_model
 from van_edu.runtime import cpu_has_native_bf16, machine_description
 
 
+def _step(model, optimizer, x, y, dtype) -> None:
+    """One training step, under bf16 autocast when `dtype` is bf16, in float32 when it is None."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 def main(batch: int) -> None:
     seg = COMPARE_PRESETS["segmentation"]
     train = load_image_dataset("scattered_garments", "train", samples=256)
@@ -35,22 +44,15 @@ def main(batch: int) -> None:
         model = build_model(name, train, **seg.model_options(name)).to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
 
-        def step(dtype):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
         for dtype in (None, torch.bfloat16):   # warm-up: oneDNN picks its kernels on the first calls
-            step(dtype)
-            step(dtype)
+            _step(model, optimizer, x, y, dtype)
+            _step(model, optimizer, x, y, dtype)
         best = {None: float("inf"), torch.bfloat16: float("inf")}
         for _ in range(5):
             for dtype in best:
                 start = time.perf_counter()
-                step(dtype)
-                step(dtype)
+                _step(model, optimizer, x, y, dtype)
+                _step(model, optimizer, x, y, dtype)
                 best[dtype] = min(best[dtype], (time.perf_counter() - start) / 2)
         print(f"{name}: float32 {best[None] * 1000:.0f} ms, bf16 {best[torch.bfloat16] * 1000:.0f} ms per step of "
               f"{batch} ({best[None] / best[torch.bfloat16]:.2f}x)", flush=True)
