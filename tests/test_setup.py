@@ -74,7 +74,7 @@ README_TARGETS = {
     "test": r"/python -m pytest$",                       # everything: no marker filter
     "test-fast": r'/python -m pytest tests -m "not slow"$',
     "lint": r"/ruff check \.$",
-    "lab": r"/jupyter lab notebooks$",
+    "lab": r"JUPYTER_PREFER_ENV_PATH=1 \S*/python -m jupyterlab --ServerApp.root_dir=notebooks\b",
     "notebooks": r"tools/notebooks\.py execute$",
     "book": r"/python tools/book\.py$",
     "exercises": r"/python -m van_edu\.grading generate$",
