@@ -60,6 +60,20 @@ def test_two_epochs_learn_and_write_files(data, tmp_path):
     assert again["loss"] == pytest.approx(result.history[-1]["test_loss"])
 
 
+def test_eval_every_scores_every_kth_epoch_and_always_the_last(data):
+    train, test = data
+    torch.manual_seed(0)
+    every = fit(BatchNormNet(), train, test, quick_config(epochs=5, eval_every=2))
+    scored = [row["epoch"] for row in every.history if row["test_accuracy"] is not None]
+    assert scored == [2, 4, 5]
+    skipped = every.history[0]
+    assert skipped["test_loss"] is None and set(skipped) == set(every.history[1])  # the same keys
+    torch.manual_seed(0)
+    each = fit(BatchNormNet(), train, test, quick_config(epochs=5))     # skipping a test changes no weight
+    assert [r["train_loss"] for r in each.history] == [r["train_loss"] for r in every.history]
+    assert every.test_accuracy == each.test_accuracy == each.history[-1]["test_accuracy"]
+
+
 def test_evaluate_restores_training_mode(data):
     model = BatchNormNet().train()
     metrics = evaluate(model, data[1], batch_size=64)
@@ -134,6 +148,9 @@ def test_configuration_errors(data):
         fit(BatchNormNet(), train, test, quick_config(seed=-1))
     with pytest.raises(VanEduError, match=r"epochs=0 \(expected an int >= 1\)$"):  # not warmup too
         fit(BatchNormNet(), train, test, quick_config(epochs=0))
+    for bad in (0, True, 1.5):
+        with pytest.raises(VanEduError, match=r"eval_every=.* \(expected an int >= 1"):
+            fit(BatchNormNet(), train, test, quick_config(eval_every=bad))
     assert set(TRAIN_PRESETS) >= {"cpu", "gpu"}
 
 

@@ -117,8 +117,9 @@ class FitResult:
 
     A row: epoch (from 1), train_loss (with label smoothing, as optimised) and train_accuracy
     (under augmentation and dropout), test_loss (plain cross-entropy) and test_accuracy (None
-    without test data; over pixels for masks, with test_miou and test_iou per class too), lr (of the epoch's last update), seconds (training only, the slowest rank)
-    and images_per_second (all ranks together).
+    without test data, and on the epochs that ``config.eval_every`` skips; the last is always
+    scored; over pixels for masks, with test_miou and test_iou per class too), lr (of the epoch's
+    last update), seconds (training only, the slowest rank) and images_per_second (all ranks together).
     """
 
     history: list[dict]
@@ -167,7 +168,8 @@ def fit(model: nn.Module, train: ImageData, test: ImageData | None = None,
         run.net = _wrap_model(run.raw, config, ctx, device)
         last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
         for epoch in range(len(history), last):
-            row = {"epoch": epoch + 1, **_train_epoch(run, epoch), **_eval_epoch(run)}
+            scored = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+            row = {"epoch": epoch + 1, **_train_epoch(run, epoch), **_eval_epoch(run, scored)}
             history.append(row)
             if out is not None and ctx.main:
                 train_state.save(run, out, epoch + 1, history)
@@ -314,10 +316,13 @@ def _check_logits(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> No
                           f"with num_classes={num_classes})")
 
 
-def _eval_epoch(run: _Run) -> dict:
-    """Test loss and accuracy after an epoch, sharded over ranks (rank 0's BatchNorm averages)."""
-    if run.test is None:
-        return {"test_loss": None, "test_accuracy": None}
+def _eval_epoch(run: _Run, scored: bool = True) -> dict:
+    """Test loss and accuracy after an epoch, sharded over ranks (rank 0's BatchNorm averages); the
+    same keys, all None, when there is no test data or the epoch is not ``scored`` (eval_every)."""
+    if run.test is None or not scored:
+        keys = {"detection": ("test_map50", "test_map", "test_ap50"),
+                "segmentation": ("test_miou", "test_iou")}.get(run.test.task if run.test is not None else "", ())
+        return dict.fromkeys(("test_loss", "test_accuracy", *keys))
     run.raw.eval()
     broadcast_buffers(run.raw, run.ctx)  # per-rank BatchNorm averages differ: use rank 0's, as saved
     # On a CPU the scores are computed in float32 whatever the training's autocast: evaluation is a

@@ -284,9 +284,11 @@ def plot_history(history: list[dict], title: str = "Training curves"):
     fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 2.8), dpi=90)
     left.plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3, label="train (label-smoothed)")
     right.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", ms=3, label="train (augmented)")
-    if history and history[0].get("test_loss") is not None:
-        left.plot(epochs, [h["test_loss"] for h in history], marker="s", ms=3, label="test (plain)")
-        right.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="s", ms=3, label="test")
+    tested = [h for h in history if h.get("test_loss") is not None]     # eval_every may skip epochs
+    if tested:
+        left.plot([h["epoch"] for h in tested], [h["test_loss"] for h in tested], marker="s", ms=3, label="test (plain)")
+        right.plot([h["epoch"] for h in tested], [100 * h["test_accuracy"] for h in tested], marker="s", ms=3,
+                   label="test")
     left.set(title="loss", xlabel="epoch", ylabel="cross-entropy (nats)")
     right.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (left, right):
