@@ -437,24 +437,35 @@ attempt('interfaces', lambda: [n for _, n in socket.if_nameindex()])
 attempt('tcp', tcp)
 attempt('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'hello', ('127.0.0.1', UDP)))
 attempt('grader', lambda: os.kill(GRADER, 0))
+attempt('inside', lambda: open(INSIDE).read())
 print('PROBE' + json.dumps(seen))"""
 
 
 def test_the_box_hides_the_grader_and_the_network(tmp_path, monkeypatch, sandbox):
     """What bubblewrap guarantees (its own PID and network namespaces, no capabilities even under a root
-    grader), and what the fallback also holds (the grader's environment, TCP)."""
+    grader), and what the fallback also holds (the grader's environment, TCP, a class folder inside a folder
+    the box must mount: the virtual environment)."""
     import socket
+    import tempfile
     secret = "van-edu-grader-secret-" + os.urandom(6).hex()
     monkeypatch.setenv("VAN_EDU_TEST_SECRET", secret)
     tcp, udp = socket.create_server(("127.0.0.1", 0)), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.setblocking(False)
+    inside = Path(tempfile.mkdtemp(dir=sys.prefix, prefix="van-edu-class-"))
+    (inside / "bob.ipynb").write_text("bob's answers")
     code = PROBE.replace("GRADER", str(os.getpid())).replace("SECRET", repr(secret)).replace(
-        "TCP", str(tcp.getsockname()[1])).replace("UDP", str(udp.getsockname()[1]))
+        "TCP", str(tcp.getsockname()[1])).replace("UDP", str(udp.getsockname()[1])).replace(
+        "INSIDE", repr(str(inside / "bob.ipynb")))
     nbformat.write(_with(_nb("solutions"), code), tmp_path / f"{SET1}.ipynb")
-    report = grade_notebook(tmp_path / f"{SET1}.ipynb", limits=Limits(timeout=20, sandbox=sandbox))
+    try:
+        report = grade_notebook(tmp_path / f"{SET1}.ipynb", limits=Limits(timeout=20, sandbox=sandbox), hide=[inside])
+    finally:
+        (inside / "bob.ipynb").unlink()
+        inside.rmdir()
     seen = json.loads(next(c.stdout for c in report.cells if "PROBE" in c.stdout).split("PROBE", 1)[1])
     assert report.score == 6 and seen["environ"] == [], seen  # the grader's environment is nowhere to read
+    assert seen["inside"] in ("PermissionError", "FileNotFoundError"), seen
     if sandbox == "landlock":
         assert report.box["no_bwrap"] == "--sandbox landlock" and "no bubblewrap" in box_summary(report.box)
         assert seen["tcp"] != "connected" or landlock_abi() < 4, seen
@@ -570,6 +581,9 @@ def test_forbid_reference_is_refused_where_the_box_cannot_hide_the_course(tmp_pa
     assert "--forbid-reference needs bubblewrap or Landlock" in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(VanEduError, match="needs bubblewrap or Landlock"):
         grade_folder(tmp_path, forbid_reference=True)
+    assert main(["grade", str(path), "--sandbox", "bwrap"]) == 2  # forced, and not here: refused, not scored 0
+    err = capsys.readouterr().err
+    assert "--sandbox bwrap: bubblewrap cannot run here (not here)" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_the_source_is_untouched_and_the_max_score_is_the_sources(hostile_class):

@@ -210,11 +210,12 @@ def _bwrapped(args, argv: list[str], hidden: list[Path], done: dict) -> None:
     """On the host: give the box to nobody (a root grader; the box's first line becomes nobody), run this
     file again in bubblewrap."""
     box, course, runtime = Path(args.box).resolve(), Path(args.course).resolve(), Path(args.connection_file).parent
-    if args.uid is not None:
-        for top in (box, course, runtime):
-            for folder, _, files in os.walk(top):
-                for name in [folder, *(os.path.join(folder, f) for f in files)]:
-                    os.chown(name, args.uid, args.uid, follow_symlinks=False)
+    if args.uid is not None:  # never a walk of what the kernel could write: a link there would give away its target
+        for folder, _, files in os.walk(course):  # written by the grader, read-only in the box
+            for name in [folder, *(os.path.join(folder, f) for f in files)]:
+                os.chown(name, args.uid, args.uid, follow_symlinks=False)
+        for name in (box, runtime, args.connection_file):
+            os.chown(name, args.uid, args.uid, follow_symlinks=False)
     done["sandbox"] = "bubblewrap"
     os.environ["VAN_EDU_BOX"] = json.dumps(done)
     inner = list(argv)

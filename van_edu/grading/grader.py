@@ -224,7 +224,11 @@ def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None 
 
 
 def can_hide(limits: Limits, forbid_reference: bool) -> None:
-    """Refuse ``forbid_reference`` where the box cannot hide the installed course from the kernel."""
+    """Refuse ``forbid_reference`` where the box cannot hide the installed course from the kernel, and
+    ``--sandbox bwrap`` where bubblewrap cannot run."""
+    if limits.sandbox == "bwrap" and not find_bwrap()[0]:
+        raise VanEduError(f"--sandbox bwrap: bubblewrap cannot run here ({find_bwrap()[1]}); leave --sandbox out "
+                          "to grade in the fallback (Landlock and limits)")
     if forbid_reference and not ((limits.sandbox != "landlock" and find_bwrap()[0]) or landlock_abi()):
         raise VanEduError("--forbid-reference needs bubblewrap or Landlock (Linux 5.13+) to hide the course's own "
                           "code from the learner's kernel, and this machine has neither: grade in a Linux VM or container")

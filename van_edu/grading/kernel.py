@@ -70,10 +70,6 @@ class KernelLost(Exception):
     """A question to the kernel got no answer: it timed out, or the kernel died (and was restarted)."""
 
 
-class _Restart(Exception):
-    pass
-
-
 class _BoxSpec(KernelSpecManager):
     """Kernels run in the grader's own interpreter, through the box, whatever kernelspecs exist."""
 
@@ -147,8 +143,6 @@ class BoxedKernel:
                  hide: list[Path] | None = None, hidden_code=()):
         self.limits = limits or Limits()
         self.bwrap, why = find_bwrap() if self.limits.sandbox != "landlock" else ([], "--sandbox landlock")
-        if self.limits.sandbox == "bwrap" and not self.bwrap:
-            raise VanEduError(f"--sandbox bwrap: bubblewrap cannot run here ({why})")
         self.hide = [Path(h) for h in (hide or [])]
         self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
         course_copy(self.root / "course", hidden_code)
@@ -228,25 +222,24 @@ class BoxedKernel:
         self.cgroup = None
 
     def _restart(self) -> None:
-        """A fresh kernel with the earlier cells replayed, leaving out those that broke one."""
-        while True:
-            self.restarts += 1
-            if self.restarts > MAX_RESTARTS:
-                raise _Restart(f"the kernel had to be restarted {MAX_RESTARTS} times")
-            self._stop()
-            if self.time_left() <= 0:  # replays count in the notebook's time: none past it
-                raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
-            self._start()
-            for i, (code, run) in enumerate(self.steps):
-                if self.time_left() <= 0:
-                    raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
-                if i in self.never_again or run.timed_out or run.died:
-                    continue
-                if not self._execute(code, CellRun()):
-                    self.never_again.add(i)
-                    break
-            else:
-                return
+        """A fresh kernel with the earlier cells replayed, leaving out those that broke one; none (the kernel
+        stays stopped) after MAX_RESTARTS, or once the notebook's time is up: the replays count in it."""
+        with suppress(VanEduError):
+            while self.restarts < MAX_RESTARTS and self.time_left() > 0:
+                self.restarts += 1
+                self._stop()
+                self._start()
+                for i, (code, run) in enumerate(self.steps):
+                    if self.time_left() <= 0:
+                        break
+                    if i in self.never_again or run.timed_out or run.died:
+                        continue
+                    if not self._execute(code, CellRun()):
+                        self.never_again.add(i)
+                        break
+                else:
+                    return
+        self._stop()
 
     # ---------------------------------------------------------------- running code
     def time_left(self) -> float:
@@ -294,29 +287,25 @@ class BoxedKernel:
     def run(self, code: str, run: CellRun) -> CellRun:
         """Run one of the notebook's cells into ``run``; never raises for what it does."""
         self.steps.append((code, run))
-        if self.time_left() <= 0:
-            run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
-        elif self.client is not None and self.client.flooded:
-            run.skipped = f"not run: the notebook printed more than {MAX_OUTPUT_MB} MiB in all"
-        elif self.session is None:
-            run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
+        flooded = self.client is not None and self.client.flooded
+        why = self._stopped() or (f"the notebook printed more than {MAX_OUTPUT_MB} MiB in all" if flooded else None)
+        if why:
+            run.skipped = f"not run: {why}"
         elif not self._execute(code, run):
             self.never_again.add(len(self.steps) - 1)
-            self._try_restart()
+            self._restart()
         return run
 
-    def _try_restart(self) -> None:
-        try:
-            self._restart()
-        except (_Restart, VanEduError):
-            self._stop()
+    def _stopped(self) -> str | None:
+        """Why nothing more runs in this notebook, or None."""
+        if self.time_left() <= 0:
+            return f"the notebook used up its {self.limits.notebook_timeout} s"
+        return f"the kernel had to be restarted {MAX_RESTARTS} times" if self.session is None else None
 
     def ask(self, request: str) -> str:
         """Send the agent a request; its answer text. KernelLost when it gives none."""
-        if self.time_left() <= 0:
-            raise KernelLost(f"the notebook used up its {self.limits.notebook_timeout} s")
-        if self.session is None:
-            raise KernelLost(f"the kernel had to be restarted {MAX_RESTARTS} times; nothing more was run")
+        if self._stopped():
+            raise KernelLost(self._stopped())
         token = secrets.token_hex(8)
         req, ans = self.box / f".request-{token}.json", self.box / f".answer-{token}.json"
         req.write_text(request, encoding="utf-8")
@@ -327,7 +316,7 @@ class BoxedKernel:
         with suppress(OSError):
             req.unlink()
         if not alive:
-            self._try_restart()
+            self._restart()
             raise KernelLost("your code killed the Python kernel while it was being checked "
                              "(os._exit, a crash, or out of memory?)" if run.died else
                              f"{run.error[1]}, while your code was being checked" if run.error else
