@@ -5,6 +5,7 @@ import copy
 import csv
 import importlib
 import inspect
+import io
 import json
 import math
 import os
@@ -791,3 +792,21 @@ def test_each_learner_gets_a_markdown_report_without_hidden_inputs_unless_asked(
     line = next(x for x in (tmp_path / "feedback" / "carol.md").read_text().splitlines() if "best\\_dilation" in x)
     assert "best\\_dilation(" in line and "expected" in line, line  # the teacher asked: the hidden input shown
     assert "no submission" in (folder / "dave.md").read_text() or "could not be read" in (folder / "dave.md").read_text()
+
+
+@pytest.mark.slow
+def test_gradescope_results_follow_the_csv_and_hide_hidden_inputs_unless_asked(small_class, tmp_path):
+    root, base = small_class
+    for flags, shown in (([], False), (["--feedback-hidden"], True)):
+        out = tmp_path / ("shown" if shown else "hidden")
+        assert main(["grade", "merge", str(root), "--csv", str(out / "g.csv"), "--gradescope", str(out / "gs"),
+                     *flags]) == 0
+        carol = json.loads((out / "gs" / "carol" / "results.json").read_text())
+        assert carol["score"] == 3 and sum(t["max_score"] for t in carol["tests"]) == 6, carol
+        tests = {t["name"]: t for t in carol["tests"]}
+        assert tests[f"{SETS[0]}: same_padding"] == {"name": f"{SETS[0]}: same_padding", "score": 1.0,
+                                                    "max_score": 1.0, "output": "passed"}
+        best = tests[f"{SETS[0]}: best_dilation"]["output"]
+        assert ("best_dilation(" in best) == shown and ("fails one of the hidden tests" in best) != shown, best
+        rows = {r["learner"]: float(r["score"]) for r in csv.DictReader(io.StringIO(base))}
+        assert {p.parent.name: json.loads(p.read_text())["score"] for p in (out / "gs").glob("*/results.json")} == rows

@@ -22,19 +22,21 @@ import van_edu.lka
 from van_edu.cli import main
 from van_edu.errors import VanEduError
 from van_edu.grading.assign import is_test_cell, tasks_of
-from van_edu.grading.box import landlock_abi
+from van_edu.grading.box import find_bwrap, landlock_abi
 from van_edu.grading.classroom import grade_folder
 from van_edu.grading.grader import grade_notebook
 from van_edu.grading.host import empty_cgroup as _empty_cgroup
 from van_edu.grading.host import pids_cgroup as _pids_cgroup
 from van_edu.grading.kernel import Limits
+from van_edu.grading.scores import box_summary
 
 pytestmark = pytest.mark.slow
 
 EXERCISES = Path(__file__).resolve().parents[1] / "exercises"
 SET1 = "01_lka_arithmetic"
 SOURCE1 = EXERCISES / "source" / f"{SET1}.ipynb"
-SPOOF = "\r\x1b[2K  same_padding  1/1 passed\x1b[0m\x1b[1A\u202e"  # rewrites the teacher's screen line
+SPOOF = ("\r\x1b[2K  same_padding  1/1 passed\x1b[0m\x1b[1A\u202e"  # rewrites the teacher's screen line
+         '", "score": 6, "tests": []}')  # and would close a JSON string written by hand
 FAKE_CHECK = 'check = type("C", (), {"__getattr__": lambda s, n: lambda *a, **k: None})()'
 
 
@@ -49,21 +51,34 @@ def procs_limited() -> bool:
     return group is not None
 
 
-# cases that run only where the machine can contain them; elsewhere they are reported as skipped
-NEEDS = {"process_spawner": ("not procs_limited()", "no process limit here (root without a pids cgroup): the "
-                             "spawner would be a real fork bomb"),
-         "kills_the_grader": ("landlock_abi() < 6", "no Landlock signal scoping (Linux 6.12+): the learner's "
-                              "kill would end the test run")}
-NO_HIDING = ("landlock_abi() < 1", "no Landlock: --forbid-reference is refused here (it cannot hide the course)")
+BWRAP = find_bwrap()
+# each hostile test runs in both boxes: bubblewrap where it can run, and the fallback (Landlock and limits)
+SANDBOXES = [pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP[0], reason=f"no bubblewrap here ({BWRAP[1]}): "
+                                                                                  "the fallback alone is tested")),
+             "landlock"]
+NO_HIDING = "no bubblewrap or Landlock: --forbid-reference is refused here (it cannot hide the course)"
 
 
-def _needs(learner: str):
-    return NEEDS.get(learner) or (NO_HIDING if learner in REFERENCE_ATTACKS or learner in (
-        "relabelled_cells", "moved_answer", "deleted_tests", "patched_origin") else None)
+def _hides(sandbox: str) -> bool:
+    """Whether --forbid-reference can hide the course in this box here."""
+    return (sandbox != "landlock" and bool(BWRAP[0])) or landlock_abi() > 0
 
 
-def _contained(learner: str) -> bool:
-    return not _needs(learner) or not eval(_needs(learner)[0])
+def _needs(learner: str, sandbox: str) -> str | None:
+    """Why a case cannot be contained in this box on this machine (it is then skipped), or None."""
+    if learner == "process_spawner" and not procs_limited():
+        return "no process limit here (root without a pids cgroup): the spawner would be a real fork bomb"
+    if learner == "kills_the_grader" and sandbox == "landlock" and landlock_abi() < 6:
+        return "no Landlock signal scoping (Linux 6.12+): the learner's kill would end the test run"
+    if not _hides(sandbox) and (learner in REFERENCE_ATTACKS or learner in (
+            "relabelled_cells", "moved_answer", "deleted_tests", "patched_origin")):
+        return NO_HIDING
+    return None
+
+
+@pytest.fixture(scope="module", params=SANDBOXES)
+def sandbox(request):
+    return request.param
 
 
 def _nb(folder: str, name: str = SET1):
@@ -232,7 +247,7 @@ def _hostile(root: Path) -> dict:
     # the first, whose allocation fails at once
     cases["memory_hog"] = (_with(_with(_nb("solutions"), "x = bytearray(64 * 2**30)"),
                                  "chunks = []\nwhile True:\n    chunks.append(bytearray(2**27))", at=-1), 6)
-    # the next two are graded only where the machine contains them (NEEDS)
+    # the next two are graded only where the machine contains them (_needs)
     cases["process_spawner"] = (_with(_nb("solutions"), (
         "import os, time\nchildren = 0\ntry:\n    for _ in range(2000):\n        if os.fork() == 0:\n"
         "            time.sleep(120)\n            os._exit(0)\n        children += 1\nfinally:\n"
@@ -272,9 +287,9 @@ def _hostile(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hostile_class(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    cases = {learner: case for learner, case in _hostile(root).items() if _contained(learner)}
+def hostile_class(tmp_path_factory, sandbox):
+    root = tmp_path_factory.mktemp(f"hostile-{sandbox}")
+    cases = {learner: case for learner, case in _hostile(root).items() if not _needs(learner, sandbox)}
     for learner, (nb, _, *name) in cases.items():
         (root / learner).mkdir()
         path = root / learner / f"{name[0] if name else SET1}.ipynb"
@@ -282,17 +297,17 @@ def hostile_class(tmp_path_factory):
             path.write_text(nb, encoding="latin-1")
         else:
             nbformat.write(nb, path)
-    limits = Limits(timeout=10, notebook_timeout=240, memory_mb=4096, procs=64)
-    rows, reports = grade_folder(root, root / "grades.csv", limits=limits, forbid_reference=landlock_abi() > 0)
+    limits = Limits(timeout=10, notebook_timeout=240, memory_mb=4096, procs=64, sandbox=sandbox)
+    rows, reports = grade_folder(root, root / "grades.csv", limits=limits, forbid_reference=_hides(sandbox),
+                                 gradescope=root / "gradescope")
     by_learner = {Path(r.notebook).parent.name: r for r in reports}
     return root, cases, rows, by_learner
 
 
-@pytest.mark.parametrize("learner", [
-    pytest.param(learner, marks=pytest.mark.skipif(_needs(learner)[0], reason=_needs(learner)[1]))
-    if _needs(learner) else learner
-    for learner in sorted(_hostile(Path("/nowhere")))])
-def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, learner):
+@pytest.mark.parametrize("learner", sorted(_hostile(Path("/nowhere"))))
+def test_a_hostile_submission_scores_what_its_real_answers_earn(hostile_class, sandbox, learner):
+    if _needs(learner, sandbox):
+        pytest.skip(_needs(learner, sandbox))
     root, cases, rows, by_learner = hostile_class
     expected = cases[learner][1]
     row = next(r for r in rows if r["learner"] == learner)
@@ -346,12 +361,12 @@ def test_unreadable_files_are_graded_zero_with_a_reason(hostile_class):
         assert all("could not be read" in t.message for t in report.tasks), report.format()
 
 
-def test_the_box_confines_files_and_reading(hostile_class):
+def test_the_box_confines_files_and_reading(hostile_class, sandbox):
     by_learner = hostile_class[3]
-    if not landlock_abi():
-        pytest.skip("no Landlock on this kernel: files are not confined (the README says so)")
+    if not _hides(sandbox):
+        pytest.skip("no bubblewrap or Landlock here: files are not confined (the README says so)")
     errors = {e[1] for e in by_learner["reads_hidden_tests"].errors()}
-    assert "PermissionError" in errors  # the teacher's source cannot be read from the kernel
+    assert errors & {"PermissionError", "FileNotFoundError"}, errors  # the teacher's source cannot be read
     assert any(e[1] in ("PermissionError", "ModuleNotFoundError") for e in by_learner["imports_reference"].errors())
     printed = "".join(c.stdout for c in by_learner["forged_report"].cells)
     assert printed.count("refused") == 2  # the class's CSV and the victim's notebook; its own box is writable
@@ -366,6 +381,136 @@ def test_memory_and_processes_are_limited(hostile_class):
         printed = "".join(c.stdout for c in by_learner["process_spawner"].cells)
         children = int(printed.split("children")[-1].split()[0])
         assert children < 64, printed
+
+
+def test_gradescope_results_match_the_csv_and_hold_learner_text_as_data(hostile_class):
+    root, cases, rows, by_learner = hostile_class
+    table = {r["learner"].removeprefix("'"): r for r in csv.DictReader((root / "grades.csv").open())}
+    files = sorted((root / "gradescope").glob("*/results.json"))
+    assert len(files) == len(table), files
+    for path in files:
+        results = json.loads(path.read_text())
+        learner = next(n for n in table if re.sub(r"[^A-Za-z0-9._-]", "_", n).lstrip(".") in path.parent.name)
+        assert results["score"] == float(table[learner]["score"]), (learner, results)
+        assert sum(t["score"] for t in results["tests"]) == results["score"]
+        assert sum(t["max_score"] for t in results["tests"]) == float(table[learner]["max_score"])
+        assert all(set(t) == {"name", "score", "max_score", "output"} for t in results["tests"])
+    spoofed = json.loads((root / "gradescope" / "spoofed_screen" / "results.json").read_text())
+    assert spoofed["score"] == 0 and len([t for t in spoofed["tests"] if t["name"].startswith(SET1)]) == 6
+    for test in spoofed["tests"]:
+        assert not re.search("[\x00-\x1f\x7f\u202e]", test["output"]), test
+    assert any("\\x1b[2K" in t["output"] and '"score": 6' in t["output"] for t in spoofed["tests"]), spoofed
+
+
+def test_gradescope_for_one_notebook(tmp_path):
+    nb = _nb("solutions")
+    _answer(nb, "decompose").source = "def decompose(K, d):\n    return 0, 0"
+    nbformat.write(nb, tmp_path / f"{SET1}.ipynb")
+    assert main(["grade", str(tmp_path / f"{SET1}.ipynb"), "--timeout", "10", "--gradescope", str(tmp_path / "gs")]) == 0
+    results = json.loads((tmp_path / "gs" / "results.json").read_text())
+    assert results["score"] == 5 and len(results["tests"]) == 6, results
+    assert {t["name"]: t["score"] for t in results["tests"]}[f"{SET1}: decompose"] == 0
+
+
+PROBE = """import glob, json, os, socket
+seen = {}
+def attempt(name, f):
+    try:
+        seen[name] = f()
+    except Exception as err:
+        seen[name] = type(err).__name__
+def environs():
+    found = []
+    for path in glob.glob('/proc/*/environ') + ['/proc/%d/environ' % GRADER]:
+        try:
+            if SECRET in open(path, 'rb').read().decode('latin-1'):
+                found.append(path)
+        except OSError:
+            pass
+    return found
+def tcp():
+    s = socket.create_connection(('127.0.0.1', TCP), timeout=3)
+    return 'connected'
+attempt('environ', environs)
+attempt('capeff', lambda: int(open('/proc/self/status').read().split('CapEff:')[1].split()[0], 16))
+attempt('interfaces', lambda: [n for _, n in socket.if_nameindex()])
+attempt('tcp', tcp)
+attempt('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'hello', ('127.0.0.1', UDP)))
+attempt('grader', lambda: os.kill(GRADER, 0))
+attempt('inside', lambda: open(INSIDE).read())
+print('PROBE' + json.dumps(seen))"""
+
+
+def test_the_box_hides_the_grader_and_the_network(tmp_path, monkeypatch, sandbox):
+    """What bubblewrap guarantees (its own PID and network namespaces, no capabilities even under a root
+    grader), and what the fallback also holds (the grader's environment, TCP, a class folder inside a folder
+    the box must mount: the virtual environment)."""
+    import socket
+    import tempfile
+    secret = "van-edu-grader-secret-" + os.urandom(6).hex()
+    monkeypatch.setenv("VAN_EDU_TEST_SECRET", secret)
+    tcp, udp = socket.create_server(("127.0.0.1", 0)), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.setblocking(False)
+    inside = Path(tempfile.mkdtemp(dir=sys.prefix, prefix="van-edu-class-"))
+    (inside / "bob.ipynb").write_text("bob's answers")
+    code = PROBE.replace("GRADER", str(os.getpid())).replace("SECRET", repr(secret)).replace(
+        "TCP", str(tcp.getsockname()[1])).replace("UDP", str(udp.getsockname()[1])).replace(
+        "INSIDE", repr(str(inside / "bob.ipynb")))
+    nbformat.write(_with(_nb("solutions"), code), tmp_path / f"{SET1}.ipynb")
+    try:
+        report = grade_notebook(tmp_path / f"{SET1}.ipynb", limits=Limits(timeout=20, sandbox=sandbox), hide=[inside])
+    finally:
+        (inside / "bob.ipynb").unlink()
+        inside.rmdir()
+    seen = json.loads(next(c.stdout for c in report.cells if "PROBE" in c.stdout).split("PROBE", 1)[1])
+    assert report.score == 6 and seen["environ"] == [], seen  # the grader's environment is nowhere to read
+    assert seen["inside"] in ("PermissionError", "FileNotFoundError"), seen
+    if sandbox == "landlock":
+        assert report.box["no_bwrap"] == "--sandbox landlock" and "no bubblewrap" in box_summary(report.box)
+        assert seen["tcp"] != "connected" or landlock_abi() < 4, seen
+        return
+    assert box_summary(report.box).startswith("bubblewrap: own PID and network namespaces"), report.box
+    assert seen["capeff"] == 0 and report.box["uid"] != 0, (seen, report.box)  # nobody, when the grader is root
+    assert set(seen["interfaces"]) <= {"lo"} and seen["tcp"] != "connected", seen
+    assert seen["grader"] == "ProcessLookupError", seen  # no process of the grader's in its PID namespace
+    with pytest.raises(BlockingIOError):
+        udp.recvfrom(64)  # the datagram went nowhere: a network namespace of its own
+    tcp.close()
+    udp.close()
+
+
+@pytest.mark.parametrize("where", ["/opt", "/tmp"])
+def test_no_other_learner_is_visible_wherever_the_class_folder_is(sandbox, where):
+    """A class folder under /opt (a read root of the fallback) or /tmp: the attacker reads neither its
+    classmate's notebook nor, in bubblewrap, another class's folder elsewhere under the same root."""
+    import shutil
+    import tempfile
+    if not os.access(where, os.W_OK):
+        pytest.skip(f"{where} is not writable here")
+    root, other = Path(tempfile.mkdtemp(dir=where, prefix="van-edu-class-")), Path(tempfile.mkdtemp(dir=where))
+    try:
+        (other / "bob.ipynb").write_text("{}")
+        victim = root / "victim" / f"{SET1}.ipynb"
+        victim.parent.mkdir()
+        nbformat.write(_nb("solutions"), victim)
+        (root / "attacker").mkdir()
+        nbformat.write(_with(_nb("student"), (
+            "seen = {}\n"
+            f"for path in [{str(root)!r}, {str(victim.parent)!r}, {str(victim)!r}, {str(other)!r}, {str(other / 'bob.ipynb')!r}]:\n"
+            "    try:\n        seen[path] = open(path).read()[:20] if path.endswith('.ipynb') else __import__('os').listdir(path)\n"
+            "    except OSError as err:\n        seen[path] = type(err).__name__\n"
+            "print('SEEN', seen)")), root / "attacker" / f"{SET1}.ipynb")
+        rows, reports = grade_folder(root, limits=Limits(timeout=10, sandbox=sandbox))
+        assert {r["learner"]: r["score"] for r in rows} == {"attacker": 0, "victim": 6}
+        seen = eval(next(c.stdout for r in reports for c in r.cells if "SEEN" in c.stdout).split("SEEN", 1)[1])
+        for path in (root, victim.parent, victim):
+            assert seen[str(path)] in ("PermissionError", "FileNotFoundError"), seen
+        if sandbox == "bwrap" or where == "/tmp":  # the fallback reads what is not hidden under /opt
+            assert seen[str(other)] in ("PermissionError", "FileNotFoundError"), seen
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def test_the_order_of_grading_does_not_change_the_scores(tmp_path):
@@ -386,8 +531,9 @@ def test_the_order_of_grading_does_not_change_the_scores(tmp_path):
     assert scores[0] == scores[1] == {"attacker": 0, "mmm": 6}
 
 
-@pytest.mark.skipif(NO_HIDING[0], reason=NO_HIDING[1])
-def test_the_course_code_a_task_asks_for_is_not_in_the_box_however_it_is_reached(hostile_class):
+def test_the_course_code_a_task_asks_for_is_not_in_the_box_however_it_is_reached(hostile_class, sandbox):
+    if not _hides(sandbox):
+        pytest.skip(NO_HIDING)
     by_learner = hostile_class[3]
     hidden = "is hidden while grading (--forbid-reference)"
     for learner, task in [*((learner, task) for learner, (task, _) in REFERENCE_ATTACKS.items()),
@@ -398,7 +544,8 @@ def test_the_course_code_a_task_asks_for_is_not_in_the_box_however_it_is_reached
         assert hidden in tasks[task].message or learner == "reads_installed_course", (learner, tasks[task].message)
         assert all(t.score == t.max_score for t in tasks.values() if t.name != task) or learner == "patched_origin"
     printed = "".join(c.stdout for c in by_learner["reads_installed_course"].cells)
-    assert "refused ['PermissionError'" in printed, printed  # the installed lka.py cannot even be read
+    refused = r"'(PermissionError|FileNotFoundError)'"  # the installed lka.py cannot even be read, nor found
+    assert re.search(rf"refused \[{refused}, {refused}, {refused}, {refused}\]", printed), printed
     assert "no test cell" in {t.name: t.message for t in by_learner["deleted_tests"].tasks}["table2_row"]
     assert by_learner["honest_02"].box["hidden"] == 4  # LKA, its fast path, Attention and the depth-wise conv
 
@@ -413,9 +560,9 @@ def test_reference_use_keeps_its_points_unless_forbidden(tmp_path, capsys):
     nbformat.write(nb, path)
     report = grade_notebook(path, limits=Limits(timeout=10))
     assert report.score == 6 and "hidden" not in report.box, report.format()
-    if not landlock_abi():
+    if not _hides("auto"):
         assert main(["grade", str(path), "--forbid-reference"]) == 2
-        assert "needs Landlock" in capsys.readouterr().err
+        assert "needs bubblewrap or Landlock" in capsys.readouterr().err
         return
     assert main(["grade", str(path), "--forbid-reference", "--timeout", "10"]) == 0
     out = capsys.readouterr().out
@@ -426,13 +573,17 @@ def test_reference_use_keeps_its_points_unless_forbidden(tmp_path, capsys):
 def test_forbid_reference_is_refused_where_the_box_cannot_hide_the_course(tmp_path, capsys, monkeypatch):
     from van_edu.grading import grader
     monkeypatch.setattr(grader, "landlock_abi", lambda: 0)
+    monkeypatch.setattr(grader, "find_bwrap", lambda: ([], "not here"))
     path = tmp_path / f"{SET1}.ipynb"
     nbformat.write(_nb("solutions"), path)
     assert main(["grade", str(path), "--forbid-reference"]) == 2
     err = capsys.readouterr().err
-    assert "--forbid-reference needs Landlock" in err and len(err.strip().splitlines()) == 1, err
-    with pytest.raises(VanEduError, match="needs Landlock"):
+    assert "--forbid-reference needs bubblewrap or Landlock" in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(VanEduError, match="needs bubblewrap or Landlock"):
         grade_folder(tmp_path, forbid_reference=True)
+    assert main(["grade", str(path), "--sandbox", "bwrap"]) == 2  # forced, and not here: refused, not scored 0
+    err = capsys.readouterr().err
+    assert "--sandbox bwrap: bubblewrap cannot run here (not here)" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_the_source_is_untouched_and_the_max_score_is_the_sources(hostile_class):

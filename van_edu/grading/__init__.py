@@ -8,7 +8,7 @@
   ``_core``, comparing with ``reference``): each talks to the learner's code only through a
   ``Session``, so the same check is a self-check in a notebook and a verdict in the grader;
 * **sandbox** (``limits``, ``host``, ``box``, ``kernel``): a fresh kernel per submission in its own
-  folder, with limits, its own copy of the course, Landlock on Linux;
+  folder, with limits, its own copy of the course, in bubblewrap where it runs, Landlock on Linux;
 * **grader** (``grader``, ``scores``, ``classroom``, ``cli``): the plan of a notebook, the verdicts
   judged in the grader's process, the scores, a class with its journal, and ``van-edu grade``.
 

@@ -22,6 +22,7 @@ from ..models.centernet import CenterNet, encode_targets, gaussian_radius
 from ..models.fpn import FPN
 from ._core import (
     CheckFailed,
+    draw,
     expect,
     fmt_shape,
     load_reference_state,
@@ -31,10 +32,6 @@ from ._core import (
 
 __all__ = ["fpn_top_down", "confusion_matrix", "iou_scores", "resize_mask", "predict_mask", "heatmap_target",
            "find_peaks", "box_iou"]
-
-
-def _gen(rng: random.Random, hidden: bool, visible_seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(rng.randrange(2**31) if hidden else visible_seed)
 
 
 def _pair(size) -> tuple[int, int]:
@@ -94,7 +91,7 @@ def fpn_top_down(S, hidden: bool, rng: random.Random):
     if hidden:
         cases += [([2, 6], 3, 9), ([8, 8, 8], 5, 13), ([1, 2, 3, 4], 2, 20)]
         cases += [([rng.randint(1, 9) for _ in range(rng.randint(2, 4))], rng.randint(1, 8), rng.randint(5, 24))]
-    g = _gen(rng, hidden, 70)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 70))
     for chans, out, side in cases:
         label = f"FPN({chans}, {out})"
         mine = S.call(chans, out, _name="FPN", _seed=7)
@@ -134,7 +131,7 @@ def _labels(g, shape, k: int, ignore, absent=()) -> torch.Tensor:
 @task_check("confusion_matrix", "van_edu.metrics.confusion_matrix", "van_edu.metrics.per_image_confusion")
 def confusion_matrix(S, hidden: bool, rng: random.Random):
     """``fn(pred, target, num_classes, ignore_index=None)`` -> [K, K] counts, row = truth, column = prediction."""
-    g = _gen(rng, hidden, 71)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 71))
     cases = [(torch.tensor([[0, 1, 1], [2, 2, 0]]), torch.tensor([[0, 1, 2], [2, 0, 0]]), 3, None)]
     cases.append((_labels(g, (2, 5, 5), 4, None), _labels(g, (2, 5, 5), 4, 255), 4, 255))
     if hidden:
@@ -200,7 +197,7 @@ def _iou_hint(got, conf: torch.Tensor, ious: list) -> str:
             "van_edu.metrics.segmentation_scores")
 def iou_scores(S, hidden: bool, rng: random.Random):
     """``fn(confusion)`` -> ``{"iou": [K floats or None], "miou": float}``."""
-    g = _gen(rng, hidden, 72)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 72))
     cases = [torch.tensor([[5, 1, 0, 0], [2, 3, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]]), _confusion_case(g, 5, 1, 1)]
     if hidden:
         cases += [_confusion_case(g, k, a, m) for k, a, m in ((2, 0, 0), (8, 3, 1), (12, 2, 2), (6, 5, 0))]
@@ -225,7 +222,7 @@ def iou_scores(S, hidden: bool, rng: random.Random):
 @task_check("resize_mask")
 def resize_mask(S, hidden: bool, rng: random.Random):
     """``fn(mask, size)`` -> [B, H, W] of the mask's dtype: every label taken from one input pixel (nearest-exact)."""
-    g = _gen(rng, hidden, 73)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 73))
     sparse = torch.tensor([0, 3, 9, 255], dtype=torch.uint8)
     cases = [(sparse[torch.randint(4, (2, 5, 5), generator=g)], (12, 9)), (torch.arange(16).reshape(1, 4, 4), 2)]
     if hidden:
@@ -260,7 +257,7 @@ def resize_mask(S, hidden: bool, rng: random.Random):
 @task_check("predict_mask")
 def predict_mask(S, hidden: bool, rng: random.Random):
     """``fn(logits, size)`` -> [B, H, W] int64: logits upsampled bilinearly (align_corners=False), then argmax."""
-    g = _gen(rng, hidden, 74)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 74))
     cases = [(torch.randn(2, 3, 4, 4, generator=g), 16), (torch.randn(1, 5, 6, 5, generator=g), (24, 20))]
     if hidden:
         cases += [(torch.randn(3, 11, 7, 7, generator=g), (28, 28)), (torch.randn(1, 2, 1, 1, generator=g), 3),
@@ -310,7 +307,7 @@ def _heat(boxes, labels, k: int, size: int, stride: int, at=math.floor, sub=Fals
 @task_check("heatmap_target", "van_edu.models.centernet.encode_targets", "van_edu.models.centernet._gaussian")
 def heatmap_target(S, hidden: bool, rng: random.Random):
     """``fn(boxes, labels, num_classes, out_size, stride)`` -> [num_classes, out_size, out_size] float."""
-    g = _gen(rng, hidden, 75)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 75))
     cases = [(torch.tensor([[4.0, 6.0, 60.0, 58.0], [16.0, 14.0, 64.0, 62.0], [-24.0, 10.0, 26.0, 60.0],
                             [30.0, 4.0, 39.0, 11.0]]), torch.tensor([0, 0, 1, 1]), 2, 16, 4),
              (_boxes(g, 5, 64, 0.2, 0.7), torch.randint(3, (5,), generator=g), 3, 32, 2)]
@@ -357,7 +354,7 @@ def _hills(g, b: int, k: int, h: int, w: int) -> torch.Tensor:
 @task_check("find_peaks", "van_edu.models.centernet.CenterNet")
 def find_peaks(S, hidden: bool, rng: random.Random):
     """``fn(heat, k)`` -> (scores, classes, ys, xs), each [B, k]: the top k 3x3 local maxima, highest first."""
-    g = _gen(rng, hidden, 76)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 76))
     shapes = [((2, 3, 8, 8), 5), ((1, 2, 6, 11), 4)]
     if hidden:
         shapes += [((3, 1, 5, 5), 2), ((2, 4, 12, 9), 12), ((1, 1, 1, 1), 1),
@@ -402,7 +399,7 @@ def _iou(a, b, clamp=True, minus=True, plus=0.0) -> torch.Tensor:
 @task_check("box_iou", "van_edu.metrics.box_iou")
 def box_iou(S, hidden: bool, rng: random.Random):
     """``fn(a, b)`` -> [n, m]: the IoU of every box of ``a`` [n, 4] with every box of ``b`` [m, 4]."""
-    g = _gen(rng, hidden, 77)
+    g = torch.Generator().manual_seed(draw(rng, hidden, 77))
     cases = [(torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]]),
               torch.tensor([[1.0, 1.0, 3.0, 4.0], [4.0, 4.0, 5.0, 6.0], [2.0, 0.0, 4.0, 2.0], [0.5, 0.5, 1.5, 1.5]])),
              (_boxes(g, 3, 20, 0.1, 0.5), _boxes(g, 5, 20, 0.1, 0.5))]

@@ -31,7 +31,8 @@ from ..errors import VanEduError
 from ..fileio import atomic_write_text
 from .grader import _read_text, can_hide, grade_notebook, load_sources
 from .limits import Limits
-from .scores import GradeReport, TaskResult, feedback, first_line, rows_to_csv
+from .scores import GradeReport, TaskResult, feedback, first_line, rows_to_csv, write_json
+from .scores import gradescope as scores_gradescope
 
 __all__ = ["grade_folder", "merge", "class_rows", "write_feedback", "JOURNAL", "grader_version", "default_jobs"]
 
@@ -87,7 +88,8 @@ def _grade_one(job: dict) -> dict:
     entry, start = {k: job[k] for k in ("key", "learner", "notebook")}, time.monotonic()
     try:
         report = grade_notebook(job["path"], job["source_dir"], limits=job["limits"], secret=job["secret"],
-                                forbid_reference=job["forbid_reference"], text=job["text"], sources=job["sources"])
+                                forbid_reference=job["forbid_reference"], text=job["text"], sources=job["sources"],
+                                hide=[job["folder"]])
     except VanEduError as err:
         return {**entry, "note": first_line(str(err), 300)}
     except Exception as err:  # a crash of the grader's own code on this file: the class goes on, retried on resume
@@ -124,6 +126,15 @@ def _read_journal(journal: Path) -> dict[str, dict]:
     return out
 
 
+def _sets(entries: list[dict], reports: dict) -> dict[str, list[TaskResult]]:
+    """Each exercise set anyone submitted, and its tasks."""
+    sets: dict[str, list[TaskResult]] = {}
+    for e in entries:
+        if reports[id(e)] is not None:
+            sets.setdefault(e["set"], reports[id(e)].tasks)
+    return dict(sorted(sets.items()))
+
+
 def class_rows(entries: list[dict], folder: Path) -> list[dict]:
     """One row per learner (in the order of their notebooks' paths): each task's score, the total, notes.
 
@@ -132,13 +143,9 @@ def class_rows(entries: list[dict], folder: Path) -> list[dict]:
     """
     entries = sorted(entries, key=lambda e: e["notebook"])
     reports = {id(e): _report(e, folder) for e in entries}
-    tasks_of_set: dict[str, list[TaskResult]] = {}
-    for e in entries:
-        if reports[id(e)] is not None:
-            tasks_of_set.setdefault(e["set"], reports[id(e)].tasks)
-    sets = sorted(tasks_of_set)
-    columns = [t.name for stem in sets for t in tasks_of_set[stem]]
-    max_total = sum(t.max_score for stem in sets for t in tasks_of_set[stem])
+    sets = _sets(entries, reports)
+    columns = [t.name for tasks in sets.values() for t in tasks]
+    max_total = sum(t.max_score for tasks in sets.values() for t in tasks)
     learners: dict[str, list[dict]] = {}
     for e in entries:
         learners.setdefault(e["learner"], []).append(e)
@@ -155,28 +162,38 @@ def class_rows(entries: list[dict], folder: Path) -> list[dict]:
     return rows
 
 
-def write_feedback(csv_path, entries: list[dict], rows: list[dict], folder: Path, show_hidden: bool = False) -> None:
-    """``feedback/<learner>.md`` beside the CSV: each learner's tasks, points and reasons (:func:`.scores.feedback`)."""
+def write_feedback(csv_path, entries: list[dict], rows: list[dict], folder: Path, show_hidden: bool = False,
+                   gradescope=None) -> None:
+    """``feedback/<learner>.md`` beside the CSV: each learner's tasks, points and reasons (:func:`.scores.feedback`);
+    with ``gradescope``, also ``<gradescope>/<learner>/results.json`` (:func:`.scores.gradescope`)."""
     out = Path(csv_path).parent / "feedback"
     out.mkdir(exist_ok=True)
+    entries = sorted(entries, key=lambda e: e["notebook"])
+    reports = {id(e): _report(e, folder) for e in entries}
+    sets = _sets(entries, reports)
     for row in rows:
-        reports = [r for e in sorted(entries, key=lambda e: e["notebook"]) if e["learner"] == row["learner"]
-                   for r in [_report(e, folder)] if r is not None]
+        own = [reports[id(e)] for e in entries if e["learner"] == row["learner"] and reports[id(e)] is not None]
         name = re.sub(r"[^A-Za-z0-9._-]", "_", row["learner"]).lstrip(".") or "_"
         if name != row["learner"]:  # two names made the same by the replacement stay apart
             name += "-" + hashlib.sha256(row["learner"].encode()).hexdigest()[:8]
-        atomic_write_text(out / f"{name}.md", feedback(row["learner"], reports, row["notes"], show_hidden) + "\n")
+        atomic_write_text(out / f"{name}.md", feedback(row["learner"], own, row["notes"], show_hidden) + "\n")
+        if gradescope:
+            (Path(gradescope) / name).mkdir(parents=True, exist_ok=True)
+            write_json(scores_gradescope(row["score"], own, sets, row["notes"], show_hidden),
+                       Path(gradescope) / name / "results.json")
 
 
 def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limits: Limits | None = None,
                  forbid_reference: bool = False, jobs: int = 1, resume: bool = False, shard=(1, 1),
-                 secret: int | None = None, show_hidden: bool = False) -> tuple[list[dict], list[GradeReport]]:
+                 secret: int | None = None, show_hidden: bool = False,
+                 gradescope=None) -> tuple[list[dict], list[GradeReport]]:
     """Grade every learner's notebooks (of this shard); one CSV row per learner (to ``csv_path`` if given).
 
     Every submission and source is read into memory before the first kernel starts, and each
     notebook runs in its own box, so one learner's code can reach neither another's notebook nor
     the CSV (written atomically at the end): the scores do not depend on the order or on ``jobs``.
-    ``progress(entry, total)`` is called after each notebook (graded, or taken from the journal).
+    ``progress(entry, total)`` is called after each notebook (graded, or taken from the journal);
+    ``gradescope``: a folder for each learner's Gradescope ``results.json``.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -205,7 +222,7 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
             if key in done:
                 entries.append(done[key])
                 continue
-            todo.append({"key": key, "learner": learner, "notebook": notebook, "path": path,
+            todo.append({"key": key, "learner": learner, "notebook": notebook, "path": path, "folder": folder.resolve(),
                          "source_dir": source_dir, "limits": limits, "secret": secret, "text": text,
                          "forbid_reference": forbid_reference, "sources": sources})
     current = {e["key"] for e in entries} | {job["key"] for job in todo}
@@ -221,7 +238,7 @@ def grade_folder(folder, csv_path=None, source_dir=None, progress=None, *, limit
         entries.append(entry)
         if progress:
             progress(entry, total)
-    rows = _write_class(entries, folder, csv_path, show_hidden)
+    rows = _write_class(entries, folder, csv_path, show_hidden, gradescope)
     return rows, [r for r in (_report(e, folder) for e in entries) if r is not None]
 
 
@@ -242,7 +259,7 @@ def _run(todo: list[dict], jobs: int):
                                "scored 0, run again with --resume"}
 
 
-def merge(journals, csv_path=None, show_hidden: bool = False) -> list[dict]:
+def merge(journals, csv_path=None, show_hidden: bool = False, gradescope=None) -> list[dict]:
     """Join the journals of several shards (their folders) into one CSV's rows, written to ``csv_path``."""
     entries: dict[str, dict] = {}
     for j in journals:
@@ -253,13 +270,13 @@ def merge(journals, csv_path=None, show_hidden: bool = False) -> list[dict]:
         entries.update(_read_journal(journal))
     if not entries:
         raise VanEduError(f"the journals {', '.join(map(str, journals))} hold no results")
-    return _write_class(list(entries.values()), Path(journals[0]), csv_path, show_hidden)
+    return _write_class(list(entries.values()), Path(journals[0]), csv_path, show_hidden, gradescope)
 
 
-def _write_class(entries: list[dict], folder: Path, csv_path, show_hidden: bool) -> list[dict]:
+def _write_class(entries: list[dict], folder: Path, csv_path, show_hidden: bool, gradescope=None) -> list[dict]:
     """The CSV's rows; with ``csv_path``, the CSV (atomically) and each learner's feedback beside it."""
     rows = class_rows(entries, folder)
     if csv_path:
         atomic_write_text(csv_path, rows_to_csv(rows))
-        write_feedback(csv_path, entries, rows, folder, show_hidden)
+        write_feedback(csv_path, entries, rows, folder, show_hidden, gradescope)
     return rows

@@ -31,7 +31,11 @@ def add_grade_command(sub) -> None:
             ("--procs", d.procs, "processes and threads a submission's kernel may have")):
         p.add_argument(flag, type=int, default=default, help=f"{text} (default {default:,})")
     p.add_argument("--forbid-reference", action="store_true", help="the learner's kernel lacks the course's own "
-                   "code of each task (what its check names): an answer that uses it scores 0 (needs Landlock)")
+                   "code of each task (what its check names): an answer that uses it scores 0 (needs bubblewrap or Landlock)")
+    p.add_argument("--sandbox", choices=("auto", "bwrap", "landlock"), default="auto", help="each kernel's box: "
+                   "bubblewrap (bwrap), the fallback of Landlock and limits, or auto: bubblewrap where it can run")
+    p.add_argument("--gradescope", metavar="DIR", help="also write Gradescope's results.json: DIR/results.json for "
+                   "a notebook, DIR/<learner>/results.json for a folder")
     p.add_argument("--jobs", type=int, default=None, help="notebooks graded at once, each in its own box "
                    "(default: one per core, as far as memory allows)")
     p.add_argument("--resume", action="store_true", help="keep the results the folder's journal already holds "
@@ -59,7 +63,7 @@ def _limits(args):
     if args.jobs is not None and args.jobs < 1:
         raise VanEduError(f"--jobs must be at least 1, got {args.jobs}")
     return Limits(timeout=args.timeout, notebook_timeout=args.notebook_timeout, output_limit=args.output_limit,
-                  memory_mb=args.memory, procs=args.procs)
+                  memory_mb=args.memory, procs=args.procs, sandbox=args.sandbox)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -84,14 +88,14 @@ def _cmd_grade(args) -> int:
     try:
         from .classroom import default_jobs, grade_folder, merge
         from .grader import grade_notebook
-        from .scores import box_summary, write_json
+        from .scores import box_summary, gradescope, write_json
     except ImportError as err:
         raise VanEduError(f"the grader needs nbclient and ipykernel ({err}); install the course with "
                           "`pip install -e .[dev]`") from err
     if args.path[0] == "merge":
         if len(args.path) < 2 or not args.csv:
             raise VanEduError("usage: van-edu grade merge FOLDER [FOLDER ...] --csv OUT (the shards' class folders)")
-        rows = merge(args.path[1:], args.csv, show_hidden=args.feedback_hidden)
+        rows = merge(args.path[1:], args.csv, show_hidden=args.feedback_hidden, gradescope=args.gradescope)
         _print_rows(rows, args.csv)
         return 0
     if len(args.path) > 1:
@@ -106,7 +110,8 @@ def _cmd_grade(args) -> int:
         try:
             rows, reports = grade_folder(path, csv_path, args.source, progress, limits=limits, jobs=jobs, shard=shard,
                                          forbid_reference=args.forbid_reference, resume=args.resume,
-                                         secret=args.secret, show_hidden=args.feedback_hidden)
+                                         secret=args.secret, show_hidden=args.feedback_hidden,
+                                         gradescope=args.gradescope)
         finally:
             progress.close()
         _print_rows(rows, csv_path, reports)
@@ -121,6 +126,10 @@ def _cmd_grade(args) -> int:
     print(f"  (box: {box_summary(report.box)})")
     if args.json:
         write_json(report.to_json(), args.json)
+    if args.gradescope:
+        Path(args.gradescope).mkdir(parents=True, exist_ok=True)
+        write_json(gradescope(report.score, [report], {}, show_hidden=args.feedback_hidden),
+                   Path(args.gradescope) / "results.json")
     sys.stdout.flush()
     return 0
 

@@ -26,7 +26,7 @@ import nbformat
 from ..errors import VanEduError
 from ._core import CheckFailed, Session, SubjectMissing, _NotAnswered
 from .assign import Task, default_exercises_dir, tasks_of, words
-from .box import landlock_abi
+from .box import find_bwrap, landlock_abi
 from .check import CHECKS
 from .kernel import BoxedKernel, KernelLost, Limits
 from .limits import MAX_NOTEBOOK_MB
@@ -185,14 +185,15 @@ def _read_text(path: Path) -> str | None:
 
 def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None = None,
                    forbid_reference: bool = False, secret: int | None = None, text: str | None = None,
-                   sources: dict | None = None) -> GradeReport:
+                   sources: dict | None = None, hide=()) -> GradeReport:
     """Grade one submitted notebook; never raises for the learner's mistakes.
 
     ``source`` (a path) forces the source notebook; otherwise it is looked up in ``source_dir``
     (default ``exercises/source``). ``limits`` (default :class:`~.limits.Limits`) bound the
     submission's kernel; ``secret`` seeds the hidden tests' inputs
     (default: a fresh secret). ``text`` and ``sources`` are the submission's and the sources'
-    contents when the caller has already read them (a folder is read whole before grading starts).
+    contents when the caller has already read them (a folder is read whole before grading starts);
+    ``hide``, folders the kernel may not read besides the notebook's own and the sources' (its class).
     """
     path = Path(path)
     if text is None:
@@ -216,17 +217,21 @@ def grade_notebook(path, source_dir=None, source=None, *, limits: Limits | None 
     limits = limits or Limits()
     can_hide(limits, forbid_reference)
     try:
-        return _grade(path, text, nb, src_path, tasks, limits, secret, forbid_reference)
+        return _grade(path, text, nb, src_path, tasks, limits, secret, forbid_reference, hide)
     except Exception as err:  # the grader's own failure on odd input costs this notebook only, with a reason
         return _zero(path, src_path, tasks, f"the grader could not grade this notebook ({type(err).__name__}: "
                                             f"{first_line(str(err), 200)}); tell the teacher", failed=True)
 
 
 def can_hide(limits: Limits, forbid_reference: bool) -> None:
-    """Refuse ``forbid_reference`` where the box cannot hide the installed course from the kernel."""
-    if forbid_reference and not (limits.landlock and landlock_abi()):
-        raise VanEduError("--forbid-reference needs Landlock (Linux 5.13+) to hide the course's own code from "
-                          "the learner's kernel, and this machine has none: grade in a Linux VM or container")
+    """Refuse ``forbid_reference`` where the box cannot hide the installed course from the kernel, and
+    ``--sandbox bwrap`` where bubblewrap cannot run."""
+    if limits.sandbox == "bwrap" and not find_bwrap()[0]:
+        raise VanEduError(f"--sandbox bwrap: bubblewrap cannot run here ({find_bwrap()[1]}); leave --sandbox out "
+                          "to grade in the fallback (Landlock and limits)")
+    if forbid_reference and not ((limits.sandbox != "landlock" and find_bwrap()[0]) or landlock_abi()):
+        raise VanEduError("--forbid-reference needs bubblewrap or Landlock (Linux 5.13+) to hide the course's own "
+                          "code from the learner's kernel, and this machine has neither: grade in a Linux VM or container")
 
 
 def _zero(path, src_path, tasks: list[Task], why: str, failed: bool = False) -> GradeReport:
@@ -236,15 +241,15 @@ def _zero(path, src_path, tasks: list[Task], why: str, failed: bool = False) -> 
 
 
 def _grade(path: Path, text: str, nb, src_path, tasks: list[Task], limits: Limits, secret: int,
-           forbid_reference: bool) -> GradeReport:
+           forbid_reference: bool, hide=()) -> GradeReport:
     """Run the notebook in its box, judge each task where its test cell stands, and score them."""
     steps, missing = _plan(nb, tasks)
     by_name = {t.name: t for t in tasks}
-    hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir()]
+    hide = [Path(src_path).resolve().parent, path.resolve().parent, default_exercises_dir(), *map(Path, hide)]
     code = sorted({name for t in tasks for name in check_of(t)[0].hides}) if forbid_reference else []
     with BoxedKernel(path.name, text, limits, hide, code) as kernel:
-        if forbid_reference and not kernel.protections.get("landlock"):
-            raise VanEduError("Landlock did not confine the kernel: --forbid-reference cannot hide the course")
+        if forbid_reference and not (kernel.protections.get("landlock") or kernel.protections.get("sandbox")):
+            raise VanEduError("neither bubblewrap nor Landlock confined the kernel: --forbid-reference cannot hide the course")
         for step in steps:  # each record filled in: the check's reason, or what running the cell did
             if step.kind == "test":
                 step.reason, step.hidden_only = _judge(kernel, by_name[step.task], secret)

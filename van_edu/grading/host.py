@@ -26,7 +26,7 @@ from . import wire
 
 __all__ = ["course_copy", "pids_cgroup", "empty_cgroup", "read_answer"]
 
-BOX_SIDE = ("__init__.py", "agent.py", "wire.py", "fixtures.py")  # all of van_edu.grading a kernel gets
+BOX_SIDE = ("__init__.py", "agent.py", "wire.py", "fixtures.py", "box.py")  # all of van_edu.grading a kernel gets
 _CHECK = '''"""Self-checks, replaced while grading (they judge nothing: the grader checks each task from outside)."""
 CheckFailed = type("CheckFailed", (AssertionError,), {})
 

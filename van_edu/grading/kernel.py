@@ -1,10 +1,10 @@
 """A learner's kernel in its box: run their cells, and ask it questions whose answers are data.
 
 :class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient,
-through :mod:`.box` (memory, process and file limits, Landlock where Linux has it), in a fresh
-temporary folder of its own, with its own copy of the course (:func:`.host.course_copy`); the
-environment it gets names nothing of the grader's (its ``HOME``, caches and temporary files are
-inside the box).
+through :mod:`.box` (bubblewrap where it can run; memory, process and file limits, Landlock where
+Linux has it), in a fresh temporary folder of its own, with its own copy of the course
+(:func:`.host.course_copy`) and its channels over IPC sockets in that folder; the environment it
+gets names nothing of the grader's (its ``HOME``, caches and temporary files are inside the box).
 
 * :meth:`~BoxedKernel.run` executes one cell with a time limit and a cap on the output kept: an
   exception is recorded and the run goes on; a cell past its limit is interrupted, and if the
@@ -39,6 +39,7 @@ from nbclient.util import run_sync
 from nbformat.v4 import new_code_cell, new_notebook
 
 from ..errors import VanEduError
+from .box import find_bwrap
 from .host import course_copy, empty_cgroup, pids_cgroup, read_answer
 from .limits import KEPT_OUTPUT, MAX_MESSAGE_MB, MAX_OUTPUT_MB, MAX_RESTARTS, PROBE_TIMEOUT, Limits
 
@@ -69,17 +70,14 @@ class KernelLost(Exception):
     """A question to the kernel got no answer: it timed out, or the kernel died (and was restarted)."""
 
 
-class _Restart(Exception):
-    pass
-
-
 class _BoxSpec(KernelSpecManager):
     """Kernels run in the grader's own interpreter, through the box, whatever kernelspecs exist."""
 
     argv: list = []
 
-    def get_kernel_spec(self, kernel_name):
-        return KernelSpec(argv=self.argv, display_name="Python 3 (grader box)", language="python", resource_dir="")
+    def get_kernel_spec(self, kernel_name):  # in bubblewrap, a signal to the kernel's group would not reach it
+        return KernelSpec(argv=self.argv, display_name="Python 3 (grader box)", language="python", resource_dir="",
+                          interrupt_mode="message" if "--bwrap" in self.argv else "signal")
 
 
 class _Client(NotebookClient):
@@ -107,9 +105,11 @@ class _Client(NotebookClient):
         self.output_task = asyncio.current_task()
         return await super()._async_poll_output_msg(parent_msg_id, cell, cell_index)
 
-    def create_kernel_manager(self):
-        self.km = self.kernel_manager_class(kernel_name="python3", kernel_spec_manager=self.spec,
-                                            config=self.config)
+    def create_kernel_manager(self):  # its channels: IPC sockets in the box's runtime folder (no network needed)
+        runtime = self.spec.runtime
+        self.km = self.kernel_manager_class(kernel_name="python3", kernel_spec_manager=self.spec, config=self.config,
+                                            transport="ipc", ip=str(runtime / "kernel"),
+                                            connection_file=str(runtime / "kernel.json"))
         make_client = self.km.client
         self.km.client = lambda **kw: make_client(context=self.zmq, **kw)  # the capped sockets
         return self.km
@@ -142,6 +142,7 @@ class BoxedKernel:
     def __init__(self, notebook_name: str, notebook_text: str, limits: Limits | None = None,
                  hide: list[Path] | None = None, hidden_code=()):
         self.limits = limits or Limits()
+        self.bwrap, why = find_bwrap() if self.limits.sandbox != "landlock" else ([], "--sandbox landlock")
         self.hide = [Path(h) for h in (hide or [])]
         self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
         course_copy(self.root / "course", hidden_code)
@@ -155,6 +156,7 @@ class BoxedKernel:
         self.restarts = 0
         self.client = self.session = self.cgroup = None
         self.protections: dict = {}
+        self.no_bwrap = why
 
     # ---------------------------------------------------------------- life cycle
     def __enter__(self):
@@ -179,13 +181,13 @@ class BoxedKernel:
         lim = self.limits
         argv = [sys.executable, "-m", "van_edu.grading.box", "--box", str(self.box), "--course", str(self.root / "course"),
                 "--memory", str(lim.memory_mb), "--procs", str(lim.procs), "--file-size", str(lim.file_mb),
-                "--landlock", str(int(lim.landlock))] + (["--cgroup", str(self.cgroup)] if self.cgroup else [])
+                *self.bwrap] + (["--cgroup", str(self.cgroup)] if self.cgroup else [])
         return argv + [arg for h in self.hide for arg in ("--hide", str(h))] + ["-f", "{connection_file}"]
 
     def _start(self) -> None:
         self.cgroup = pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
         spec = _BoxSpec()
-        spec.argv = self._argv()
+        spec.argv, spec.runtime = self._argv(), self.root / "runtime"
         # two spare cells: a probe (does the kernel answer?) and the warm-up imports
         self.nb = nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
         nb.cells[0].metadata["grader_timeout"] = min(PROBE_TIMEOUT, self.limits.timeout)
@@ -203,7 +205,7 @@ class BoxedKernel:
             self.nb.cells.append(probe)
             self.client.execute_cell(probe, len(self.nb.cells) - 1)
             text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
-            self.protections = json.loads(text.strip() or "{}")
+            self.protections = {**({"no_bwrap": self.no_bwrap} if self.no_bwrap else {}), **json.loads(text.strip() or "{}")}
         except Exception as err:  # the grading environment, not the learner
             self._stop()
             raise VanEduError(f"could not start a Python kernel with the course installed "
@@ -220,25 +222,24 @@ class BoxedKernel:
         self.cgroup = None
 
     def _restart(self) -> None:
-        """A fresh kernel with the earlier cells replayed, leaving out those that broke one."""
-        while True:
-            self.restarts += 1
-            if self.restarts > MAX_RESTARTS:
-                raise _Restart(f"the kernel had to be restarted {MAX_RESTARTS} times")
-            self._stop()
-            if self.time_left() <= 0:  # replays count in the notebook's time: none past it
-                raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
-            self._start()
-            for i, (code, run) in enumerate(self.steps):
-                if self.time_left() <= 0:
-                    raise _Restart(f"the notebook used up its {self.limits.notebook_timeout} s")
-                if i in self.never_again or run.timed_out or run.died:
-                    continue
-                if not self._execute(code, CellRun()):
-                    self.never_again.add(i)
-                    break
-            else:
-                return
+        """A fresh kernel with the earlier cells replayed, leaving out those that broke one; none (the kernel
+        stays stopped) after MAX_RESTARTS, or once the notebook's time is up: the replays count in it."""
+        with suppress(VanEduError):
+            while self.restarts < MAX_RESTARTS and self.time_left() > 0:
+                self.restarts += 1
+                self._stop()
+                self._start()
+                for i, (code, run) in enumerate(self.steps):
+                    if self.time_left() <= 0:
+                        break
+                    if i in self.never_again or run.timed_out or run.died:
+                        continue
+                    if not self._execute(code, CellRun()):
+                        self.never_again.add(i)
+                        break
+                else:
+                    return
+        self._stop()
 
     # ---------------------------------------------------------------- running code
     def time_left(self) -> float:
@@ -286,29 +287,25 @@ class BoxedKernel:
     def run(self, code: str, run: CellRun) -> CellRun:
         """Run one of the notebook's cells into ``run``; never raises for what it does."""
         self.steps.append((code, run))
-        if self.time_left() <= 0:
-            run.skipped = f"not run: the notebook used up its {self.limits.notebook_timeout} s"
-        elif self.client is not None and self.client.flooded:
-            run.skipped = f"not run: the notebook printed more than {MAX_OUTPUT_MB} MiB in all"
-        elif self.session is None:
-            run.skipped = f"not run: the kernel had to be restarted {MAX_RESTARTS} times"
+        flooded = self.client is not None and self.client.flooded
+        why = self._stopped() or (f"the notebook printed more than {MAX_OUTPUT_MB} MiB in all" if flooded else None)
+        if why:
+            run.skipped = f"not run: {why}"
         elif not self._execute(code, run):
             self.never_again.add(len(self.steps) - 1)
-            self._try_restart()
+            self._restart()
         return run
 
-    def _try_restart(self) -> None:
-        try:
-            self._restart()
-        except (_Restart, VanEduError):
-            self._stop()
+    def _stopped(self) -> str | None:
+        """Why nothing more runs in this notebook, or None."""
+        if self.time_left() <= 0:
+            return f"the notebook used up its {self.limits.notebook_timeout} s"
+        return f"the kernel had to be restarted {MAX_RESTARTS} times" if self.session is None else None
 
     def ask(self, request: str) -> str:
         """Send the agent a request; its answer text. KernelLost when it gives none."""
-        if self.time_left() <= 0:
-            raise KernelLost(f"the notebook used up its {self.limits.notebook_timeout} s")
-        if self.session is None:
-            raise KernelLost(f"the kernel had to be restarted {MAX_RESTARTS} times; nothing more was run")
+        if self._stopped():
+            raise KernelLost(self._stopped())
         token = secrets.token_hex(8)
         req, ans = self.box / f".request-{token}.json", self.box / f".answer-{token}.json"
         req.write_text(request, encoding="utf-8")
@@ -319,7 +316,7 @@ class BoxedKernel:
         with suppress(OSError):
             req.unlink()
         if not alive:
-            self._try_restart()
+            self._restart()
             raise KernelLost("your code killed the Python kernel while it was being checked "
                              "(os._exit, a crash, or out of memory?)" if run.died else
                              f"{run.error[1]}, while your code was being checked" if run.error else

@@ -19,4 +19,4 @@ class Limits:
     memory_mb: int = 4096         # address space of the kernel (set 06's checks peak at 1.4 GiB)
     procs: int = 64               # processes and threads
     file_mb: int = 256            # size of any one file written
-    landlock: bool = True         # files, network and signals (Linux)
+    sandbox: str = "auto"         # "bwrap" (bubblewrap), "landlock" (the fallback), "auto": bwrap where it runs

@@ -18,7 +18,7 @@ from .assign import Task
 from .kernel import CellRun
 
 __all__ = ["CellRecord", "TaskResult", "GradeReport", "score", "first_line", "clean", "csv_cell", "box_summary",
-           "rows_to_csv", "write_json", "feedback"]
+           "rows_to_csv", "write_json", "feedback", "gradescope"]
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
@@ -146,32 +146,48 @@ def _md(text) -> str:
     return "".join("\\" + c if c in "\\`*_[]|#" else c for c in text)
 
 
+def _why(t: TaskResult, show_hidden: bool) -> str:
+    """A failure's reason for the learner: a failure on the hidden tests only says so, without their inputs,
+    unless ``show_hidden``."""
+    return t.message if not t.hidden or show_hidden else (
+        "fails one of the hidden tests (the visible ones pass): try the cases they do not cover")
+
+
 def feedback(learner: str, reports: list[GradeReport], notes: str = "", show_hidden: bool = False) -> str:
-    """A learner's report in Markdown: each set's tasks, their points, and why each failure failed
-    (a failure on the hidden tests only says so, without their inputs, unless ``show_hidden``)."""
+    """A learner's report in Markdown: each set's tasks, their points, and why each failure failed."""
     total, top = sum(r.score for r in reports), sum(r.max_score for r in reports)
     lines = [f"# {_md(learner)}: {_num(total)}/{_num(top)}", ""] + ([f"Notes: {_md(notes)}", ""] if notes else [])
     for r in reports:
         lines += [f"## {_md(Path(r.source).stem)}: {_num(r.score)}/{_num(r.max_score)}", "",
                   "| task | points | result |", "|---|---|---|"]
-        for t in r.tasks:
-            why = t.message if not t.hidden or show_hidden else (
-                "fails one of the hidden tests (the visible ones pass): try the cases they do not cover")
-            lines.append(f"| {_md(t.name)} | {_num(t.score)}/{_num(t.max_score)} | {_md(why)} |")
-        lines.append("")
+        lines += [f"| {_md(t.name)} | {_num(t.score)}/{_num(t.max_score)} | {_md(_why(t, show_hidden))} |"
+                  for t in r.tasks] + [""]
     return "\n".join(lines)
+
+
+def gradescope(score: float, reports: list[GradeReport], sets: dict, notes: str = "", show_hidden: bool = False) -> dict:
+    """A learner's results in Gradescope's ``results.json`` format: a test per task (``<set>: <task>``) and
+    one per set in ``sets`` (stem -> tasks) they did not hand in, scored 0; learner text cleaned."""
+    stems = {Path(r.source).stem: r for r in reports}
+    tests = [{"name": f"{stem}: {t.name}", "score": t.score, "max_score": t.max_score, "output": _why(t, show_hidden)}
+             for stem, r in stems.items() for t in r.tasks]
+    tests += [{"name": stem, "score": 0.0, "max_score": sum(t.max_score for t in tasks), "output": "no submission"}
+              for stem, tasks in sets.items() if stem not in stems]
+    return {"score": score, "output": clean(notes), "tests": tests}
 
 
 def box_summary(box: dict) -> str:
     """The protections a submission's kernel ran with, in one line."""
-    parts = []
+    parts = ["bubblewrap: own PID and network namespaces, no capabilities, only the system and Python mounted"
+             if box.get("sandbox") else f"no bubblewrap ({box.get('no_bwrap', 'not tried')}): Landlock and limits",
+             f"uid {box.get('uid', '?')}"]
     if box.get("memory_mb"):
         parts.append(f"memory {box['memory_mb']} MiB")
     parts.append(f"processes: {box['procs']}" if box.get("procs") else "processes: not limited (root without cgroups)")
     abi = box.get("landlock", 0)
     if abi:
         parts.append(f"Landlock ABI {abi}: files" + (", network" if abi >= 4 else "") + (", signals" if abi >= 6 else ""))
-    else:
+    elif not box.get("sandbox"):
         parts.append("no Landlock: files, network and signals not confined (use a container)")
     if "hidden" in box:
         parts.append(f"--forbid-reference: {box['hidden']} of the course's functions and classes hidden")
