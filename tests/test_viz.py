@@ -143,3 +143,28 @@ def test_deletion_curves_one_panel_per_model_accuracy_against_the_percent_delete
     (shade,) = axes[0].collections                               # one band, on the panel that has it
     ys = shade.get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(58.0) and ys.max() == pytest.approx(90.0) and not axes[1].collections
+
+
+def test_history_skips_the_epochs_that_were_not_tested():
+    history = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.5, "test_loss": t, "test_accuracy": a}
+               for e, t, a in ((1, None, None), (2, 0.4, 0.8), (3, None, None), (4, 0.3, 0.9))]
+    fig = viz.plot_history(history, "curves")
+    test_line = next(line for line in fig.axes[1].get_lines() if line.get_label() == "test")
+    assert list(test_line.get_xdata()) == [2, 4] and list(test_line.get_ydata()) == [80.0, 90.0]
+
+
+def test_roofline_draws_both_ceilings_each_operator_and_each_step():
+    peak, bandwidth = 100e9, 10e9                                  # the ridge at 10 FLOP/byte
+    ops = [{"op": "aten::mm", "flops": 2e9, "bytes": 1e8, "intensity": 20.0, "measured_s": 0.04},
+           {"op": "aten::gelu", "flops": 1e7, "bytes": 8e7, "intensity": 0.125, "measured_s": 0.02}]
+    steps = {"van_mini": {"operators": ops, "flops": 2.01e9, "bytes": 1.8e8, "measured_s": 0.06}}
+    fig = viz.plot_roofline(steps, peak, bandwidth, "roofline")
+    ax = fig.axes[0]
+    assert _labelled(ax) and ax.get_xscale() == ax.get_yscale() == "log"
+    ceiling = next(line for line in ax.get_lines() if line.get_label().startswith("ceilings"))
+    x, y = np.asarray(ceiling.get_xdata()), np.asarray(ceiling.get_ydata())
+    assert np.allclose(y, np.minimum(peak, bandwidth * x))          # memory slope, then the flat peak
+    dots, star = ax.collections[0], ax.collections[1]
+    assert np.allclose(dots.get_offsets(), [[20.0, 5e10], [0.125, 5e8]])   # intensity, FLOPs / seconds
+    assert dots.get_sizes()[0] > dots.get_sizes()[1]                  # area by time: mm took longer
+    assert np.allclose(star.get_offsets(), [[2.01e9 / 1.8e8, 2.01e9 / 0.06]])

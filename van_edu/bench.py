@@ -185,9 +185,10 @@ def scaling_figures(sizes=(16, 32, 48, 64), channels: int = 32, repeats: int = 3
     return {"rows": rows, "slopes": slopes, "channels": channels}
 
 
-def roofline_section(peak: float, quick: bool, log=print, batch: int = 128) -> dict:
+def roofline_section(peak: float, quick: bool, log=print, batch: int = 128, operators: int | None = 20) -> dict:
     """Each demo model's training step (28x28x1, ``batch``) against the roofline of this machine:
-    fp32 matrix-product rate ``peak`` and the triad's bandwidth (``van_edu.roofline``)."""
+    fp32 matrix-product rate ``peak`` and the triad's bandwidth (``van_edu.roofline``); each step
+    keeps the ``operators`` furthest from their roofline (None: all, e.g. to plot them)."""
     from .models import DEMO_MODELS, create_model, model_family
     from .roofline import step_roofline, triad_bandwidth
 
@@ -204,7 +205,7 @@ def roofline_section(peak: float, quick: bool, log=print, batch: int = 128) -> d
         model = create_model(name, num_classes=10, in_chans=1, **kw).to(memory_format=torch.channels_last)
         r = step_roofline(model, x.contiguous(memory_format=torch.channels_last), y, peak, bandwidth,
                           steps=2 if quick else 4)
-        out["models"][name] = {**r, "operators": r["operators"][:20]}
+        out["models"][name] = {**r, "operators": r["operators"][:operators]}
         log(f"{name:<12} {r['flops'] / 1e9:6.1f} {r['bytes'] / 1e9:9.2f} {1e3 * r['measured_s']:7.0f}ms "
             f"{1e3 * r['unfused_roofline_s']:12.0f}ms {100 * r['fraction_of_unfused']:7.0f}% "
             f"{1e3 * r['fused_bound_s']:10.0f}ms {100 * r['fraction_of_fused']:7.0f}%")

@@ -26,7 +26,10 @@ written), the input batch, and the activations that backward keeps (written once
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -182,6 +185,22 @@ def count_training_step(model, x, y) -> tuple[dict[str, OpCount], dict]:
     return counter.ops, unavoidable
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send what C++ writes to the process's stderr (file descriptor 2) to /dev/null for the
+    block: PyTorch 2.13's profiler prints a timestamped "USDT: profiler_start" line per run, which
+    would otherwise land in the bench's output and in notebook 04. Python's own errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def measured_op_seconds(model, x, y, counted, steps: int = 3) -> dict[str, float]:
     """Seconds per step of each operator in ``counted`` (the names ``OpCounter`` saw), from
     torch.profiler. The profiler also records what runs above autograd (``aten::conv2d``) and inside
@@ -193,7 +212,7 @@ def measured_op_seconds(model, x, y, counted, steps: int = 3) -> dict[str, float
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
     _training_step(model, x, y, optimizer)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             _training_step(model, x, y, optimizer)
     totals: dict[str, float] = defaultdict(float)

@@ -16,7 +16,7 @@ FAMILY_COLOURS = {"van": "tab:red", "vit": "tab:blue", "resnet": "tab:green"}
 
 __all__ = ["FAMILY_COLOURS", "plot_learning_curves", "plot_tradeoff", "plot_maps", "plot_eq3", "plot_scaling",
            "plot_bars", "plot_image_grid", "plot_history", "plot_cam_overlays", "plot_ablation",
-           "plot_deletion_curves"]
+           "plot_deletion_curves", "plot_roofline"]
 
 
 def _colour(run: dict) -> str:
@@ -221,6 +221,46 @@ def plot_scaling(rows: list[dict], key: str = "seconds", ylabel: str = "time per
     ax.set(title=title, xlabel="pixels per map, H x W (log scale)", ylabel=ylabel)
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roofline(steps: dict, peak: float, bandwidth: float, title: str = "Roofline of one training step"):
+    """The roofline: achieved FLOP/s against arithmetic intensity (FLOP per byte moved), log-log.
+
+    ``steps`` maps a model name to ``van_edu.roofline.step_roofline``'s result. The two ceilings are
+    the machine's: ``bandwidth`` x intensity (memory-bound, left of the ridge) and ``peak`` (compute-
+    bound). Each operator of each step is a dot at its intensity and its measured rate (FLOPs / its
+    measured seconds per step), its area proportional to its time; each whole step is a star at the
+    step's FLOPs / bytes and FLOPs / measured time. A dot on the slanted line runs at the speed of
+    memory; far below it, the operator loses time to something else (overheads, poor kernels).
+    """
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.0), dpi=90)
+    lo, hi = 1e-2, 1e3
+    for name, step in steps.items():
+        colour = next((c for family, c in FAMILY_COLOURS.items() if name.startswith(family)), "tab:gray")
+        ops = [r for r in step["operators"] if r["measured_s"] > 0 and r["flops"] > 0 and r["bytes"] > 0]
+        total = sum(r["measured_s"] for r in ops) or 1.0
+        x = np.array([r["intensity"] for r in ops])
+        y = np.array([r["flops"] / r["measured_s"] for r in ops])
+        ax.scatter(x, y, s=[4 + 400 * r["measured_s"] / total for r in ops], color=colour, alpha=0.35, lw=0)
+        intensity = step["flops"] / step["bytes"]
+        ax.scatter([intensity], [step["flops"] / step["measured_s"]], marker="*", s=160, color=colour,
+                   edgecolor="black", lw=0.6, label=f"{name}: whole step", zorder=3)
+        if len(x):
+            lo, hi = min(lo, x.min() / 2), max(hi, x.max() * 2)
+    xs = np.logspace(np.log10(lo), np.log10(hi), 200)
+    ax.plot(xs, np.minimum(peak, bandwidth * xs), color="black", lw=1.2,
+            label=f"ceilings: {bandwidth / 1e9:.0f} GB/s, {peak / 1e9:.0f} GFLOP/s")
+    ax.axvline(peak / bandwidth, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(title=title, xlabel="arithmetic intensity (FLOP per byte moved, log scale)",
+           ylabel="achieved rate (FLOP/s, log scale)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
