@@ -299,7 +299,7 @@ class LKA(nn.Module):
         if hasattr(self, "conv_spatial"):
             attn = self.conv_spatial(attn)   # long-range context, ceil(K/d)^2 taps d apart
         if hasattr(self, "conv1"):
-            attn = self.conv1(attn)          # channel mixing: channel adaptability
+            attn = self.conv1(attn)          # channel mixing (the adaptability is the product)
         return attn
 
     def _fast_attention_map(self, x: torch.Tensor, plan: list[str] | None = None) -> torch.Tensor:
