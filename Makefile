@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELS := .cache/colab-wheels
 
-.PHONY: demo test test-fast lint lab notebooks exercises book install colab-wheels clean
+.PHONY: demo test test-fast lint lab notebooks exercises book install colab-wheels bench-peers clean
 
 demo: $(STAMP)  ## the main job: VAN vs ViT vs ResNet on the bundled Fashion-MNIST (report in runs/compare)
 	$(BIN)/van-edu compare
@@ -31,6 +31,16 @@ notebooks: $(STAMP)  ## re-execute the course notebooks in full from fresh kerne
 
 book: $(STAMP)  ## the course as a static website in build/book/, from the committed notebooks (nothing re-executed)
 	$(BIN)/python tools/book.py
+
+# transformers' VAN port needs transformers<5, hence huggingface-hub<1, which the course's datasets
+# (>=1.31) cannot share an environment with: the peers get their own, with this environment's torch.
+PEERS := .venv-peers
+bench-peers: $(STAMP)  ## the course's VAN against transformers' port and the authors' layout (own env, transformers<5)
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')" \
+	  "transformers<5" "einops>=0.7" numpy
+	$(PEERS)/bin/pip install -q --no-deps -e .
+	$(PEERS)/bin/python benchmarks/van_peers.py --out benchmarks/results/van_peers.json
 
 exercises: $(STAMP)  ## regenerate exercises/student and exercises/solutions from exercises/source
 	$(BIN)/python -m van_edu.grading generate

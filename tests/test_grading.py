@@ -799,6 +799,7 @@ def test_gradescope_results_follow_the_csv_and_hide_hidden_inputs_unless_asked(s
     root, base = small_class
     for flags, shown in (([], False), (["--feedback-hidden"], True)):
         out = tmp_path / ("shown" if shown else "hidden")
+        out.mkdir()                                   # the CSV's folder must exist; --gradescope's is made
         assert main(["grade", "merge", str(root), "--csv", str(out / "g.csv"), "--gradescope", str(out / "gs"),
                      *flags]) == 0
         carol = json.loads((out / "gs" / "carol" / "results.json").read_text())

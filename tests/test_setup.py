@@ -79,6 +79,7 @@ README_TARGETS = {
     "book": r"/python tools/book\.py$",
     "exercises": r"/python -m van_edu\.grading generate$",
     "colab-wheels": r"/pip download -q -d \.cache/colab-wheels ",
+    "bench-peers": r"/python benchmarks/van_peers\.py --out ",
 }
 
 
