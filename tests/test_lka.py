@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from van_edu.errors import VanEduError
 from van_edu.lka import (
@@ -139,3 +140,34 @@ def test_wrong_channels_and_unknown_variant_are_clear_errors():
         LKA(8)(torch.randn(1, 3, 16, 16))
     with pytest.raises(VanEduError, match="unknown LKA variant 'nope'.*sigmoid"):
         LKA(8, variant="nope")
+
+
+# ---------------------------------------------------------------------------- what the split can express
+def test_the_impulse_response_of_two_convs_is_one_23x23_kernel_per_channel():
+    from van_edu.lka import impulse_response
+
+    torch.manual_seed(0)
+    dec = decomposition(21, 3)
+    dw = nn.Conv2d(3, 3, 5, padding=2, groups=3, bias=False)
+    dwd = nn.Conv2d(3, 3, 7, padding=9, dilation=3, groups=3, bias=False)
+    k = impulse_response(nn.Sequential(dw, dwd), 3, dec.receptive_field)          # [3, 23, 23]
+    assert k.shape == (3, 23, 23)
+    x = torch.randn(1, 3, 40, 40)
+    one = nn.Conv2d(3, 3, 23, padding=11, groups=3, bias=False)
+    with torch.no_grad():
+        one.weight.copy_(k.flip(-1, -2)[:, None])      # a response is the correlation kernel flipped
+        torch.testing.assert_close(one(x)[..., 11:-11, 11:-11], dwd(dw(x))[..., 11:-11, 11:-11])
+
+
+def test_fit_decomposition_recovers_a_composed_kernel_and_not_a_random_one():
+    from van_edu.lka import fit_decomposition, impulse_response
+
+    torch.manual_seed(0)
+    dw = nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False)
+    dwd = nn.Conv2d(4, 4, 7, padding=9, dilation=3, groups=4, bias=False)
+    reachable = impulse_response(nn.Sequential(dw, dwd), 4, 23)
+    assert fit_decomposition(reachable, 21, 3, steps=300)["residual"] < 0.05     # in the family: found
+    dense = nn.Conv2d(4, 4, 21, padding=10, groups=4, bias=False)
+    fitted = fit_decomposition(impulse_response(dense, 4, 23), 21, 3, steps=300)
+    assert fitted["residual"] > 0.5                    # 74 numbers cannot express 441 random ones
+    assert fitted["kernel"].shape == (4, 23, 23) and set(fitted) >= {"dw", "dwd", "per_channel"}

@@ -47,7 +47,8 @@ except ImportError:  # pragma: no cover - a torch that moved it
 __all__ = [
     "same_padding", "Decomposition", "decomposition", "lka_params", "conv_params", "mobilenet_params",
     "best_dilation", "receptive_field", "stack_receptive_field", "measure_receptive_field",
-    "LKA", "LKA_VARIANTS", "LKA_IMPLS", "LKA_IMPL_DOCS", "observation_probes",
+    "LKA", "LKA_VARIANTS", "LKA_IMPLS", "LKA_IMPL_DOCS", "observation_probes", "impulse_response",
+    "fit_decomposition",
 ]
 
 
@@ -163,9 +164,57 @@ LKA_VARIANTS = {
     "no_attention": "Table 3: without attention: the attention map is the output (no multiply)",
     "add": "Table 3: attention added to the input instead of multiplied",
     "sigmoid": "Table 3: sigmoid on the attention map before the multiply",
-    "no_1x1": "Table 3: without the 1x1 convolution (no channel adaptability)",
+    "no_1x1": "Table 3: without the 1x1 convolution (no channel mixing; still channel-adaptive)",
     "dense": "Table 3: a dense K x K convolution instead of the decomposition (then the multiply)",
 }
+
+
+def impulse_response(module: nn.Module, channels: int, side: int) -> torch.Tensor:
+    """What a depth-wise (per-channel, linear) ``module`` does to one lit pixel: [channels, side, side].
+
+    A unit impulse in the middle of a blank map, every channel at once; the central ``side`` x
+    ``side`` of the output is the single kernel the module amounts to (away from the border),
+    flipped, since PyTorch's convolutions are correlations. Two modules with the same response
+    compute the same function on maps whose border is ``side`` // 2 away.
+    """
+    size = 2 * side + 1
+    x = torch.zeros(1, channels, size, size)
+    x[..., size // 2, size // 2] = 1.0
+    half = side // 2
+    return module(x)[0, :, size // 2 - half:size // 2 + half + 1, size // 2 - half:size // 2 + half + 1]
+
+
+def fit_decomposition(target: torch.Tensor, kernel_size: int = 21, dilation: int = 3, steps: int = 500,
+                      lr: float = 0.05, seed: int = 0) -> dict:
+    """The DW-Conv and DW-D-Conv of ``decomposition(kernel_size, dilation)`` whose joint response
+    comes closest to ``target`` ([C, R, R], R the decomposition's receptive field: e.g. the
+    ``impulse_response`` of a dense K x K depth-wise conv), by least squares with Adam.
+
+    The product of two kernels is not convex in them, so this is a good fit, not a proven best
+    one. Returns the fitted ``dw`` and ``dwd`` convs, their response ``kernel``, and the relative
+    residual ||kernel - target|| / ||target||, over all channels (``residual``) and per channel.
+    """
+    dec = decomposition(kernel_size, dilation)
+    channels, side = target.shape[0], dec.receptive_field
+    if tuple(target.shape[1:]) != (side, side):
+        raise VanEduError(f"target of shape {list(target.shape)} (expected [C, {side}, {side}]: the "
+                          f"receptive field of K={kernel_size}, d={dilation})")
+    torch.manual_seed(seed)
+    dw = nn.Conv2d(channels, channels, dec.dw_kernel, padding=dec.dw_kernel // 2, groups=channels, bias=False)
+    dwd = nn.Conv2d(channels, channels, dec.dwd_kernel, padding=dilation * (dec.dwd_kernel // 2),
+                    dilation=dilation, groups=channels, bias=False)
+    pair = nn.Sequential(dw, dwd)
+    target = target.detach()
+    optimizer = torch.optim.Adam(pair.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        ((impulse_response(pair, channels, side) - target) ** 2).sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        kernel = impulse_response(pair, channels, side)
+        per_channel = (kernel - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)
+        residual = ((kernel - target).norm() / target.norm()).item()
+    return {"dw": dw, "dwd": dwd, "kernel": kernel, "residual": residual, "per_channel": per_channel}
 
 
 def _depthwise(channels: int, kernel: int, dilation: int, padding: int | None) -> nn.Conv2d:
