@@ -119,6 +119,9 @@ def test_each_chapter_loads_offline_with_its_figures_and_formulas(browser, serve
     text = browser.find_element("css selector", "article").text
     assert not re.search(r"\$[^$\n]{1,80}\$", text), "raw $...$ left in the page"
     assert "Open In Colab" in browser.page_source and f"{chapter}.ipynb" in browser.page_source
+    assert browser.execute_script(         # the Colab set-up code is folded, the lesson comes first
+        "return [...document.querySelectorAll('details.above-input')]"
+        ".some(d => !d.open && d.textContent.includes('bring the course along'))"), "set-up cell not folded"
     if chapter.startswith("02"):  # the whole page, at half size: its formulas and figures
         import base64
         height = browser.execute_script("return document.documentElement.scrollHeight")

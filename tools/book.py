@@ -28,6 +28,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+COLAB_SETUP = "# On Colab (only there), bring the course along"   # the first line of every notebook's set-up cell
 # A link from a notebook to a repository file that is not a page of the book ("../README.md"):
 # in the book it points at that file in the course repository.
 REPO_FILE_LINK = re.compile(r"\]\(\.\./(?!exercises/README\.md)([^)\s#]+)(#[^)\s]*)?\)")
@@ -58,7 +59,8 @@ def _repository_link(match: re.Match) -> str:
 
 
 def _chapter(src: Path, dest: Path, badge_path: str) -> None:
-    """A notebook for the book: the Colab badge drawn from the book, a download link added."""
+    """A notebook for the book: the Colab badge drawn from the book, a download link added, the
+    Colab set-up cell's code folded (MyST-NB's ``hide-input``; its printed environment stays)."""
     nb = nbformat.read(src, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -67,6 +69,10 @@ def _chapter(src: Path, dest: Path, badge_path: str) -> None:
             if BADGE in cell.source:
                 cell.source = cell.source.replace(BADGE, badge_path)
                 cell.source += f"\n\n{{download}}`Download this notebook <{src.name}>`"
+        elif cell.source.startswith(COLAB_SETUP):       # set-up, not lesson: folded in the book only
+            tags = cell.metadata.setdefault("tags", [])
+            if "hide-input" not in tags:
+                tags.append("hide-input")
     # code cells hold IPython (! and % lines): highlight them as such, executed or not
     nb.metadata["language_info"] = {**nb.metadata.get("language_info", {}), "name": "python",
                                     "pygments_lexer": "ipython3"}
