@@ -149,6 +149,22 @@ def test_ends_with_a_summary_exercises_and_the_next_notebook(notebook):
     assert f"]({following.name})" in last, f"{path.name}: the summary does not link {following.name}"
 
 
+def test_the_map_in_00_names_the_exercise_sets_each_summary_names():
+    """00's map gives, for each notebook, the exercise sets that notebook's own summary points to."""
+    rows = {}
+    for line in _source(_load(NOTEBOOKS[0])["cells"][9]).splitlines():
+        m = re.match(r"\| \[(\d\d) [^]]*\]\([^)]*\) \|.*\| (.+) \|$", line)
+        if m:
+            rows[m[1]] = re.findall(r"\d\d", m[2])
+    assert len(rows) == len(NOTEBOOKS), sorted(rows)
+    for path in NOTEBOOKS[1:]:
+        last = _source(_load(path)["cells"][-1])
+        mention = re.search(r"xercise(?:s:\*\*| set)(.*?)(?:\n\n|\*\*Next|$)", last, re.S)
+        named = re.findall(r"\bsets? (\d\d)|\band (\d\d)\b", mention[1]) if mention else []
+        sets = [a or b for a, b in named] or re.findall(r"^ (\d\d)", mention[1] if mention else "")
+        assert rows[path.name[:2]] == sets, f"00's map says {rows[path.name[:2]]} for {path.name}, its summary {sets}"
+
+
 REFERENCES = ROOT / "notebooks" / "references.md"
 REFERENCES_LINE = re.compile(r"^\*\*References\*\* \(full entries in \[references\]\(references\.md\)\): (.+)\.$", re.M)
 
