@@ -215,20 +215,16 @@ class Session:
         raise CheckFailed(f"{call_text} raised {ename}: {message}")
 
     # ----------------------------------------------------------------------- operations
-    def _call_op(self, args, kwargs, seed, target, args_after, param_refs, name):
-        return {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
-                "args_after": args_after, "param_refs": param_refs,
-                **({"subject": self.subject} if target is None else {"target": target})}
+    def _call_op(self, args, kwargs, seed, args_after, param_refs, name):
+        return {"op": "call", "subject": self.subject, "args": list(args), "kwargs": dict(kwargs), "seed": seed,
+                "label": name, "args_after": args_after, "param_refs": param_refs}
 
-    def call(self, *args, _name: str | None = None, _seed: int | None = None, _target=None,
-             _args_after: bool = False, _param_refs: bool = False, **kwargs):
-        """Call the subject (or the handle ``_target``) on ``args``; its result as data.
-
-        With ``_args_after`` the result is ``(value, args after the call)``, to see what the call
-        changed in place.
-        """
-        name = _name or (self.subject if _target is None else "your object")
-        result = self._one(self._call_op(args, kwargs, _seed, _target, _args_after, _param_refs, name))
+    def call(self, *args, _name: str | None = None, _seed: int | None = None, _args_after: bool = False,
+             _param_refs: bool = False, **kwargs):
+        """Call the subject on ``args``; its result as data (with ``_args_after``, ``(value, args after the
+        call)``, to see what the call changed in place)."""
+        name = _name or self.subject
+        result = self._one(self._call_op(args, kwargs, _seed, _args_after, _param_refs, name))
         value = self._value(result, name, args, kwargs)
         return (value, result.get("args_after")) if _args_after else value
 
@@ -236,13 +232,12 @@ class Session:
         """Call the subject on each tuple of arguments in ``cases`` (with ``kwargs``) in one round trip;
         their values in turn (a failure raises when its turn comes)."""
         kwargs = kwargs or [{}] * len(cases)
-        results = self._rpc([self._call_op(a, k, None, None, False, False, self.subject) for a, k in zip(cases, kwargs)])
+        results = self._rpc([self._call_op(a, k, None, False, False, self.subject) for a, k in zip(cases, kwargs)])
         return (self._value(r, self.subject, a, k) for r, a, k in zip(results, cases, kwargs))
 
-    def make(self, fixture: str, *args, state: dict | None = None, mode: str | None = None, seed: int = 0):
+    def make(self, fixture: str, *args, state: dict | None = None, mode: str | None = None):
         """Build one of :mod:`.fixtures` on the learner's side (weights from ``state``); a handle."""
-        result = self._one({"op": "make", "fixture": fixture, "args": list(args), "state": state, "mode": mode,
-                            "seed": seed})
+        result = self._one({"op": "make", "fixture": fixture, "args": list(args), "state": state, "mode": mode})
         if not isinstance(result, wire.Handle):
             raise CheckFailed(f"the check could not build its test model {fixture} ({result.get('message', '')})")
         return result
@@ -263,10 +258,10 @@ class Session:
         self._value(self._one({"op": "load_state", "target": handle, "state": dict(state), "label": label}), label)
 
     def forward(self, handle, *args, label: str, mode: str | None = None, submodes: dict | None = None,
-                seed: int | None = None, copy: bool = False, grad: bool = False):
-        """The module behind ``handle`` on ``args`` (``copy``: on a deep copy, leaving it as it is)."""
+                seed: int | None = None, copy: bool = False):
+        """The module behind ``handle`` on ``args``, without gradients (``copy``: on a deep copy of it)."""
         op = {"op": "forward", "target": handle, "args": list(args), "mode": mode, "submodes": submodes or {},
-              "seed": seed, "copy": copy, "grad": grad, "label": label}
+              "seed": seed, "copy": copy, "label": label}
         return self._value(self._one(op), label)
 
 

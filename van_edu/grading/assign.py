@@ -25,7 +25,7 @@ import nbformat
 
 from ..errors import VanEduError
 
-__all__ = ["Task", "tasks_of", "student_copy", "solution_copy", "test_source", "generate", "out_of_sync",
+__all__ = ["Task", "tasks_of", "student_copy", "solution_copy", "generate", "out_of_sync",
            "validate_source", "default_exercises_dir", "SOLUTION_STUB"]
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -88,11 +88,6 @@ def _drop_marker_lines(source: str, begin: str, end: str) -> str:
     return "\n".join(line for line in source.split("\n") if line.strip() not in (begin, end))
 
 
-def test_source(cell_source: str) -> str:
-    """The test code the grader runs: visible and hidden tests, markers removed."""
-    return _drop_marker_lines(cell_source, BEGIN_HIDDEN, END_HIDDEN)
-
-
 def words(code: str) -> str:
     """``code`` without blank lines and trailing spaces: how a test cell's text is compared."""
     return "\n".join(line.rstrip() for line in code.split("\n") if line.strip())
@@ -145,8 +140,9 @@ def solution_copy(nb, exercise_set: str):
 
 def tasks_of(nb) -> list[Task]:
     """The graded tasks of a source notebook, in order (one per test cell)."""
-    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)), test_source(c.source),
-                 _visible(c.source)) for c in nb.cells if is_test_cell(c)]
+    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)),
+                 _drop_marker_lines(c.source, BEGIN_HIDDEN, END_HIDDEN), _visible(c.source))
+            for c in nb.cells if is_test_cell(c)]
 
 
 def validate_source(nb, name: str = "source") -> None:

@@ -41,9 +41,9 @@ _STAND_IN = """class {name}:  # hidden while grading with --forbid-reference
         raise RuntimeError("the course's {full} is hidden while grading (--forbid-reference): write your own")"""
 
 
-def course_copy(dest: Path, hidden=()) -> Path:
+def course_copy(dest: Path, hidden=()) -> None:
     """``dest/van_edu``, a copy of the course for a box without the grader and the ``hidden`` objects
-    (``van_edu.lka.LKA``: top-level functions and classes, named where they are defined); ``dest``."""
+    (``van_edu.lka.LKA``: top-level functions and classes, named where they are defined)."""
     package = Path(__file__).resolve().parents[1]
     strip: dict[str, set[str]] = {}
     for full in hidden:
@@ -59,7 +59,6 @@ def course_copy(dest: Path, hidden=()) -> Path:
     if strip:
         raise VanEduError(f"a check hides code of modules van_edu does not have: {sorted(strip)}")
     (dest / "van_edu" / "grading" / "check.py").write_text(_CHECK, encoding="utf-8")
-    return dest
 
 
 def _without(text: str, module: str, names: set[str]) -> str:
