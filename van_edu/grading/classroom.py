@@ -126,13 +126,16 @@ def _read_journal(journal: Path) -> dict[str, dict]:
     return out
 
 
-def _sets(entries: list[dict], reports: dict) -> dict[str, list[TaskResult]]:
-    """Each exercise set anyone submitted, and its tasks."""
+def _graded(entries: list[dict], folder: Path) -> tuple[list[dict], dict, dict[str, list[TaskResult]]]:
+    """The entries in the order of their notebooks' paths, their reports (by ``id``), and each exercise set
+    anyone submitted with its tasks."""
+    entries = sorted(entries, key=lambda e: e["notebook"])
+    reports = {id(e): _report(e, folder) for e in entries}
     sets: dict[str, list[TaskResult]] = {}
     for e in entries:
         if reports[id(e)] is not None:
             sets.setdefault(e["set"], reports[id(e)].tasks)
-    return dict(sorted(sets.items()))
+    return entries, reports, dict(sorted(sets.items()))
 
 
 def class_rows(entries: list[dict], folder: Path) -> list[dict]:
@@ -141,9 +144,7 @@ def class_rows(entries: list[dict], folder: Path) -> list[dict]:
     A learner's ``max_score`` counts every exercise set that anyone submitted, so a missing notebook
     scores 0 rather than shrinking the total.
     """
-    entries = sorted(entries, key=lambda e: e["notebook"])
-    reports = {id(e): _report(e, folder) for e in entries}
-    sets = _sets(entries, reports)
+    entries, reports, sets = _graded(entries, folder)
     columns = [t.name for tasks in sets.values() for t in tasks]
     max_total = sum(t.max_score for tasks in sets.values() for t in tasks)
     learners: dict[str, list[dict]] = {}
@@ -168,9 +169,7 @@ def write_feedback(csv_path, entries: list[dict], rows: list[dict], folder: Path
     with ``gradescope``, also ``<gradescope>/<learner>/results.json`` (:func:`.scores.gradescope`)."""
     out = Path(csv_path).parent / "feedback"
     out.mkdir(exist_ok=True)
-    entries = sorted(entries, key=lambda e: e["notebook"])
-    reports = {id(e): _report(e, folder) for e in entries}
-    sets = _sets(entries, reports)
+    entries, reports, sets = _graded(entries, folder)
     for row in rows:
         own = [reports[id(e)] for e in entries if e["learner"] == row["learner"] and reports[id(e)] is not None]
         name = re.sub(r"[^A-Za-z0-9._-]", "_", row["learner"]).lstrip(".") or "_"
