@@ -142,7 +142,7 @@ class BoxedKernel:
     def __init__(self, notebook_name: str, notebook_text: str, limits: Limits | None = None,
                  hide: list[Path] | None = None, hidden_code=()):
         self.limits = limits or Limits()
-        self.bwrap, why = find_bwrap() if self.limits.sandbox != "landlock" else ([], "--sandbox landlock")
+        self.bwrap, self.no_bwrap = find_bwrap() if self.limits.sandbox != "landlock" else ([], "--sandbox landlock")
         self.hide = [Path(h) for h in (hide or [])]
         self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
         course_copy(self.root / "course", hidden_code)
@@ -156,7 +156,6 @@ class BoxedKernel:
         self.restarts = 0
         self.client = self.session = self.cgroup = None
         self.protections: dict = {}
-        self.no_bwrap = why
 
     # ---------------------------------------------------------------- life cycle
     def __enter__(self):
@@ -188,8 +187,9 @@ class BoxedKernel:
         self.cgroup = pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
         spec = _BoxSpec()
         spec.argv, spec.runtime = self._argv(), self.root / "runtime"
-        # two spare cells: a probe (does the kernel answer?) and the warm-up imports
-        self.nb = nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
+        # three spare cells: a probe (does the kernel answer?), the warm-up imports, the box's protections
+        self.nb = nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP), new_code_cell(
+            "import os, json; print(os.environ.get('VAN_EDU_BOX', '{}'))")])
         nb.cells[0].metadata["grader_timeout"] = min(PROBE_TIMEOUT, self.limits.timeout)
         nb.cells[1].metadata["grader_timeout"] = max(WARM_UP_TIMEOUT, self.limits.timeout)
         self.client = _Client(nb, self.limits.output_limit, spec, timeout=self.limits.timeout, allow_errors=True,
@@ -201,10 +201,8 @@ class BoxedKernel:
         try:
             self.session.__enter__()
             self.client.execute_cell(nb.cells[1], 1)
-            probe = new_code_cell("import os, json; print(os.environ.get('VAN_EDU_BOX', '{}'))")
-            self.nb.cells.append(probe)
-            self.client.execute_cell(probe, len(self.nb.cells) - 1)
-            text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
+            self.client.execute_cell(nb.cells[2], 2)
+            text = "".join(o.get("text", "") for o in nb.cells[2].outputs if o.output_type == "stream")
             self.protections = {**({"no_bwrap": self.no_bwrap} if self.no_bwrap else {}), **json.loads(text.strip() or "{}")}
         except Exception as err:  # the grading environment, not the learner
             self._stop()
