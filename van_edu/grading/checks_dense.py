@@ -20,15 +20,7 @@ from ..metrics import confusion_matrix as ref_confusion
 from ..metrics import iou_per_class, mean_iou
 from ..models.centernet import CenterNet, encode_targets, gaussian_radius
 from ..models.fpn import FPN
-from ._core import (
-    CheckFailed,
-    draw,
-    expect,
-    fmt_shape,
-    load_reference_state,
-    module_signature_mismatch,
-    task_check,
-)
+from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, module_signature_mismatch, task_check
 
 __all__ = ["fpn_top_down", "confusion_matrix", "iou_scores", "resize_mask", "predict_mask", "heatmap_target",
            "find_peaks", "box_iou"]
