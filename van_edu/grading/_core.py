@@ -173,8 +173,7 @@ class Session:
     @classmethod
     def local(cls, obj, name: str = "answer") -> Session:
         """A session on an object in this process (the notebook's self-checks)."""
-        agent = Agent({name: obj})
-        return cls(agent.handle, name)
+        return cls(Agent({name: obj}).handle, name)
 
     # ----------------------------------------------------------------------- plumbing
     def _rpc(self, ops: list[dict]) -> list:

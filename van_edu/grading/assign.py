@@ -119,12 +119,9 @@ def student_copy(nb, exercise_set: str):
     for cell in nb.cells:
         if is_answer_cell(cell) and cell.cell_type == "markdown":
             cell.source = MARKDOWN_STUB
-            continue
-        if cell.cell_type != "code":
-            continue
-        cell.source = _replace_blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION,
-                                      lambda indent: [indent + s for s in SOLUTION_STUB])
-        cell.source = _visible(cell.source)
+        elif cell.cell_type == "code":
+            cell.source = _visible(_replace_blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION,
+                                                   lambda indent: [indent + s for s in SOLUTION_STUB]))
     return nb
 
 
@@ -133,8 +130,7 @@ def solution_copy(nb, exercise_set: str):
     nb = _clean(nb, exercise_set)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.source = _drop_marker_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION)
-            cell.source = _visible(cell.source)
+            cell.source = _visible(_drop_marker_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION))
     return nb
 
 
