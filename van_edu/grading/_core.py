@@ -158,13 +158,9 @@ class SubjectMissing(CheckFailed):
 
 
 class Session:
-    """Where the learner's code runs. A check reaches it only through these methods, and gets data.
-
-    ``transport`` takes a request document (a list of operations, :mod:`.wire`) and returns the
-    answer document: in process for a learner's self-check (:meth:`local`), through files in the
-    learner's own kernel for the grader. Either way the check sees only what the agent sends back,
-    so the verdict is the check's, computed where it runs.
-    """
+    """Where the learner's code runs. A check reaches it only through these methods, and gets data:
+    ``transport`` takes a request document (a list of operations, :mod:`.wire`) and returns the answer
+    document, in process for a self-check (:meth:`local`), through files in the learner's kernel for the grader."""
 
     def __init__(self, transport, subject: str):
         self._transport = transport
@@ -312,15 +308,10 @@ def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
 
 
 class TaskCheck:
-    """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary.
-
-    Calling it (``check.eq3_params(eq3_params)``) is the learner's self-check: the answer runs in
-    this process, PASS or FAIL is printed, failures are re-raised. The grader calls :meth:`verdict`
-    with a session on the learner's kernel and a generator drawn from its secret seed. ``hides``
-    names the course's own code that the task asks the learner to write again (``van_edu.lka.LKA``:
-    top-level functions and classes where they are defined), which a box graded with
-    ``--forbid-reference`` does not have.
-    """
+    """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary; called, the
+    self-check (``check.eq3_params(eq3_params)``), and :meth:`verdict` for the grader. ``hides`` names the course's
+    own code that the task asks the learner to write again (``van_edu.lka.LKA``: top-level functions and classes
+    where they are defined), which a box graded with ``--forbid-reference`` does not have."""
 
     def __init__(self, task: str, body, hides: tuple[str, ...] = ()):
         self.task, self.body, self.hides = task, body, hides

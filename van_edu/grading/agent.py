@@ -6,8 +6,6 @@ attribute back, ...) and answers with their results, as data (:mod:`.wire`). It 
 and knows no answer: the inputs, the weights and the seeds come in with the request, the verdict
 is made by whoever sent it. The same agent serves the self-checks in a learner's notebook (in
 process) and the grader (in the learner's kernel, through files: :func:`serve`).
-
-Objects that are not data stay in the agent's table and travel as :class:`~.wire.Handle`.
 """
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
 """Checks of exercise set 07 (dense prediction): the FPN's top-down pathway, the confusion matrix,
 IoU and mIoU from it, resizing masks, logits to a mask; for detection, CenterNet's Gaussian heatmap
-target, its peak decoding, and the IoU of two sets of boxes.
-
-The references are the package's own (``van_edu.models.fpn.FPN``, ``van_edu.metrics``,
-``van_edu.models.centernet``) or one line of torch written here (the resizes); each check also
-computes the outputs of known mistakes, to say which one a wrong answer made.
+target, its peak decoding, and the IoU of two sets of boxes (references: the package's own, or torch's).
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """A learner's kernel in its box: run their cells, and ask it questions whose answers are data.
 
-:class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient,
-through :mod:`.box` (bubblewrap where it can run; memory, process and file limits, Landlock where
-Linux has it), in a fresh temporary folder of its own, with its own copy of the course
-(:func:`.host.course_copy`) and its channels over IPC sockets in that folder; the environment it
-gets names nothing of the grader's (its ``HOME``, caches and temporary files are inside the box).
+:class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient through
+:mod:`.box` (the sandbox and the limits), in a fresh temporary folder with its own copy of the course
+(:func:`.host.course_copy`) and its channels over IPC sockets in that folder; its environment names
+nothing of the grader's (its ``HOME``, caches and temporary files are inside the box).
 
 * :meth:`~BoxedKernel.run` executes one cell with a time limit and a cap on the output kept: an
   exception is recorded and the run goes on; a cell past its limit is interrupted, and if the
