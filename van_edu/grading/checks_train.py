@@ -80,7 +80,7 @@ def _batches(n_steps: int, seed: int):
 
 
 def _reference_steps(state: dict, batches, amp_dtype, use_scaler: bool):
-    """The reference's three steps on the grader's own copy: (losses, model, scaler)."""
+    """The reference's steps on the grader's own copy: (losses, model)."""
     model = fixtures.Recorder()
     model.load_state_dict(state)
     optimizer = fixtures.build("sgd", model, 0.1, 0.9)

@@ -129,17 +129,15 @@ FIXTURES = {
     "van_mini_3": lambda: _van("van_mini", num_classes=3, in_chans=1),
     "van_b0_meta": lambda: _van("van_b0", "meta"),
     "scaler": CountingScaler,
+    "sgd": lambda model, lr, momentum: torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum),
 }
 
 
 def build(name: str, *args):
-    """A fixture by name; ``sgd`` takes (model, lr, momentum) and makes the optimiser."""
-    if name == "sgd":
-        model, lr, momentum = args
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    """A fixture by name, made from ``args`` (only ``sgd`` takes any: the model, lr and momentum)."""
     if name not in FIXTURES:
         raise KeyError(f"no fixture {name!r}")
-    return FIXTURES[name]()
+    return FIXTURES[name](*args)
 
 
 def observe(obj, what: str):

@@ -78,8 +78,7 @@ def _encode(value, depth: int = 0):
         items = [_encode(v, depth + 1) for v in value]
         return items if isinstance(value, list) else {"$tuple": items}
     if isinstance(value, dict):
-        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)]
-                          for k, v in value.items()]}
+        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
     raise WireError(f"a {type(value).__name__} cannot be sent")
 
 
