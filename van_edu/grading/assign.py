@@ -173,53 +173,48 @@ def validate_source(nb, name: str = "source") -> None:
         raise VanEduError(f"{name}: " + "; ".join(problems))
 
 
-def _targets(source_dir: Path, out_dir: Path):
+def _sync(source_dir, out_dir, write: bool) -> tuple[list[Path], list[str]]:
+    """The copies the sources make, and what is out of sync (copies missing, stale, or without a source);
+    with ``write``, the missing and stale copies written and those without a source deleted."""
+    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
+    source_dir = Path(source_dir) if source_dir else out_dir / "source"
     sources = sorted(source_dir.glob("*.ipynb"))
     if not sources:
         raise VanEduError(f"no source notebooks in {source_dir}")
+    targets, problems = [], []
     for path in sources:
         nb = nbformat.read(path, as_version=4)
         validate_source(nb, path.name)
         for folder, copy_of in (("student", student_copy), ("solutions", solution_copy)):
-            yield path, out_dir / folder / path.name, nbformat.writes(copy_of(nb, path.stem)) + "\n"
+            target, text = out_dir / folder / path.name, nbformat.writes(copy_of(nb, path.stem)) + "\n"
+            targets.append(target)
+            if target.exists() and target.read_text(encoding="utf-8") == text:
+                continue
+            problems.append(f"{target} differs from what {path.name} generates" if target.exists() else
+                            f"{target} is missing")
+            if write:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+    for folder in ("student", "solutions"):
+        for extra in sorted((out_dir / folder).glob("*.ipynb")):
+            if extra not in targets:
+                problems.append(f"{extra} has no source")
+                if write:
+                    extra.unlink()
+    return targets, problems
 
 
 def generate(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[Path]:
-    """Write the student and solution copies of every source; returns the paths written.
+    """Write the student and solution copies of every source; returns their paths.
 
     Copies whose source was removed are deleted, so the folders mirror ``source/``.
     """
-    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
-    source_dir = Path(source_dir) if source_dir else out_dir / "source"
-    written = []
-    for _, target, text in _targets(source_dir, out_dir):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            target.write_text(text, encoding="utf-8")
-        written.append(target)
-    for folder in ("student", "solutions"):
-        for stale in (out_dir / folder).glob("*.ipynb"):
-            if stale not in written:
-                stale.unlink()
-    return written
+    return _sync(source_dir, out_dir, write=True)[0]
 
 
 def out_of_sync(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[str]:
     """Generated copies that are missing, stale or orphaned (empty when all are in sync)."""
-    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
-    source_dir = Path(source_dir) if source_dir else out_dir / "source"
-    problems, expected = [], set()
-    for source, target, text in _targets(source_dir, out_dir):
-        expected.add(target)
-        if not target.exists():
-            problems.append(f"{target} is missing")
-        elif target.read_text(encoding="utf-8") != text:
-            problems.append(f"{target} differs from what {source.name} generates")
-    for folder in ("student", "solutions"):
-        for extra in sorted((out_dir / folder).glob("*.ipynb")):
-            if extra not in expected:
-                problems.append(f"{extra} has no source")
-    return problems
+    return _sync(source_dir, out_dir, write=False)[1]
 
 
 def main(argv=None) -> int:
