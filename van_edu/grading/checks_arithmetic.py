@@ -6,8 +6,6 @@ import random
 from . import reference as ref
 from ._core import expect, task_check
 
-__all__ = ["same_padding", "decompose", "eq3_params", "best_dilation", "receptive_field", "table2_row"]
-
 
 def _random_kd(rng: random.Random, n: int):
     """``n`` random (kernel, dilation) pairs, 2 <= kernel <= 40 and 1 <= dilation <= kernel."""

@@ -8,8 +8,6 @@ from . import fixtures
 from . import reference as ref
 from ._core import expect, randn, task_check
 
-__all__ = ["attention", "attention_macs", "lka_macs", "count_parameters"]
-
 
 @task_check("attention", "van_edu.models.attention.GlobalSelfAttention")
 def attention(S, hidden: bool, rng: random.Random):

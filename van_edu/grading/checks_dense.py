@@ -18,9 +18,6 @@ from ..models.centernet import CenterNet, encode_targets, gaussian_radius
 from ..models.fpn import FPN
 from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, module_signature_mismatch, task_check
 
-__all__ = ["fpn_top_down", "confusion_matrix", "iou_scores", "resize_mask", "predict_mask", "heatmap_target",
-           "find_peaks", "box_iou"]
-
 
 def _pair(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)

@@ -20,8 +20,6 @@ from ._core import (
     task_check,
 )
 
-__all__ = ["depthwise_conv", "effective_kernel", "lka_module", "attention_module"]
-
 
 def _randomize(module: nn.Module, seed: int) -> nn.Module:
     """Weights drawn from ``seed`` (biases too), so that no two runs share them."""

@@ -10,8 +10,6 @@ from . import reference as ref
 from ._core import CheckFailed, draw, expect, seeded, task_check
 from .wire import ParamRef
 
-__all__ = ["warmup_cosine", "param_groups", "train_step", "accuracy"]
-
 
 @task_check("warmup_cosine", "van_edu.train.WarmupCosine")
 def warmup_cosine(S, hidden: bool, rng: random.Random):

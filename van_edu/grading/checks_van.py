@@ -10,8 +10,6 @@ from torch import nn
 from . import reference as ref
 from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randn, require_module, seeded, task_check
 
-__all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
-
 
 @task_check("drop_path", "van_edu.models.layers.DropPath")
 def drop_path(S, hidden: bool, rng: random.Random):
