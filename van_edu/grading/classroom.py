@@ -10,9 +10,8 @@
 * ``shard=(k, n)`` grades only the learners whose name hashes to share ``k`` of ``n``, so a large
   class can be spread over machines (a SLURM array, a Kubernetes indexed job); :func:`merge`
   joins the shards' journals into one CSV. Each run draws its own secret seed for the hidden
-  tests (a shard's, and a resumed run's, differ from the others') unless one is given;
-* :func:`class_rows` makes the CSV's rows from the journal's entries, whichever run wrote them, and
-  :func:`write_feedback` one Markdown report per learner beside the CSV (``feedback/<learner>.md``).
+  tests (a shard's, and a resumed run's, differ from the others') unless one is given; the CSV's rows
+  (:func:`class_rows`) and the learners' feedback come from the journal's entries, whichever run wrote them.
 """
 from __future__ import annotations
 
