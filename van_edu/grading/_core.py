@@ -285,11 +285,9 @@ def require_module(mine, what: str) -> wire.Handle:
     return mine
 
 
-def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
-    """Copy the reference's weights into the learner's module, explaining any key or shape mismatch.
-
-    Returns the module's description (its convolutions and state shapes).
-    """
+def load_reference_state(S: Session, mine, ref: nn.Module, what: str, signature: bool = False) -> None:
+    """Copy the reference's weights into the learner's module, explaining any key or shape mismatch (and, with
+    ``signature``, then any convolution whose hyper-parameters differ from the reference's)."""
     desc = S.describe(require_module(mine, what), what)
     want = ref.state_dict()
     have = {k: torch.empty(v, device="meta") for k, v in desc["state"].items()}
@@ -304,7 +302,9 @@ def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
         raise CheckFailed(f"{what}: parameter {key} has shape {list(desc['state'][key])}, expected "
                           f"{fmt_shape(want[key])}" + (f" ({hint})" if hint else ""))
     S.load_state(mine, want, what)
-    return desc
+    problem = module_signature_mismatch(desc["convs"], ref) if signature else None
+    if problem:
+        raise CheckFailed(f"{what}: {problem}")
 
 
 class TaskCheck:

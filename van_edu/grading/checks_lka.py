@@ -112,10 +112,7 @@ def lka_module(S, hidden: bool, rng: random.Random):
             reference = ref.LKA(dim, **kw)
         if hidden:
             _randomize(reference, rng.randrange(2**31))
-        desc = load_reference_state(S, mine, reference, label)
-        problem = module_signature_mismatch(desc["convs"], reference)
-        if problem:
-            raise CheckFailed(f"{label}: {problem}")
+        load_reference_state(S, mine, reference, label, signature=True)
         x = randn(2, dim, side, side, seed=draw(rng, hidden, 40 + i))
         with torch.no_grad():
             got = S.forward(mine, x.clone(), label=label)
