@@ -27,7 +27,7 @@ from . import wire
 from .agent import Agent, conv_description, seeded
 
 __all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded",
-           "module_signature_mismatch", "require_module", "load_reference_state", "randn", "draw"]
+           "module_signature_mismatch", "require_module", "load_reference_state", "randn", "randomize", "draw"]
 
 
 class CheckFailed(AssertionError):
@@ -151,6 +151,15 @@ def draw(rng: random.Random, hidden: bool, default: int) -> int:
 def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
     """Standard normal numbers from their own generator (the global one is left alone)."""
     return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def randomize(module: nn.Module, seed: int | torch.Generator) -> nn.Module:
+    """``module`` with every weight and bias drawn anew, 0.3 N(0, 1), from ``seed`` (or that generator)."""
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return module
 
 
 class SubjectMissing(CheckFailed):

@@ -16,7 +16,7 @@ from ..metrics import confusion_matrix as ref_confusion
 from ..metrics import iou_per_class, mean_iou
 from ..models.centernet import CenterNet, encode_targets, gaussian_radius
 from ..models.fpn import FPN
-from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, task_check
+from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randomize, task_check
 
 
 def _pair(size) -> tuple[int, int]:
@@ -80,10 +80,7 @@ def fpn_top_down(S, hidden: bool, rng: random.Random):
     for chans, out, side in cases:
         label = f"FPN({chans}, {out})"
         mine = S.call(chans, out, _name="FPN", _seed=7)
-        reference = FPN(chans, out)
-        with torch.no_grad():
-            for p in reference.parameters():
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        reference = randomize(FPN(chans, out), g)
         load_reference_state(S, mine, reference, label, signature=True)
         sides = [side]
         for _ in chans[1:]:

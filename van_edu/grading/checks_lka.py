@@ -16,18 +16,10 @@ from ._core import (
     load_reference_state,
     module_signature_mismatch,
     randn,
+    randomize,
     seeded,
     task_check,
 )
-
-
-def _randomize(module: nn.Module, seed: int) -> nn.Module:
-    """Weights drawn from ``seed`` (biases too), so that no two runs share them."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return module
 
 
 @task_check("depthwise_conv", "van_edu.lka._depthwise")
@@ -42,7 +34,7 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
         conv = S.call(c, k, d, _seed=1)
         if not (getattr(conv, "module", False) and S.describe(conv, label)["is_conv2d"]):
             raise CheckFailed(f"{label}: expected an nn.Conv2d, got {getattr(conv, 'type', type(conv).__name__)}")
-        reference = _randomize(ref.depthwise_conv(c, k, d), draw(rng, hidden, c + k))
+        reference = randomize(ref.depthwise_conv(c, k, d), draw(rng, hidden, c + k))
         problem = module_signature_mismatch(S.describe(conv, label)["convs"], reference)
         if problem:
             if "groups" in problem:
@@ -111,7 +103,7 @@ def lka_module(S, hidden: bool, rng: random.Random):
         with seeded(2):
             reference = ref.LKA(dim, **kw)
         if hidden:
-            _randomize(reference, rng.randrange(2**31))
+            randomize(reference, rng.randrange(2**31))
         load_reference_state(S, mine, reference, label, signature=True)
         x = randn(2, dim, side, side, seed=draw(rng, hidden, 40 + i))
         with torch.no_grad():
@@ -131,7 +123,7 @@ def attention_module(S, hidden: bool, rng: random.Random):
         with seeded(3):
             reference = ref.Attention(dim)
         if hidden:
-            _randomize(reference, rng.randrange(2**31))
+            randomize(reference, rng.randrange(2**31))
         load_reference_state(S, mine, reference, label)
         x = randn(2, dim, side, side, seed=draw(rng, hidden, 50 + i))
         with torch.no_grad():
