@@ -113,9 +113,7 @@ def drop_path_rates(S, hidden: bool, rng: random.Random):
         cases += [(round(rng.random() * 0.5, 3), [rng.randint(1, 6) for _ in range(rng.randint(1, 5))])
                   for _ in range(30)]
     for (total, depths), got in zip(cases, S.call_all([(total, list(depths)) for total, depths in cases])):
-        want = ref.drop_path_rates(total, depths)
-        label = f"drop_path_rates({total}, {depths})"
-        want = [[float(r) for r in stage] for stage in want]
+        want = [[float(r) for r in stage] for stage in ref.drop_path_rates(total, depths)]
         hint, n = "", sum(depths)
         flat = [r for stage in got for r in stage] if isinstance(got, (list, tuple)) and all(
             isinstance(s, (list, tuple)) for s in got) else []
@@ -124,7 +122,7 @@ def drop_path_rates(S, hidden: bool, rng: random.Random):
                 hint = " (the last block gets exactly `total`: block i of n gets total * i / (n - 1))"
             elif any(s and s[0] == 0 for s in got[1:]) and total:
                 hint = " (the rates rise over the whole network; they do not restart at 0 in every stage)"
-        expect(got, want, label, hint=hint)
+        expect(got, want, f"drop_path_rates({total}, {depths})", hint=hint)
     return f"{len(cases)} networks"
 
 
