@@ -168,9 +168,7 @@ class Agent:
             return error_info(err, label)
         raise ValueError(f"unknown operation {kind!r}")
 
-    def _describe(self, obj) -> dict:
-        if not isinstance(obj, nn.Module):
-            return {"module": False, "type": type(obj).__name__}
+    def _describe(self, obj: nn.Module) -> dict:  # the checks describe only modules (require_module)
         return {"module": True, "type": type(obj).__name__, "is_conv2d": isinstance(obj, nn.Conv2d),
                 "convs": conv_description(obj),
                 "state": {k: list(v.shape) for k, v in obj.state_dict().items()}}
