@@ -6,10 +6,9 @@
 nothing of the grader's (its ``HOME``, caches and temporary files are inside the box).
 
 * :meth:`~BoxedKernel.run` executes one cell with a time limit and a cap on the output kept: an
-  exception is recorded and the run goes on; a cell past its limit is interrupted, and if the
-  kernel does not answer a probe within a few seconds (the code swallowed the interrupt), or if it
-  died (``os._exit``, a crash, out of memory), a fresh kernel is started and the earlier cells are
-  replayed without the culprit;
+  exception is recorded and the run goes on; a kernel that swallows the interrupt past the limit, or
+  dies (``os._exit``, a crash, out of memory), is replaced and the earlier cells replayed without the
+  culprit (:meth:`~BoxedKernel._restart`);
 * :meth:`~BoxedKernel.ask` writes a request into the box, runs the agent's probe cell, and returns
   the answer file's text, read as bytes with a size cap (never executed, never unpickled): the
   check that sent the request judges it in the grader's process.
@@ -49,8 +48,7 @@ WARM_UP = ("import torch, van_edu.grading.agent, van_edu.grading.fixtures  "
 WARM_UP_TIMEOUT = 300
 
 _QUIET = logging.getLogger("van_edu.grading.kernel")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+_QUIET.disabled = True  # nbclient's warnings about the learner's kernel: the report says what matters
 
 
 @dataclass
