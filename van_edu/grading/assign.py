@@ -154,8 +154,7 @@ def validate_source(nb, name: str = "source") -> None:
                 problems.append(f"cell {i}: duplicate grade_id {gid!r}")
             ids.add(gid)
         text = cell.source
-        has_solution = BEGIN_SOLUTION in text
-        if cell.cell_type == "code" and is_answer_cell(cell) != has_solution:
+        if cell.cell_type == "code" and is_answer_cell(cell) != (BEGIN_SOLUTION in text):
             problems.append(f"cell {i} ({gid}): solution cells, and only they, hold {BEGIN_SOLUTION}")
         if BEGIN_HIDDEN in text and not is_test_cell(cell):
             problems.append(f"cell {i} ({gid}): hidden tests belong in a test cell (grade: true)")

@@ -155,10 +155,8 @@ def class_rows(entries: list[dict], folder: Path) -> list[dict]:
         scores = {t.name: t.score for r in graded.values() for t in r.tasks}
         notes = [e["note"] for e in own if e.get("note")]
         notes += [f"{stem}: no submission" for stem in sets if stem not in graded]
-        row = {"learner": learner, "score": sum(scores.values()), "max_score": max_total}
-        row.update({name: scores.get(name, 0.0) for name in columns})
-        row["notes"] = "; ".join(notes)
-        rows.append(row)
+        rows.append({"learner": learner, "score": sum(scores.values()), "max_score": max_total,
+                     **{name: scores.get(name, 0.0) for name in columns}, "notes": "; ".join(notes)})
     return rows
 
 

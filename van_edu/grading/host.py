@@ -74,8 +74,7 @@ def _without(text: str, module: str, names: set[str]) -> str:
 
 
 def pids_cgroup(procs: int) -> Path | None:
-    """A fresh pids cgroup (v1 or v2) limited to ``procs`` tasks, where this process may make one (root, or a
-    delegated cgroup; else None)."""
+    """A fresh pids cgroup (v1 or v2) of at most ``procs`` tasks where this process may (root, delegated), else None."""
     for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
         if not (base / "cgroup.procs").exists() or (base == Path("/sys/fs/cgroup") and
                                                      "pids" not in _read(base / "cgroup.controllers")):
