@@ -148,10 +148,8 @@ def _randomize(block: nn.Module, seed: int) -> None:
 
 
 def _branches(reference, x):
-    ls1 = reference.layer_scale_1[:, None, None]
-    ls2 = reference.layer_scale_2[:, None, None]
-    a = reference.attn(reference.norm1(x))
-    return ls1, ls2, a
+    ls1, ls2 = reference.layer_scale_1[:, None, None], reference.layer_scale_2[:, None, None]
+    return ls1, ls2, reference.attn(reference.norm1(x))
 
 
 def _block_hints(reference, x) -> dict:
