@@ -317,10 +317,10 @@ def load_reference_state(S: Session, mine, ref: nn.Module, what: str, signature:
 
 
 class TaskCheck:
-    """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary; called, the
-    self-check (``check.eq3_params(eq3_params)``), and :meth:`verdict` for the grader. ``hides`` names the course's
-    own code that the task asks the learner to write again (``van_edu.lka.LKA``: top-level functions and classes
-    where they are defined), which a box graded with ``--forbid-reference`` does not have."""
+    """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary. Called
+    (``check.eq3_params(eq3_params)``) it is the learner's self-check; the grader calls :meth:`verdict`. ``hides``
+    names the course's own code that the task asks the learner to write again (``van_edu.lka.LKA``: top-level
+    functions and classes where they are defined), which a box graded with ``--forbid-reference`` does not have."""
 
     def __init__(self, task: str, body, hides: tuple[str, ...] = ()):
         self.task, self.body, self.hides = task, body, hides
