@@ -27,7 +27,7 @@ from . import wire
 from .agent import Agent, conv_description, seeded
 
 __all__ = ["CheckFailed", "SubjectMissing", "Session", "TaskCheck", "task_check", "expect", "fmt_shape", "seeded",
-           "module_signature_mismatch", "require_module", "load_reference_state", "randn", "draw"]
+           "module_signature_mismatch", "require_module", "load_reference_state", "randn", "randomize", "draw"]
 
 
 class CheckFailed(AssertionError):
@@ -153,18 +153,23 @@ def randn(*shape, seed: int = 0, dtype=torch.float32, scale: float = 1.0) -> tor
     return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
+def randomize(module: nn.Module, seed: int | torch.Generator) -> nn.Module:
+    """``module`` with every weight and bias drawn anew, 0.3 N(0, 1), from ``seed`` (or that generator)."""
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return module
+
+
 class SubjectMissing(CheckFailed):
     """The name the tests call is not defined in the learner's notebook."""
 
 
 class Session:
-    """Where the learner's code runs. A check reaches it only through these methods, and gets data.
-
-    ``transport`` takes a request document (a list of operations, :mod:`.wire`) and returns the
-    answer document: in process for a learner's self-check (:meth:`local`), through files in the
-    learner's own kernel for the grader. Either way the check sees only what the agent sends back,
-    so the verdict is the check's, computed where it runs.
-    """
+    """Where the learner's code runs. A check reaches it only through these methods, and gets data:
+    ``transport`` takes a request document (a list of operations, :mod:`.wire`) and returns the answer
+    document, in process for a self-check (:meth:`local`), through files in the learner's kernel for the grader."""
 
     def __init__(self, transport, subject: str):
         self._transport = transport
@@ -173,8 +178,7 @@ class Session:
     @classmethod
     def local(cls, obj, name: str = "answer") -> Session:
         """A session on an object in this process (the notebook's self-checks)."""
-        agent = Agent({name: obj})
-        return cls(agent.handle, name)
+        return cls(Agent({name: obj}).handle, name)
 
     # ----------------------------------------------------------------------- plumbing
     def _rpc(self, ops: list[dict]) -> list:
@@ -215,20 +219,16 @@ class Session:
         raise CheckFailed(f"{call_text} raised {ename}: {message}")
 
     # ----------------------------------------------------------------------- operations
-    def _call_op(self, args, kwargs, seed, target, args_after, param_refs, name):
-        return {"op": "call", "args": list(args), "kwargs": dict(kwargs), "seed": seed, "label": name,
-                "args_after": args_after, "param_refs": param_refs,
-                **({"subject": self.subject} if target is None else {"target": target})}
+    def _call_op(self, args, kwargs, seed, args_after, param_refs, name):
+        return {"op": "call", "subject": self.subject, "args": list(args), "kwargs": dict(kwargs), "seed": seed,
+                "label": name, "args_after": args_after, "param_refs": param_refs}
 
-    def call(self, *args, _name: str | None = None, _seed: int | None = None, _target=None,
-             _args_after: bool = False, _param_refs: bool = False, **kwargs):
-        """Call the subject (or the handle ``_target``) on ``args``; its result as data.
-
-        With ``_args_after`` the result is ``(value, args after the call)``, to see what the call
-        changed in place.
-        """
-        name = _name or (self.subject if _target is None else "your object")
-        result = self._one(self._call_op(args, kwargs, _seed, _target, _args_after, _param_refs, name))
+    def call(self, *args, _name: str | None = None, _seed: int | None = None, _args_after: bool = False,
+             _param_refs: bool = False, **kwargs):
+        """Call the subject on ``args``; its result as data (with ``_args_after``, ``(value, args after the
+        call)``, to see what the call changed in place)."""
+        name = _name or self.subject
+        result = self._one(self._call_op(args, kwargs, _seed, _args_after, _param_refs, name))
         value = self._value(result, name, args, kwargs)
         return (value, result.get("args_after")) if _args_after else value
 
@@ -236,13 +236,12 @@ class Session:
         """Call the subject on each tuple of arguments in ``cases`` (with ``kwargs``) in one round trip;
         their values in turn (a failure raises when its turn comes)."""
         kwargs = kwargs or [{}] * len(cases)
-        results = self._rpc([self._call_op(a, k, None, None, False, False, self.subject) for a, k in zip(cases, kwargs)])
+        results = self._rpc([self._call_op(a, k, None, False, False, self.subject) for a, k in zip(cases, kwargs)])
         return (self._value(r, self.subject, a, k) for r, a, k in zip(results, cases, kwargs))
 
-    def make(self, fixture: str, *args, state: dict | None = None, mode: str | None = None, seed: int = 0):
+    def make(self, fixture: str, *args, state: dict | None = None, mode: str | None = None):
         """Build one of :mod:`.fixtures` on the learner's side (weights from ``state``); a handle."""
-        result = self._one({"op": "make", "fixture": fixture, "args": list(args), "state": state, "mode": mode,
-                            "seed": seed})
+        result = self._one({"op": "make", "fixture": fixture, "args": list(args), "state": state, "mode": mode})
         if not isinstance(result, wire.Handle):
             raise CheckFailed(f"the check could not build its test model {fixture} ({result.get('message', '')})")
         return result
@@ -263,10 +262,10 @@ class Session:
         self._value(self._one({"op": "load_state", "target": handle, "state": dict(state), "label": label}), label)
 
     def forward(self, handle, *args, label: str, mode: str | None = None, submodes: dict | None = None,
-                seed: int | None = None, copy: bool = False, grad: bool = False):
-        """The module behind ``handle`` on ``args`` (``copy``: on a deep copy, leaving it as it is)."""
+                seed: int | None = None, copy: bool = False):
+        """The module behind ``handle`` on ``args``, without gradients (``copy``: on a deep copy of it)."""
         op = {"op": "forward", "target": handle, "args": list(args), "mode": mode, "submodes": submodes or {},
-              "seed": seed, "copy": copy, "grad": grad, "label": label}
+              "seed": seed, "copy": copy, "label": label}
         return self._value(self._one(op), label)
 
 
@@ -295,11 +294,9 @@ def require_module(mine, what: str) -> wire.Handle:
     return mine
 
 
-def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
-    """Copy the reference's weights into the learner's module, explaining any key or shape mismatch.
-
-    Returns the module's description (its convolutions and state shapes).
-    """
+def load_reference_state(S: Session, mine, ref: nn.Module, what: str, signature: bool = False) -> None:
+    """Copy the reference's weights into the learner's module, explaining any key or shape mismatch (and, with
+    ``signature``, then any convolution whose hyper-parameters differ from the reference's)."""
     desc = S.describe(require_module(mine, what), what)
     want = ref.state_dict()
     have = {k: torch.empty(v, device="meta") for k, v in desc["state"].items()}
@@ -314,19 +311,16 @@ def load_reference_state(S: Session, mine, ref: nn.Module, what: str) -> dict:
         raise CheckFailed(f"{what}: parameter {key} has shape {list(desc['state'][key])}, expected "
                           f"{fmt_shape(want[key])}" + (f" ({hint})" if hint else ""))
     S.load_state(mine, want, what)
-    return desc
+    problem = module_signature_mismatch(desc["convs"], ref) if signature else None
+    if problem:
+        raise CheckFailed(f"{what}: {problem}")
 
 
 class TaskCheck:
-    """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary.
-
-    Calling it (``check.eq3_params(eq3_params)``) is the learner's self-check: the answer runs in
-    this process, PASS or FAIL is printed, failures are re-raised. The grader calls :meth:`verdict`
-    with a session on the learner's kernel and a generator drawn from its secret seed. ``hides``
-    names the course's own code that the task asks the learner to write again (``van_edu.lka.LKA``:
-    top-level functions and classes where they are defined), which a box graded with
-    ``--forbid-reference`` does not have.
-    """
+    """One task's check: ``body(session, hidden, rng)`` raises CheckFailed or returns a summary. Called
+    (``check.eq3_params(eq3_params)``) it is the learner's self-check; the grader calls :meth:`verdict`. ``hides``
+    names the course's own code that the task asks the learner to write again (``van_edu.lka.LKA``: top-level
+    functions and classes where they are defined), which a box graded with ``--forbid-reference`` does not have."""
 
     def __init__(self, task: str, body, hides: tuple[str, ...] = ()):
         self.task, self.body, self.hides = task, body, hides

@@ -6,8 +6,6 @@ attribute back, ...) and answers with their results, as data (:mod:`.wire`). It 
 and knows no answer: the inputs, the weights and the seeds come in with the request, the verdict
 is made by whoever sent it. The same agent serves the self-checks in a learner's notebook (in
 process) and the grader (in the learner's kernel, through files: :func:`serve`).
-
-Objects that are not data stay in the agent's table and travel as :class:`~.wire.Handle`.
 """
 from __future__ import annotations
 
@@ -43,15 +41,12 @@ def conv_description(module) -> dict:
     return out
 
 
-def _blame(err: BaseException, default: str) -> str:
+def _blame(frames: list, default: str) -> str:
     """The learner's function or method that raised (``LKA.__init__``), else ``default``."""
-    frames = [fr for fr, _ in traceback.walk_tb(err.__traceback__)
-              if not fr.f_globals.get("__name__", "").startswith(("van_edu", "torch"))]
+    frames = [fr for fr in frames if not fr.f_globals.get("__name__", "").startswith(("van_edu", "torch"))]
     if not frames:
         return default
-    frame = frames[-1]
-    name = frame.f_code.co_name
-    owner = frame.f_locals.get("self")
+    name, owner = frames[-1].f_code.co_name, frames[-1].f_locals.get("self")
     if owner is not None and not isinstance(owner, type):
         name = f"{type(owner).__name__}.{name}"
     return name if name != "<module>" else default
@@ -65,12 +60,8 @@ def error_info(err: BaseException, default: str) -> dict:
         message = str(err)
     except BaseException:  # a hostile __str__
         message = "(the exception could not be printed)"
-    return {"error": type(err).__name__, "message": message[:500], "where": _blame(err, default),
+    return {"error": type(err).__name__, "message": message[:500], "where": _blame(frames, default),
             "stub": isinstance(err, NotImplementedError) and not in_torch}
-
-
-class _NoSubject(NameError):
-    pass
 
 
 class Agent:
@@ -82,10 +73,7 @@ class Agent:
 
     # ---------------------------------------------------------------- values in and out
     def _keep(self, obj) -> wire.Handle:
-        for key, known in self.objects.items():
-            if known is obj:
-                return wire.Handle(key, type(obj).__name__, isinstance(obj, nn.Module))
-        key = len(self.objects) + 1
+        key = next((key for key, known in self.objects.items() if known is obj), len(self.objects) + 1)
         self.objects[key] = obj
         return wire.Handle(key, type(obj).__name__, isinstance(obj, nn.Module))
 
@@ -131,14 +119,6 @@ class Agent:
         return names
 
     # ---------------------------------------------------------------- operations
-    def _target(self, op):
-        if "subject" in op:
-            name = op["subject"]
-            if name not in self.ns:
-                raise _NoSubject(f"name {name!r} is not defined")
-            return self.ns[name]
-        return self._resolve(op["target"])
-
     def run(self, op: dict):
         kind = op["op"]
         label = op.get("label") or op.get("subject") or "your code"
@@ -155,7 +135,10 @@ class Agent:
             return fixtures.observe(self._resolve(op["target"]), op["what"])
         # from here on the learner's code runs: everything it raises is reported as data
         try:
-            target = self._target(op)
+            if "subject" in op and op["subject"] not in self.ns:
+                return {"error": "NameError", "message": f"name {op['subject']!r} is not defined",
+                        "where": "the subject", "stub": False}
+            target = self.ns[op["subject"]] if "subject" in op else self._resolve(op["target"])
             if kind == "call":
                 args, kwargs = self._resolve(op.get("args", [])), self._resolve(op.get("kwargs", {}))
                 with seeded(op.get("seed")):
@@ -178,18 +161,14 @@ class Agent:
                 for sub, mode in (op.get("submodes") or {}).items():
                     module.get_submodule(sub).train(mode == "train")
                 args = self._resolve(op.get("args", []))
-                with seeded(op.get("seed")), torch.set_grad_enabled(bool(op.get("grad"))):
+                with seeded(op.get("seed")), torch.no_grad():
                     result = module(*args)
                 return {"value": self._export(result)}
-        except _NoSubject as err:
-            return {"error": "NameError", "message": str(err), "where": "the subject", "stub": False}
         except BaseException as err:  # the learner's code, whatever it raised
             return error_info(err, label)
         raise ValueError(f"unknown operation {kind!r}")
 
-    def _describe(self, obj) -> dict:
-        if not isinstance(obj, nn.Module):
-            return {"module": False, "type": type(obj).__name__}
+    def _describe(self, obj: nn.Module) -> dict:  # the checks describe only modules (require_module)
         return {"module": True, "type": type(obj).__name__, "is_conv2d": isinstance(obj, nn.Conv2d),
                 "convs": conv_description(obj),
                 "state": {k: list(v.shape) for k, v in obj.state_dict().items()}}
@@ -215,10 +194,8 @@ class Agent:
 
 @contextmanager
 def seeded(seed):
-    """torch's global generator seeded for a block (``seed=None``: untouched), restored after.
-
-    The one seeding helper: the agent seeds the learner's calls with it, the checks their references.
-    """
+    """torch's global generator seeded for a block (``seed=None``: untouched), restored after: the agent
+    seeds the learner's calls with it, the checks their references."""
     if seed is None:
         yield
         return

@@ -25,7 +25,7 @@ import nbformat
 
 from ..errors import VanEduError
 
-__all__ = ["Task", "tasks_of", "student_copy", "solution_copy", "test_source", "generate", "out_of_sync",
+__all__ = ["Task", "tasks_of", "student_copy", "solution_copy", "generate", "out_of_sync",
            "validate_source", "default_exercises_dir", "SOLUTION_STUB"]
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -88,11 +88,6 @@ def _drop_marker_lines(source: str, begin: str, end: str) -> str:
     return "\n".join(line for line in source.split("\n") if line.strip() not in (begin, end))
 
 
-def test_source(cell_source: str) -> str:
-    """The test code the grader runs: visible and hidden tests, markers removed."""
-    return _drop_marker_lines(cell_source, BEGIN_HIDDEN, END_HIDDEN)
-
-
 def words(code: str) -> str:
     """``code`` without blank lines and trailing spaces: how a test cell's text is compared."""
     return "\n".join(line.rstrip() for line in code.split("\n") if line.strip())
@@ -124,12 +119,9 @@ def student_copy(nb, exercise_set: str):
     for cell in nb.cells:
         if is_answer_cell(cell) and cell.cell_type == "markdown":
             cell.source = MARKDOWN_STUB
-            continue
-        if cell.cell_type != "code":
-            continue
-        cell.source = _replace_blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION,
-                                      lambda indent: [indent + s for s in SOLUTION_STUB])
-        cell.source = _visible(cell.source)
+        elif cell.cell_type == "code":
+            cell.source = _visible(_replace_blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION,
+                                                   lambda indent: [indent + s for s in SOLUTION_STUB]))
     return nb
 
 
@@ -138,15 +130,15 @@ def solution_copy(nb, exercise_set: str):
     nb = _clean(nb, exercise_set)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.source = _drop_marker_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION)
-            cell.source = _visible(cell.source)
+            cell.source = _visible(_drop_marker_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION))
     return nb
 
 
 def tasks_of(nb) -> list[Task]:
     """The graded tasks of a source notebook, in order (one per test cell)."""
-    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)), test_source(c.source),
-                 _visible(c.source)) for c in nb.cells if is_test_cell(c)]
+    return [Task(nbgrader_meta(c)["grade_id"], float(nbgrader_meta(c).get("points", 0)),
+                 _drop_marker_lines(c.source, BEGIN_HIDDEN, END_HIDDEN), _visible(c.source))
+            for c in nb.cells if is_test_cell(c)]
 
 
 def validate_source(nb, name: str = "source") -> None:
@@ -162,8 +154,7 @@ def validate_source(nb, name: str = "source") -> None:
                 problems.append(f"cell {i}: duplicate grade_id {gid!r}")
             ids.add(gid)
         text = cell.source
-        has_solution = BEGIN_SOLUTION in text
-        if cell.cell_type == "code" and is_answer_cell(cell) != has_solution:
+        if cell.cell_type == "code" and is_answer_cell(cell) != (BEGIN_SOLUTION in text):
             problems.append(f"cell {i} ({gid}): solution cells, and only they, hold {BEGIN_SOLUTION}")
         if BEGIN_HIDDEN in text and not is_test_cell(cell):
             problems.append(f"cell {i} ({gid}): hidden tests belong in a test cell (grade: true)")
@@ -181,53 +172,48 @@ def validate_source(nb, name: str = "source") -> None:
         raise VanEduError(f"{name}: " + "; ".join(problems))
 
 
-def _targets(source_dir: Path, out_dir: Path):
+def _sync(source_dir, out_dir, write: bool) -> tuple[list[Path], list[str]]:
+    """The copies the sources make, and what is out of sync (copies missing, stale, or without a source);
+    with ``write``, the missing and stale copies written and those without a source deleted."""
+    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
+    source_dir = Path(source_dir) if source_dir else out_dir / "source"
     sources = sorted(source_dir.glob("*.ipynb"))
     if not sources:
         raise VanEduError(f"no source notebooks in {source_dir}")
+    targets, problems = [], []
     for path in sources:
         nb = nbformat.read(path, as_version=4)
         validate_source(nb, path.name)
         for folder, copy_of in (("student", student_copy), ("solutions", solution_copy)):
-            yield path, out_dir / folder / path.name, nbformat.writes(copy_of(nb, path.stem)) + "\n"
+            target, text = out_dir / folder / path.name, nbformat.writes(copy_of(nb, path.stem)) + "\n"
+            targets.append(target)
+            if target.exists() and target.read_text(encoding="utf-8") == text:
+                continue
+            problems.append(f"{target} differs from what {path.name} generates" if target.exists() else
+                            f"{target} is missing")
+            if write:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+    for folder in ("student", "solutions"):
+        for extra in sorted((out_dir / folder).glob("*.ipynb")):
+            if extra not in targets:
+                problems.append(f"{extra} has no source")
+                if write:
+                    extra.unlink()
+    return targets, problems
 
 
 def generate(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[Path]:
-    """Write the student and solution copies of every source; returns the paths written.
+    """Write the student and solution copies of every source; returns their paths.
 
     Copies whose source was removed are deleted, so the folders mirror ``source/``.
     """
-    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
-    source_dir = Path(source_dir) if source_dir else out_dir / "source"
-    written = []
-    for _, target, text in _targets(source_dir, out_dir):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            target.write_text(text, encoding="utf-8")
-        written.append(target)
-    for folder in ("student", "solutions"):
-        for stale in (out_dir / folder).glob("*.ipynb"):
-            if stale not in written:
-                stale.unlink()
-    return written
+    return _sync(source_dir, out_dir, write=True)[0]
 
 
 def out_of_sync(source_dir: Path | str | None = None, out_dir: Path | str | None = None) -> list[str]:
     """Generated copies that are missing, stale or orphaned (empty when all are in sync)."""
-    out_dir = Path(out_dir) if out_dir else default_exercises_dir()
-    source_dir = Path(source_dir) if source_dir else out_dir / "source"
-    problems, expected = [], set()
-    for source, target, text in _targets(source_dir, out_dir):
-        expected.add(target)
-        if not target.exists():
-            problems.append(f"{target} is missing")
-        elif target.read_text(encoding="utf-8") != text:
-            problems.append(f"{target} differs from what {source.name} generates")
-    for folder in ("student", "solutions"):
-        for extra in sorted((out_dir / folder).glob("*.ipynb")):
-            if extra not in expected:
-                problems.append(f"{extra} has no source")
-    return problems
+    return _sync(source_dir, out_dir, write=False)[1]
 
 
 def main(argv=None) -> int:

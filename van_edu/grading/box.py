@@ -18,9 +18,7 @@ code) starts:
   delegated cgroup), else ``RLIMIT_NPROC`` (the user's current count plus ``--procs``; Linux
   ignores it for root): a fork bomb stops at the limit;
 * **files**: ``RLIMIT_FSIZE`` caps a file's size, no core dumps;
-* **the course**: the kernel imports the box's own copy of ``van_edu`` (``--course``, made by
-  :func:`.host.course_copy`: the agent, the wire format and the fixtures of the grader, and under
-  ``--forbid-reference`` not the code the tasks ask for); the installed ``van_edu`` is hidden;
+* **the course**: the kernel imports the box's copy (``--course``, :func:`.host.course_copy`), not the installed one;
 * **Landlock** (Linux 5.13 and later, no privileges needed; the whole box where bubblewrap is
   missing, a second wall inside it otherwise): the kernel may write only inside its box folder and
   its channels' folder, may read only the system, the Python installation and the copy of the

@@ -6,15 +6,10 @@ import random
 from . import reference as ref
 from ._core import expect, task_check
 
-__all__ = ["same_padding", "decompose", "eq3_params", "best_dilation", "receptive_field", "table2_row"]
-
 
 def _random_kd(rng: random.Random, n: int):
-    out = []
-    for _ in range(n):
-        k = rng.randint(2, 40)
-        out.append((k, rng.randint(1, k)))
-    return out
+    """``n`` random (kernel, dilation) pairs, 2 <= kernel <= 40 and 1 <= dilation <= kernel."""
+    return [(k, rng.randint(1, k)) for k in (rng.randint(2, 40) for _ in range(n))]
 
 
 @task_check("same_padding", "van_edu.conv_arithmetic.same_padding", "van_edu.conv_arithmetic.symmetric_padding")

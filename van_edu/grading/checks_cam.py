@@ -10,8 +10,6 @@ from . import fixtures
 from . import reference as ref
 from ._core import CheckFailed, draw, expect, fmt_shape, seeded, task_check
 
-__all__ = ["grad_cam", "upsample_cam"]
-
 
 def _cam_hints(model, x, target) -> dict:
     raw = ref.grad_cam(model, x, target, normalize=False)

@@ -1,10 +1,6 @@
 """Checks of exercise set 07 (dense prediction): the FPN's top-down pathway, the confusion matrix,
 IoU and mIoU from it, resizing masks, logits to a mask; for detection, CenterNet's Gaussian heatmap
-target, its peak decoding, and the IoU of two sets of boxes.
-
-The references are the package's own (``van_edu.models.fpn.FPN``, ``van_edu.metrics``,
-``van_edu.models.centernet``) or one line of torch written here (the resizes); each check also
-computes the outputs of known mistakes, to say which one a wrong answer made.
+target, its peak decoding, and the IoU of two sets of boxes (references: the package's own, or torch's).
 """
 from __future__ import annotations
 
@@ -20,18 +16,7 @@ from ..metrics import confusion_matrix as ref_confusion
 from ..metrics import iou_per_class, mean_iou
 from ..models.centernet import CenterNet, encode_targets, gaussian_radius
 from ..models.fpn import FPN
-from ._core import (
-    CheckFailed,
-    draw,
-    expect,
-    fmt_shape,
-    load_reference_state,
-    module_signature_mismatch,
-    task_check,
-)
-
-__all__ = ["fpn_top_down", "confusion_matrix", "iou_scores", "resize_mask", "predict_mask", "heatmap_target",
-           "find_peaks", "box_iou"]
+from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randomize, task_check
 
 
 def _pair(size) -> tuple[int, int]:
@@ -95,13 +80,8 @@ def fpn_top_down(S, hidden: bool, rng: random.Random):
     for chans, out, side in cases:
         label = f"FPN({chans}, {out})"
         mine = S.call(chans, out, _name="FPN", _seed=7)
-        reference = FPN(chans, out)
-        with torch.no_grad():
-            for p in reference.parameters():
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
-        problem = module_signature_mismatch(load_reference_state(S, mine, reference, label)["convs"], reference)
-        if problem:
-            raise CheckFailed(f"{label}: {problem}")
+        reference = randomize(FPN(chans, out), g)
+        load_reference_state(S, mine, reference, label, signature=True)
         sides = [side]
         for _ in chans[1:]:
             sides.append((sides[-1] + 1) // 2)                  # a stride-2 conv with padding 1, as the stages

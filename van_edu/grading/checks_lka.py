@@ -16,20 +16,10 @@ from ._core import (
     load_reference_state,
     module_signature_mismatch,
     randn,
+    randomize,
     seeded,
     task_check,
 )
-
-__all__ = ["depthwise_conv", "effective_kernel", "lka_module", "attention_module"]
-
-
-def _randomize(module: nn.Module, seed: int) -> nn.Module:
-    """Weights drawn from ``seed`` (biases too), so that no two runs share them."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    return module
 
 
 @task_check("depthwise_conv", "van_edu.lka._depthwise")
@@ -44,7 +34,7 @@ def depthwise_conv(S, hidden: bool, rng: random.Random):
         conv = S.call(c, k, d, _seed=1)
         if not (getattr(conv, "module", False) and S.describe(conv, label)["is_conv2d"]):
             raise CheckFailed(f"{label}: expected an nn.Conv2d, got {getattr(conv, 'type', type(conv).__name__)}")
-        reference = _randomize(ref.depthwise_conv(c, k, d), draw(rng, hidden, c + k))
+        reference = randomize(ref.depthwise_conv(c, k, d), draw(rng, hidden, c + k))
         problem = module_signature_mismatch(S.describe(conv, label)["convs"], reference)
         if problem:
             if "groups" in problem:
@@ -113,16 +103,12 @@ def lka_module(S, hidden: bool, rng: random.Random):
         with seeded(2):
             reference = ref.LKA(dim, **kw)
         if hidden:
-            _randomize(reference, rng.randrange(2**31))
-        desc = load_reference_state(S, mine, reference, label)
-        problem = module_signature_mismatch(desc["convs"], reference)
-        if problem:
-            raise CheckFailed(f"{label}: {problem}")
+            randomize(reference, rng.randrange(2**31))
+        load_reference_state(S, mine, reference, label, signature=True)
         x = randn(2, dim, side, side, seed=draw(rng, hidden, 40 + i))
         with torch.no_grad():
-            got = S.forward(mine, x.clone(), label=label)
-            want = reference(x)
-            expect(got, want, f"{label} on input {fmt_shape(x)}", hints=_lka_hints(reference, x))
+            expect(S.forward(mine, x.clone(), label=label), reference(x), f"{label} on input {fmt_shape(x)}",
+                   hints=_lka_hints(reference, x))
     return f"{len(cases)} configurations match the reference LKA"
 
 
@@ -136,15 +122,14 @@ def attention_module(S, hidden: bool, rng: random.Random):
         with seeded(3):
             reference = ref.Attention(dim)
         if hidden:
-            _randomize(reference, rng.randrange(2**31))
+            randomize(reference, rng.randrange(2**31))
         load_reference_state(S, mine, reference, label)
         x = randn(2, dim, side, side, seed=draw(rng, hidden, 50 + i))
         with torch.no_grad():
             got = S.forward(mine, x.clone(), label=label)
-            want = reference(x)
             branch = reference.proj_2(reference.spatial_gating_unit(reference.activation(reference.proj_1(x))))
             no_act = reference.proj_2(reference.spatial_gating_unit(reference.proj_1(x))) + x
-            expect(got, want, f"{label} on input {fmt_shape(x)}", hints={
+            expect(got, reference(x), f"{label} on input {fmt_shape(x)}", hints={
                 "add the input back at the end (the shortcut: proj_2(...) + x)": branch,
                 "apply GELU between proj_1 and the LKA": no_act,
             })

@@ -10,8 +10,6 @@ from . import reference as ref
 from ._core import CheckFailed, draw, expect, seeded, task_check
 from .wire import ParamRef
 
-__all__ = ["warmup_cosine", "param_groups", "train_step", "accuracy"]
-
 
 @task_check("warmup_cosine", "van_edu.train.WarmupCosine")
 def warmup_cosine(S, hidden: bool, rng: random.Random):
@@ -80,7 +78,7 @@ def _batches(n_steps: int, seed: int):
 
 
 def _reference_steps(state: dict, batches, amp_dtype, use_scaler: bool):
-    """The reference's three steps on the grader's own copy: (losses, model, scaler)."""
+    """The reference's steps on the grader's own copy: (losses, model)."""
     model = fixtures.Recorder()
     model.load_state_dict(state)
     optimizer = fixtures.build("sgd", model, 0.1, 0.9)

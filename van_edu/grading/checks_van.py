@@ -10,8 +10,6 @@ from torch import nn
 from . import reference as ref
 from ._core import CheckFailed, draw, expect, fmt_shape, load_reference_state, randn, require_module, seeded, task_check
 
-__all__ = ["drop_path", "overlap_patch_embed", "stage_sizes", "drop_path_rates", "van_block"]
-
 
 @task_check("drop_path", "van_edu.models.layers.DropPath")
 def drop_path(S, hidden: bool, rng: random.Random):
@@ -115,9 +113,7 @@ def drop_path_rates(S, hidden: bool, rng: random.Random):
         cases += [(round(rng.random() * 0.5, 3), [rng.randint(1, 6) for _ in range(rng.randint(1, 5))])
                   for _ in range(30)]
     for (total, depths), got in zip(cases, S.call_all([(total, list(depths)) for total, depths in cases])):
-        want = ref.drop_path_rates(total, depths)
-        label = f"drop_path_rates({total}, {depths})"
-        want = [[float(r) for r in stage] for stage in want]
+        want = [[float(r) for r in stage] for stage in ref.drop_path_rates(total, depths)]
         hint, n = "", sum(depths)
         flat = [r for stage in got for r in stage] if isinstance(got, (list, tuple)) and all(
             isinstance(s, (list, tuple)) for s in got) else []
@@ -126,7 +122,7 @@ def drop_path_rates(S, hidden: bool, rng: random.Random):
                 hint = " (the last block gets exactly `total`: block i of n gets total * i / (n - 1))"
             elif any(s and s[0] == 0 for s in got[1:]) and total:
                 hint = " (the rates rise over the whole network; they do not restart at 0 in every stage)"
-        expect(got, want, label, hint=hint)
+        expect(got, want, f"drop_path_rates({total}, {depths})", hint=hint)
     return f"{len(cases)} networks"
 
 
@@ -152,10 +148,8 @@ def _randomize(block: nn.Module, seed: int) -> None:
 
 
 def _branches(reference, x):
-    ls1 = reference.layer_scale_1[:, None, None]
-    ls2 = reference.layer_scale_2[:, None, None]
-    a = reference.attn(reference.norm1(x))
-    return ls1, ls2, a
+    ls1, ls2 = reference.layer_scale_1[:, None, None], reference.layer_scale_2[:, None, None]
+    return ls1, ls2, reference.attn(reference.norm1(x))
 
 
 def _block_hints(reference, x) -> dict:

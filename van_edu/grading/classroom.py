@@ -10,9 +10,8 @@
 * ``shard=(k, n)`` grades only the learners whose name hashes to share ``k`` of ``n``, so a large
   class can be spread over machines (a SLURM array, a Kubernetes indexed job); :func:`merge`
   joins the shards' journals into one CSV. Each run draws its own secret seed for the hidden
-  tests (a shard's, and a resumed run's, differ from the others') unless one is given;
-* :func:`class_rows` makes the CSV's rows from the journal's entries, whichever run wrote them, and
-  :func:`write_feedback` one Markdown report per learner beside the CSV (``feedback/<learner>.md``).
+  tests (a shard's, and a resumed run's, differ from the others') unless one is given; the CSV's rows
+  (:func:`class_rows`) and the learners' feedback come from the journal's entries, whichever run wrote them.
 """
 from __future__ import annotations
 
@@ -126,13 +125,16 @@ def _read_journal(journal: Path) -> dict[str, dict]:
     return out
 
 
-def _sets(entries: list[dict], reports: dict) -> dict[str, list[TaskResult]]:
-    """Each exercise set anyone submitted, and its tasks."""
+def _graded(entries: list[dict], folder: Path) -> tuple[list[dict], dict, dict[str, list[TaskResult]]]:
+    """The entries in the order of their notebooks' paths, their reports (by ``id``), and each exercise set
+    anyone submitted with its tasks."""
+    entries = sorted(entries, key=lambda e: e["notebook"])
+    reports = {id(e): _report(e, folder) for e in entries}
     sets: dict[str, list[TaskResult]] = {}
     for e in entries:
         if reports[id(e)] is not None:
             sets.setdefault(e["set"], reports[id(e)].tasks)
-    return dict(sorted(sets.items()))
+    return entries, reports, dict(sorted(sets.items()))
 
 
 def class_rows(entries: list[dict], folder: Path) -> list[dict]:
@@ -141,9 +143,7 @@ def class_rows(entries: list[dict], folder: Path) -> list[dict]:
     A learner's ``max_score`` counts every exercise set that anyone submitted, so a missing notebook
     scores 0 rather than shrinking the total.
     """
-    entries = sorted(entries, key=lambda e: e["notebook"])
-    reports = {id(e): _report(e, folder) for e in entries}
-    sets = _sets(entries, reports)
+    entries, reports, sets = _graded(entries, folder)
     columns = [t.name for tasks in sets.values() for t in tasks]
     max_total = sum(t.max_score for tasks in sets.values() for t in tasks)
     learners: dict[str, list[dict]] = {}
@@ -155,10 +155,8 @@ def class_rows(entries: list[dict], folder: Path) -> list[dict]:
         scores = {t.name: t.score for r in graded.values() for t in r.tasks}
         notes = [e["note"] for e in own if e.get("note")]
         notes += [f"{stem}: no submission" for stem in sets if stem not in graded]
-        row = {"learner": learner, "score": sum(scores.values()), "max_score": max_total}
-        row.update({name: scores.get(name, 0.0) for name in columns})
-        row["notes"] = "; ".join(notes)
-        rows.append(row)
+        rows.append({"learner": learner, "score": sum(scores.values()), "max_score": max_total,
+                     **{name: scores.get(name, 0.0) for name in columns}, "notes": "; ".join(notes)})
     return rows
 
 
@@ -168,9 +166,7 @@ def write_feedback(csv_path, entries: list[dict], rows: list[dict], folder: Path
     with ``gradescope``, also ``<gradescope>/<learner>/results.json`` (:func:`.scores.gradescope`)."""
     out = Path(csv_path).parent / "feedback"
     out.mkdir(exist_ok=True)
-    entries = sorted(entries, key=lambda e: e["notebook"])
-    reports = {id(e): _report(e, folder) for e in entries}
-    sets = _sets(entries, reports)
+    entries, reports, sets = _graded(entries, folder)
     for row in rows:
         own = [reports[id(e)] for e in entries if e["learner"] == row["learner"] and reports[id(e)] is not None]
         name = re.sub(r"[^A-Za-z0-9._-]", "_", row["learner"]).lstrip(".") or "_"

@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 from ..errors import VanEduError
+from .limits import Limits
 
 
 def add_grade_command(sub) -> None:
-    from .limits import Limits
-
     d = Limits()
     p = sub.add_parser("grade", help="run a submitted exercise notebook (or a folder of them) and score it")
     p.add_argument("path", nargs="+", metavar="NOTEBOOK", help="a submitted notebook, or a folder of submissions "
@@ -50,8 +49,6 @@ def add_grade_command(sub) -> None:
 
 
 def _limits(args):
-    from .limits import Limits
-
     for flag in ("timeout", "notebook_timeout", "output_limit", "memory", "procs"):
         if getattr(args, flag) < 1:
             raise VanEduError(f"--{flag.replace('_', '-')} must be a positive number, got {getattr(args, flag)}")

@@ -73,9 +73,9 @@ class CountingScaler:
 
 
 class TinyConvNet(nn.Module):
-    def __init__(self):
+    def __init__(self, frozen_conv: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3)
+        self.conv = nn.Conv2d(3, 8, 3).requires_grad_(not frozen_conv)
         self.norm = nn.BatchNorm2d(8)
         self.head = nn.Linear(8, 10)
         self.scale = nn.Parameter(torch.ones(8))
@@ -104,12 +104,6 @@ class CamNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _frozen_tiny():
-    net = TinyConvNet()
-    net.conv.requires_grad_(False)
-    return net
-
-
 def _van(name: str, device: str = "cpu", **kwargs):
     from ..models import create_model
     with torch.device(device):
@@ -122,24 +116,22 @@ FIXTURES = {
     "recorder": Recorder,
     "recorder_dropout": lambda: Recorder(0.5),
     "tiny_conv": TinyConvNet,
-    "tiny_conv_frozen": _frozen_tiny,
+    "tiny_conv_frozen": lambda: TinyConvNet(frozen_conv=True),
     "cam_net": CamNet,
     # a narrow, one-block-per-stage van_mini: CPU-light, the same code paths
     "small_van": lambda: _van("van_mini", num_classes=10, in_chans=1, embed_dims=(8, 16, 32), depths=(1, 1, 1)),
     "van_mini_3": lambda: _van("van_mini", num_classes=3, in_chans=1),
     "van_b0_meta": lambda: _van("van_b0", "meta"),
     "scaler": CountingScaler,
+    "sgd": lambda model, lr, momentum: torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum),
 }
 
 
 def build(name: str, *args):
-    """A fixture by name; ``sgd`` takes (model, lr, momentum) and makes the optimiser."""
-    if name == "sgd":
-        model, lr, momentum = args
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    """A fixture by name, made from ``args`` (only ``sgd`` takes any: the model, lr and momentum)."""
     if name not in FIXTURES:
         raise KeyError(f"no fixture {name!r}")
-    return FIXTURES[name]()
+    return FIXTURES[name](*args)
 
 
 def observe(obj, what: str):

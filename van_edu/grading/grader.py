@@ -45,10 +45,6 @@ def _neutralize(code: str) -> str:
     return _SHELL_LINE.sub(lambda m: f"{m[1]}pass  # skipped by the grader: {m[2]}{m[3][:60]}", code)
 
 
-def _text(cell) -> str:
-    return cell.source if isinstance(cell.source, str) else "".join(cell.source)
-
-
 def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
     """The learner's cells, with a check step where each of the source's test cells stands, found by its
     text (never by the notebook's metadata, which the learner can edit); returns the steps and the tasks
@@ -58,9 +54,9 @@ def _plan(nb, tasks: list[Task]) -> tuple[list[CellRecord], set[str]]:
     for number, cell in enumerate(nb.cells, start=1):
         if cell.get("cell_type") != "code":
             continue
-        task = tests.get(words(_text(cell)))
+        task = tests.get(words(cell.source))
         if task is None:
-            steps.append(CellRecord(code=_neutralize(_text(cell)), number=number))
+            steps.append(CellRecord(code=_neutralize(cell.source), number=number))
         elif task not in placed:
             steps.append(CellRecord(kind="test", task=task, number=number))
             placed.add(task)
@@ -147,7 +143,7 @@ def find_source(nb, path: Path, sources: dict) -> str:
         if stem in path.stem:
             return stem
     if nb is not None:
-        texts = {words(_text(c)) for c in nb.cells}
+        texts = {words(c.source) for c in nb.cells}
         overlap = {stem: sum(words(t.visible) in texts for t in tasks_of(src)) for stem, (_, src) in sources.items()}
         best = max(overlap, key=overlap.get)
         if overlap[best]:

@@ -5,11 +5,8 @@
   do nothing, the grader judges from outside), and under ``--forbid-reference`` without the code
   the tasks ask the learner to write, each function or class replaced by a stand-in that raises
   when called or instantiated (its code is not in the copy: nothing in the kernel can bring it back);
-* :func:`pids_cgroup` makes a fresh ``pids`` cgroup (cgroup v1 or v2) limited to a number of
-  tasks, where this process may (root, or a delegated cgroup); the box's kernel joins it, and
-  :func:`empty_cgroup` kills what is left in it and removes it when the kernel stops;
-* :func:`read_answer` reads an answer file the kernel wrote: a regular file only (no links, no
-  FIFOs that would block), at most a size limit, as text; never executed, never unpickled.
+* :func:`pids_cgroup` makes the cgroup the kernel joins, :func:`empty_cgroup` kills what is left and removes it;
+* :func:`read_answer` reads an answer file the kernel wrote, as text; never executed, never unpickled.
 """
 from __future__ import annotations
 
@@ -41,9 +38,9 @@ _STAND_IN = """class {name}:  # hidden while grading with --forbid-reference
         raise RuntimeError("the course's {full} is hidden while grading (--forbid-reference): write your own")"""
 
 
-def course_copy(dest: Path, hidden=()) -> Path:
+def course_copy(dest: Path, hidden=()) -> None:
     """``dest/van_edu``, a copy of the course for a box without the grader and the ``hidden`` objects
-    (``van_edu.lka.LKA``: top-level functions and classes, named where they are defined); ``dest``."""
+    (``van_edu.lka.LKA``: top-level functions and classes, named where they are defined)."""
     package = Path(__file__).resolve().parents[1]
     strip: dict[str, set[str]] = {}
     for full in hidden:
@@ -59,7 +56,6 @@ def course_copy(dest: Path, hidden=()) -> Path:
     if strip:
         raise VanEduError(f"a check hides code of modules van_edu does not have: {sorted(strip)}")
     (dest / "van_edu" / "grading" / "check.py").write_text(_CHECK, encoding="utf-8")
-    return dest
 
 
 def _without(text: str, module: str, names: set[str]) -> str:
@@ -78,7 +74,7 @@ def _without(text: str, module: str, names: set[str]) -> str:
 
 
 def pids_cgroup(procs: int) -> Path | None:
-    """A fresh pids cgroup limited to ``procs`` tasks, where this process may make one (else None)."""
+    """A fresh pids cgroup (v1 or v2) of at most ``procs`` tasks where this process may (root, delegated), else None."""
     for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
         if not (base / "cgroup.procs").exists() or (base == Path("/sys/fs/cgroup") and
                                                      "pids" not in _read(base / "cgroup.controllers")):

@@ -1,16 +1,14 @@
 """A learner's kernel in its box: run their cells, and ask it questions whose answers are data.
 
-:class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient,
-through :mod:`.box` (bubblewrap where it can run; memory, process and file limits, Landlock where
-Linux has it), in a fresh temporary folder of its own, with its own copy of the course
-(:func:`.host.course_copy`) and its channels over IPC sockets in that folder; the environment it
-gets names nothing of the grader's (its ``HOME``, caches and temporary files are inside the box).
+:class:`BoxedKernel` starts a fresh Python kernel (this interpreter, one thread) with nbclient through
+:mod:`.box` (the sandbox and the limits), in a fresh temporary folder with its own copy of the course
+(:func:`.host.course_copy`) and its channels over IPC sockets in that folder; its environment names
+nothing of the grader's (its ``HOME``, caches and temporary files are inside the box).
 
 * :meth:`~BoxedKernel.run` executes one cell with a time limit and a cap on the output kept: an
-  exception is recorded and the run goes on; a cell past its limit is interrupted, and if the
-  kernel does not answer a probe within a few seconds (the code swallowed the interrupt), or if it
-  died (``os._exit``, a crash, out of memory), a fresh kernel is started and the earlier cells are
-  replayed without the culprit;
+  exception is recorded and the run goes on; a kernel that swallows the interrupt past the limit, or
+  dies (``os._exit``, a crash, out of memory), is replaced and the earlier cells replayed without the
+  culprit (:meth:`~BoxedKernel._restart`);
 * :meth:`~BoxedKernel.ask` writes a request into the box, runs the agent's probe cell, and returns
   the answer file's text, read as bytes with a size cap (never executed, never unpickled): the
   check that sent the request judges it in the grader's process.
@@ -50,8 +48,7 @@ WARM_UP = ("import torch, van_edu.grading.agent, van_edu.grading.fixtures  "
 WARM_UP_TIMEOUT = 300
 
 _QUIET = logging.getLogger("van_edu.grading.kernel")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+_QUIET.disabled = True  # nbclient's warnings about the learner's kernel: the report says what matters
 
 
 @dataclass
@@ -142,7 +139,7 @@ class BoxedKernel:
     def __init__(self, notebook_name: str, notebook_text: str, limits: Limits | None = None,
                  hide: list[Path] | None = None, hidden_code=()):
         self.limits = limits or Limits()
-        self.bwrap, why = find_bwrap() if self.limits.sandbox != "landlock" else ([], "--sandbox landlock")
+        self.bwrap, self.no_bwrap = find_bwrap() if self.limits.sandbox != "landlock" else ([], "--sandbox landlock")
         self.hide = [Path(h) for h in (hide or [])]
         self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
         course_copy(self.root / "course", hidden_code)
@@ -156,7 +153,6 @@ class BoxedKernel:
         self.restarts = 0
         self.client = self.session = self.cgroup = None
         self.protections: dict = {}
-        self.no_bwrap = why
 
     # ---------------------------------------------------------------- life cycle
     def __enter__(self):
@@ -188,8 +184,9 @@ class BoxedKernel:
         self.cgroup = pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
         spec = _BoxSpec()
         spec.argv, spec.runtime = self._argv(), self.root / "runtime"
-        # two spare cells: a probe (does the kernel answer?) and the warm-up imports
-        self.nb = nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP)])
+        # three spare cells: a probe (does the kernel answer?), the warm-up imports, the box's protections
+        self.nb = nb = new_notebook(cells=[new_code_cell("pass"), new_code_cell(WARM_UP), new_code_cell(
+            "import os, json; print(os.environ.get('VAN_EDU_BOX', '{}'))")])
         nb.cells[0].metadata["grader_timeout"] = min(PROBE_TIMEOUT, self.limits.timeout)
         nb.cells[1].metadata["grader_timeout"] = max(WARM_UP_TIMEOUT, self.limits.timeout)
         self.client = _Client(nb, self.limits.output_limit, spec, timeout=self.limits.timeout, allow_errors=True,
@@ -201,10 +198,8 @@ class BoxedKernel:
         try:
             self.session.__enter__()
             self.client.execute_cell(nb.cells[1], 1)
-            probe = new_code_cell("import os, json; print(os.environ.get('VAN_EDU_BOX', '{}'))")
-            self.nb.cells.append(probe)
-            self.client.execute_cell(probe, len(self.nb.cells) - 1)
-            text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
+            self.client.execute_cell(nb.cells[2], 2)
+            text = "".join(o.get("text", "") for o in nb.cells[2].outputs if o.output_type == "stream")
             self.protections = {**({"no_bwrap": self.no_bwrap} if self.no_bwrap else {}), **json.loads(text.strip() or "{}")}
         except Exception as err:  # the grading environment, not the learner
             self._stop()

@@ -1,10 +1,9 @@
 """Reference answers of the exercises, one per task: what the checks compare learners' code with.
 
-Where ``van_edu`` already holds the answer it is used as is (Eq. (3), LKA, the VAN block, the
-weight-decay groups, Grad-CAM and its upsampling), or through a thin wrapper where the task asks
-for another signature (drop path as a function, the schedule as a function of the step). What the
-package has no function for (a padding, attention on plain tensors, a training step, accuracy
-on tensors, ...) is written here.
+The course's own code where it holds the answer (Eq. (3), LKA, the VAN block, Grad-CAM and its
+upsampling, ...), a thin wrapper where the task asks for another signature (the schedule as a
+function of the step), and here what the package has no function for (attention on plain tensors,
+a training step, accuracy on tensors, ...).
 """
 from __future__ import annotations
 
@@ -20,19 +19,15 @@ from ..explain import grad_cam
 from ..explain import upsample_maps as upsample_cam
 from ..lka import LKA, best_dilation, conv_params, decomposition, mobilenet_params
 from ..lka import lka_params as eq3_params
-from ..models.layers import DropPath
 from ..models.layers import linear_drop_path_rates as drop_path_rates
 from ..models.van import Attention, Block, OverlapPatchEmbed
 from ..runtime import autocast
-from ..train import WarmupCosine, param_groups
+from ..train import WarmupCosine
 
-__all__ = [
-    "same_padding", "decompose", "eq3_params", "best_dilation", "stack_receptive_field", "table2_row",
-    "depthwise_conv", "effective_kernel", "LKA", "Attention", "drop_path", "OverlapPatchEmbed",
-    "stage_sizes", "drop_path_rates", "Block", "attention", "attention_macs", "lka_macs",
-    "count_parameters", "warmup_cosine", "param_groups", "train_step", "accuracy", "grad_cam",
-    "upsample_cam",
-]
+__all__ = ["same_padding", "decompose", "eq3_params", "best_dilation", "stack_receptive_field", "table2_row",
+           "depthwise_conv", "effective_kernel", "LKA", "Attention", "OverlapPatchEmbed", "stage_sizes",
+           "drop_path_rates", "Block", "attention", "attention_macs", "lka_macs", "count_parameters",
+           "warmup_cosine", "train_step", "accuracy", "grad_cam", "upsample_cam"]
 
 
 # --- set 1: the arithmetic of LKA (same_padding, eq3_params, best_dilation: the course's, imported above) ---
@@ -65,11 +60,6 @@ def effective_kernel(w_dw: torch.Tensor, w_dwd: torch.Tensor, dilation: int) -> 
 
 
 # --- set 3: the VAN architecture ------------------------------------------------------------
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``van_edu.models.layers.DropPath`` as a function: the layer in training or evaluation mode."""
-    return DropPath(p).train(training)(x)
-
-
 def stage_sizes(image_size: int, stem_kernel: int = 7, stem_stride: int = 4, num_stages: int = 4) -> list[int]:
     """Side of the feature map after each stage's overlapping patch embedding."""
     sizes, side = [], image_size
@@ -126,7 +116,3 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         logits = model(x[start:start + batch_size])
         correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
     return correct / len(x)
-
-
-# --- set 6: Grad-CAM --------------------------------------------------------------------------
-# grad_cam and upsample_cam are van_edu.explain's grad_cam and upsample_maps, imported above.

@@ -6,10 +6,6 @@ is ``{"$t": dtype, "shape": [...], "b64": raw little-endian bytes}`` and a few o
 tag. Reading never calls ``pickle`` or ``torch.load``, accepts only a fixed list of dtypes, checks
 every tensor's byte count against its shape, and refuses documents over a size limit, so a kernel
 that writes anything at all can at most make its own answer unreadable.
-
-Objects that are not data (the learner's modules, the grader's fixtures) stay in the kernel; the
-kernel sends a :class:`Handle` naming them, and a parameter of such a module travels as a
-:class:`ParamRef` (which module, which name), so that ``param_groups`` answers can be judged.
 """
 from __future__ import annotations
 
@@ -34,7 +30,8 @@ class WireError(ValueError):
 
 @dataclass(frozen=True)
 class Handle:
-    """An object that stays in the kernel: its id there, its class name, whether it is a module."""
+    """An object that is not data (a learner's module, a fixture), kept in the kernel: its id there, its class
+    name, whether it is a module."""
 
     id: int
     type: str = "object"
@@ -43,7 +40,8 @@ class Handle:
 
 @dataclass(frozen=True)
 class ParamRef:
-    """A parameter of the module behind handle ``owner``, by its name in ``named_parameters()``."""
+    """A parameter of the module behind handle ``owner``, by its name in ``named_parameters()`` (so that
+    ``param_groups`` answers can be judged)."""
 
     owner: int
     name: str
@@ -80,8 +78,7 @@ def _encode(value, depth: int = 0):
         items = [_encode(v, depth + 1) for v in value]
         return items if isinstance(value, list) else {"$tuple": items}
     if isinstance(value, dict):
-        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)]
-                          for k, v in value.items()]}
+        return {"$dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
     raise WireError(f"a {type(value).__name__} cannot be sent")
 
 
