@@ -1,6 +1,7 @@
 """Exercises and the grader: sources -> copies in sync, checks that catch plausible wrong answers,
 and the grader on real notebooks (solutions full marks, stubs zero, every failure mode graded)."""
 import ast
+import contextlib
 import copy
 import csv
 import importlib
@@ -25,7 +26,7 @@ from torch import nn
 
 from van_edu.cli import main
 from van_edu.errors import VanEduError
-from van_edu.grading import check
+from van_edu.grading import check, host
 from van_edu.grading.assign import (
     SOLUTION_STUB,
     generate,
@@ -755,6 +756,75 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_one_and_grades_nothing_twi
     assert (folder / "grades.csv").read_text() == base
     assert capsys.readouterr().out.count("(from the journal)") == len(finished)
     assert all(p.stat().st_mtime_ns == finished[p.name] for p in journal.glob("*.json") if p.name in finished)
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """Every live process: pid -> (parent pid, state, command line)."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            found[int(proc.name)] = (int(stat[1]), stat[0], (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError, IndexError):
+            continue
+    return {pid: p for pid, p in found.items() if p[1] != "Z"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_grader_killed_alone_leaves_no_worker_or_box_running_and_its_folders_are_swept(tmp_path):
+    """An OOM kill ends the grader only, not its process group: its workers and their boxes must end too."""
+    folder, tmp = tmp_path / "class", tmp_path / "tmp"
+    tmp.mkdir()
+    for learner in ("ann", "ben"):
+        nb = read("solutions", SETS[0])
+        nb.cells.insert(1, nbformat.v4.new_code_cell("import time\ntime.sleep(300)"))
+        (folder / learner).mkdir(parents=True)
+        nbformat.write(nb, folder / learner / f"{SETS[0]}.ipynb")
+    run = subprocess.Popen([sys.executable, "-m", "van_edu", "grade", str(folder), "--jobs", "2", "--timeout", "600"],
+                           env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            boxes = {cmd.split(" --box ")[1].split()[0] for _, _, cmd in _processes().values()
+                     if str(tmp) in cmd and " --box " in cmd and "bwrap" not in cmd.split()[0]}  # the kernels' boxes
+            if len(boxes) == 2:
+                break
+            time.sleep(0.2)
+        assert len(boxes) == 2, "two kernels should be running"
+        workers = [pid for pid, (parent, _, _) in _processes().items() if parent == run.pid]
+        assert len(workers) >= 2
+        run.kill()  # the grader alone, as the OOM killer would
+        run.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            left = {pid: cmd for pid, (_, _, cmd) in _processes().items() if pid in workers or str(tmp) in cmd}
+            if not left:
+                break
+            time.sleep(0.2)
+        assert not left, f"still running after the grader was killed: {[c[:120] for c in left.values()]}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # its workers too (they are in its process group), whatever happened
+    folders = sorted(tmp.glob("van-edu-grade-*"))
+    assert len(folders) == 2 and all((f / "owner.json").exists() for f in folders)
+    cgroups = [json.loads((f / "owner.json").read_text())["cgroup"] for f in folders]
+    assert host.sweep(tmp) == folders
+    assert not list(tmp.glob("van-edu-grade-*")) and not any(g and Path(g).exists() for g in cgroups)
+
+
+def test_the_sweep_leaves_a_live_graders_folders_and_unclaimed_ones(tmp_path):
+    mine, dead, unclaimed = (tmp_path / f"van-edu-grade-{n}" for n in ("mine", "dead", "other"))
+    for f in (mine, dead, unclaimed):
+        f.mkdir()
+        (f / "box").mkdir()
+    host.claim(mine, None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no process holds now
+    (dead / "owner.json").write_text(json.dumps({"pid": gone.pid, "started": "1", "cgroup": "/etc"}))
+    assert host.sweep(tmp_path) == [dead]
+    assert mine.is_dir() and unclaimed.is_dir() and not dead.exists()
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ import multiprocessing
 import os
 import re
 import secrets
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -244,7 +246,8 @@ def _run(todo: list[dict], jobs: int):
         yield from map(_grade_one, todo)
         return
     # spawn, not fork: the grader holds torch's threads, and a forked copy of them can deadlock
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_orphan_guard,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_grade_one, job) for job in todo]
         for job, future in zip(todo, futures):
             try:
@@ -253,6 +256,17 @@ def _run(todo: list[dict], jobs: int):
                 yield {**{k: job[k] for k in ("key", "learner", "notebook")}, "failed": True,
                        "note": f"{Path(job['notebook']).name}: the grader's worker failed ({type(err).__name__}); "
                                "scored 0, run again with --resume"}
+
+
+def _orphan_guard(grader: int) -> None:
+    """In a worker: end this process (and so its box: bubblewrap dies with its parent, an ipykernel polls
+    its own) as soon as the grader is gone. A worker outlives a grader that was SIGKILLed (an OOM kill)
+    and would grade on, and then wait, forever."""
+    def watch():
+        while os.getppid() == grader:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, daemon=True, name="orphan-guard").start()
 
 
 def merge(journals, csv_path=None, show_hidden: bool = False, gradescope=None) -> list[dict]:

@@ -6,13 +6,20 @@
   the tasks ask the learner to write, each function or class replaced by a stand-in that raises
   when called or instantiated (its code is not in the copy: nothing in the kernel can bring it back);
 * :func:`pids_cgroup` makes the cgroup the kernel joins, :func:`empty_cgroup` kills what is left and removes it;
+* :func:`claim` marks a box's folder with the grader process that owns it (and its cgroup), and :func:`sweep`
+  removes the folders, cgroups and processes of graders that were killed before they could (SIGKILL, an
+  OOM kill, a reboot's leftovers): each grader process sweeps once, before its first box;
 * :func:`read_answer` reads an answer file the kernel wrote, as text; never executed, never unpickled.
 """
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import os
+import re
 import secrets
+import shutil
 import stat
 import time
 from contextlib import suppress
@@ -21,7 +28,10 @@ from pathlib import Path
 from ..errors import VanEduError
 from . import wire
 
-__all__ = ["course_copy", "pids_cgroup", "empty_cgroup", "read_answer"]
+__all__ = ["course_copy", "pids_cgroup", "empty_cgroup", "claim", "sweep", "read_answer"]
+
+BOX_PREFIX = "van-edu-grade-"  # a box folder's name, and a cgroup's
+OWNER = "owner.json"  # in a box folder, beside (not in) what the kernel may write
 
 BOX_SIDE = ("__init__.py", "agent.py", "wire.py", "fixtures.py", "box.py")  # all of van_edu.grading a kernel gets
 _CHECK = '''"""Self-checks, replaced while grading (they judge nothing: the grader checks each task from outside)."""
@@ -79,7 +89,7 @@ def pids_cgroup(procs: int) -> Path | None:
         if not (base / "cgroup.procs").exists() or (base == Path("/sys/fs/cgroup") and
                                                      "pids" not in _read(base / "cgroup.controllers")):
             continue
-        group = base / f"van-edu-grade-{secrets.token_hex(6)}"
+        group = base / f"{BOX_PREFIX}{secrets.token_hex(6)}"
         try:
             group.mkdir()
             (group / "pids.max").write_text(str(procs))
@@ -110,6 +120,61 @@ def empty_cgroup(group: Path | None) -> None:
         time.sleep(0.02)
     with suppress(OSError):
         group.rmdir()
+
+
+def _started(pid: int) -> str | None:
+    """When a live process started (clock ticks since boot, from ``/proc``; with its pid it names the process
+    for good); None where there is no ``/proc`` entry, or the process has ended (a zombie)."""
+    fields = _read(Path(f"/proc/{pid}/stat")).rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 and fields[0] not in "ZX" else None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        pass
+    if started is None or not Path("/proc/self/stat").exists():  # no /proc here: what kill() said
+        return True
+    return _started(pid) == started  # ended, or a reused pid (another process)
+
+
+def claim(root: Path, cgroup: Path | None) -> None:
+    """Write into the box folder ``root`` which process owns it, and its current cgroup (see :func:`sweep`)."""
+    record = {"pid": os.getpid(), "started": _started(os.getpid()), "cgroup": str(cgroup) if cgroup else None}
+    (root / OWNER).write_text(json.dumps(record), encoding="utf-8")
+
+
+def sweep(tmp: Path) -> list[Path]:
+    """Remove the box folders in ``tmp`` (this user's) whose grader process is gone: first the processes still
+    running in them (their cgroup's, and any whose working folder is inside), then the cgroup, then the folder.
+    Returns the folders removed. A folder without an owner record is left alone."""
+    removed = []
+    for root in sorted(Path(tmp).glob(f"{BOX_PREFIX}*")):
+        try:
+            owner = json.loads((root / OWNER).read_text(encoding="utf-8"))
+            if root.stat().st_uid != os.getuid() or _alive(int(owner["pid"]), owner.get("started")):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        group = str(owner.get("cgroup") or "")
+        if re.fullmatch(rf"/sys/fs/cgroup(/pids)?/{BOX_PREFIX}[0-9a-f]{{12}}", group):
+            empty_cgroup(Path(group))
+        for proc in Path("/proc").glob("[0-9]*"):
+            with suppress(OSError, ValueError):
+                if Path(os.readlink(proc / "cwd")).is_relative_to(root):
+                    os.kill(int(proc.name), 9)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
+
+
+@functools.cache
+def sweep_once(tmp: str) -> list[Path]:
+    """:func:`sweep`, once per process."""
+    return sweep(Path(tmp))
 
 
 def read_answer(path: Path, limit: int = wire.MAX_BYTES) -> str | None:

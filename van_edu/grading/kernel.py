@@ -38,7 +38,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from ..errors import VanEduError
 from .box import find_bwrap
-from .host import course_copy, empty_cgroup, pids_cgroup, read_answer
+from .host import BOX_PREFIX, claim, course_copy, empty_cgroup, pids_cgroup, read_answer, sweep_once
 from .limits import KEPT_OUTPUT, MAX_MESSAGE_MB, MAX_OUTPUT_MB, MAX_RESTARTS, PROBE_TIMEOUT, Limits
 
 __all__ = ["CellRun", "Limits", "BoxedKernel", "KernelLost", "read_answer"]
@@ -141,7 +141,9 @@ class BoxedKernel:
         self.limits = limits or Limits()
         self.bwrap, self.no_bwrap = find_bwrap() if self.limits.sandbox != "landlock" else ([], "--sandbox landlock")
         self.hide = [Path(h) for h in (hide or [])]
-        self.root = Path(tempfile.mkdtemp(prefix="van-edu-grade-"))
+        sweep_once(tempfile.gettempdir())  # what killed graders left
+        self.root = Path(tempfile.mkdtemp(prefix=BOX_PREFIX))
+        claim(self.root, None)
         course_copy(self.root / "course", hidden_code)
         self.box = self.root / "box"
         self.box.mkdir()
@@ -182,6 +184,7 @@ class BoxedKernel:
 
     def _start(self) -> None:
         self.cgroup = pids_cgroup(self.limits.procs) if self.limits.procs > 0 else None
+        claim(self.root, self.cgroup)
         spec = _BoxSpec()
         spec.argv, spec.runtime = self._argv(), self.root / "runtime"
         # three spare cells: a probe (does the kernel answer?), the warm-up imports, the box's protections
