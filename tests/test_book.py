@@ -116,6 +116,8 @@ def test_each_chapter_loads_offline_with_its_figures_and_formulas(browser, serve
     broken = [i.get_attribute("src")[:80] for i in images
               if not browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)]
     assert not broken, broken
+    no_alt = [i.get_attribute("src")[-30:] for i in images if not (i.get_attribute("alt") or "").strip()]
+    assert not no_alt, f"figures without alt text: {no_alt}"
     text = browser.find_element("css selector", "article").text
     assert not re.search(r"\$[^$\n]{1,80}\$", text), "raw $...$ left in the page"
     assert "Open In Colab" in browser.page_source and f"{chapter}.ipynb" in browser.page_source

@@ -168,3 +168,59 @@ def test_roofline_draws_both_ceilings_each_operator_and_each_step():
     assert np.allclose(dots.get_offsets(), [[20.0, 5e10], [0.125, 5e8]])   # intensity, FLOPs / seconds
     assert dots.get_sizes()[0] > dots.get_sizes()[1]                  # area by time: mm took longer
     assert np.allclose(star.get_offsets(), [[2.01e9 / 1.8e8, 2.01e9 / 0.06]])
+
+
+def test_a_figure_is_described_by_its_own_titles_axes_and_legends():
+    from van_edu.notebook import describe_figure
+
+    fig, (a, b) = plt.subplots(1, 2)
+    fig.suptitle("Two models")
+    a.plot([1, 2], label="van_mini")
+    a.plot([2, 1], label="resnet_mini")
+    a.legend()
+    a.set(title="accuracy", xlabel="epoch", ylabel="test accuracy (%)")
+    b.imshow(np.zeros((3, 3)))
+    assert describe_figure(fig) == ('Figure: "Two models". Plot 1: "accuracy"; x: epoch; y: test accuracy (%); '
+                                    'legend: van_mini, resnet_mini. Plot 2: an image.')
+
+
+@pytest.mark.slow
+def test_a_notebook_stores_each_figure_with_its_description_on_a_white_face():
+    """In a real kernel (the inline backend, which drops Figure's formatters as it starts): after
+    ``setup()``, a figure's output holds its description as text and an opaque white PNG."""
+    import base64
+    import io
+
+    import nbformat
+    from nbclient import NotebookClient
+    from PIL import Image
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from van_edu.notebook import setup\n_ = setup(verbose=False)"),
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
+                                  "ax.plot([1, 2])\nax.set(title='loss', xlabel='step');")])
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    (out,) = [o for o in nb.cells[1].outputs if "image/png" in o.get("data", {})]
+    assert out["data"]["text/plain"] == 'Figure. Plot 1: "loss"; x: step.'
+    image = Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"]))).convert("RGBA")
+    assert image.getpixel((0, 0)) == (255, 255, 255, 255)
+
+
+def test_every_committed_figure_is_opaque_so_it_reads_in_a_dark_theme():
+    import base64
+    import io
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    seen = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+            for out in cell.get("outputs", []):
+                if "image/png" in out.get("data", {}):
+                    image = Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"]))).convert("RGBA")
+                    corners = [image.getpixel(p) for p in ((0, 0), (image.width - 1, image.height - 1))]
+                    assert all(c[3] == 255 for c in corners), f"{path.name} cell {i}: a transparent figure"
+                    seen += 1
+    assert seen >= 40

@@ -58,18 +58,31 @@ def _repository_link(match: re.Match) -> str:
     return f"]({COURSE_REPO}/blob/{COURSE_BRANCH}/{match[1]}{match[2] or ''})"
 
 
+def _alt_text(cell, section: str) -> str:
+    """A figure's alt text: what the notebook stored beside its image (``van_edu.notebook.describe_figure``,
+    the figure's titles, axes and legends), or, for a figure stored before it did, the section it is in."""
+    told = [out["data"].get("text/plain", "") for out in cell.outputs if "image/png" in out.get("data", {})]
+    told = [t for t in told if t and not t.startswith("<Figure size")]
+    return " ".join(told) if told else f'A figure of the section "{section}".'
+
+
 def _chapter(src: Path, dest: Path, badge_path: str) -> None:
     """A notebook for the book: the Colab badge drawn from the book, a download link added, the
-    Colab set-up cell's code folded (MyST-NB's ``hide-input``; its printed environment stays)."""
+    Colab set-up cell's code folded (MyST-NB's ``hide-input``; its printed environment stays), alt
+    text on every figure (:func:`_alt_text`)."""
     nb = nbformat.read(src, as_version=4)
+    section = nb.cells[0].source.split("\n")[0].lstrip("# ") if nb.cells else src.stem
     for cell in nb.cells:
         if cell.cell_type == "markdown":
+            section = next((line.lstrip("# ") for line in cell.source.split("\n") if line.startswith("#")), section)
             cell.source = cell.source.replace("](../exercises/README.md)", "](../exercises/index.md)")
             cell.source = REPO_FILE_LINK.sub(_repository_link, cell.source)
             if BADGE in cell.source:
                 cell.source = cell.source.replace(BADGE, badge_path)
                 cell.source += f"\n\n{{download}}`Download this notebook <{src.name}>`"
-        elif cell.source.startswith(COLAB_SETUP):       # set-up, not lesson: folded in the book only
+        elif any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
+            cell.metadata.setdefault("mystnb", {})["image"] = {"alt": _alt_text(cell, section)}
+        if cell.cell_type == "code" and cell.source.startswith(COLAB_SETUP):  # set-up, not lesson: folded in the book only
             tags = cell.metadata.setdefault("tags", [])
             if "hide-input" not in tags:
                 tags.append("hide-input")

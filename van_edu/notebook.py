@@ -10,6 +10,7 @@ resolutions and epochs (``pick(full, quick)``) but run the same code. The notebo
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -17,7 +18,8 @@ import sys
 import warnings
 
 __all__ = ["COURSE_REPO", "COURSE_BRANCH", "COLAB_DEPS", "QUICK", "QUICK_ENV", "pick", "setup",
-           "colab_url", "badge_markdown", "install_lines", "colab_lines", "COURSE_DIR_ENV", "in_colab"]
+           "colab_url", "badge_markdown", "install_lines", "colab_lines", "COURSE_DIR_ENV", "in_colab",
+           "describe_figure"]
 
 # PLACEHOLDER: the course's public repository. Change it here only, then run
 # `python tools/notebooks.py stamp` to rewrite every notebook's badge and install line.
@@ -115,11 +117,43 @@ def _seed_everything(seed: int) -> None:
 
 
 def _plot_defaults() -> None:
-    """Small figures (the notebooks are committed with their outputs and must stay small)."""
+    """Small figures (the notebooks are committed with their outputs and must stay small) on a white
+    face (readable in JupyterLab's dark theme), each stored with a text description beside its image
+    (:func:`describe_figure`, the book's alt text)."""
     import matplotlib as mpl
 
     mpl.rcParams.update({"figure.figsize": (5.0, 3.5), "figure.dpi": 90, "savefig.dpi": 90,
-                         "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
+                         "axes.grid": True, "grid.alpha": 0.3, "font.size": 9,
+                         "figure.facecolor": "white", "savefig.facecolor": "white"})
+    with contextlib.suppress(ImportError, AttributeError):
+        if "inline" in mpl.get_backend():  # first: the inline backend drops Figure's formatters as it starts
+            import matplotlib_inline.backend_inline  # noqa: F401
+        from IPython import get_ipython
+        from matplotlib.figure import Figure
+
+        get_ipython().display_formatter.formatters["text/plain"].for_type(
+            Figure, lambda fig, printer, cycle: printer.text(describe_figure(fig)))
+
+
+def describe_figure(fig) -> str:
+    """A figure in words, from its own titles, axis labels and legends: the text a notebook stores
+    beside the figure's image, and the book's alt text for it. E.g. ``Figure: "Test accuracy during
+    training". Plot 1: x: epoch; y: test accuracy (%); lines: van_mini, vit_mini.``"""
+    title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else ""
+    parts = [f'Figure: "{title}".' if title else "Figure."]
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    for i, ax in enumerate(axes[:6], start=1):
+        bits = [f'"{ax.get_title()}"' if ax.get_title() else ""]
+        bits += [f"{k}: {v}" for k, v in (("x", ax.get_xlabel()), ("y", ax.get_ylabel())) if v]
+        if ax.get_legend() is not None:
+            bits.append("legend: " + ", ".join(t.get_text() for t in ax.get_legend().get_texts()[:8]))
+        if ax.images:
+            bits.append("an image")
+        text = "; ".join(b for b in bits if b)
+        parts.append(f"Plot {i}: {text}." if text else f"Plot {i}.")
+    if len(axes) > 6:
+        parts.append(f"{len(axes) - 6} more plots.")
+    return " ".join(parts)
 
 
 def setup(seed: int = 0, device: str = "auto", verbose: bool = True):
