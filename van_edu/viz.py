@@ -356,6 +356,7 @@ def plot_confusion(confusion, classes: list[str], title: str = "Confusion matrix
     fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=90, facecolor="white")
     ax.set_facecolor("white")
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    ax.grid(False)                               # a style's grid would cut through the cells
     for i in range(k):
         for j in range(k):
             if counts[i, j]:
