@@ -3,6 +3,7 @@ a title and labelled axes, the course's habit for every figure."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import torch
 
 from van_edu import viz
 
@@ -224,3 +225,25 @@ def test_every_committed_figure_is_opaque_so_it_reads_in_a_dark_theme():
                     assert all(c[3] == 255 for c in corners), f"{path.name} cell {i}: a transparent figure"
                     seen += 1
     assert seen >= 40
+
+
+def test_confusion_plot_colours_row_shares_labels_counts_and_has_a_white_face():
+    # Five images of three classes, worked by hand:   true  a a b b c
+    #                                                  pred  a b b b a
+    # rows (true) -> a: 1 a, 1 b; b: 2 b; c: 1 a.  Row shares: a 50/50/0, b 0/100/0, c 100/0/0.
+    from van_edu.metrics import confusion_matrix
+
+    confusion = confusion_matrix(torch.tensor([0, 1, 1, 1, 0]), torch.tensor([0, 0, 1, 1, 2]), 3)
+    assert confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    fig = viz.plot_confusion(confusion, ["a", "b", "c"], "confusion")
+    ax = fig.axes[0]
+    assert _labelled(ax) and ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert np.asarray(ax.get_images()[0].get_array()) == pytest.approx(
+        np.array([[50, 50, 0], [0, 100, 0], [100, 0, 0]]))
+    texts = {(t.get_position(), t.get_text()) for t in ax.texts}
+    assert texts == {((0, 0), "1"), ((1, 0), "1"), ((1, 1), "2"), ((0, 2), "1")}   # (column, row); zeros blank
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    assert fig.get_facecolor()[:3] == (1.0, 1.0, 1.0) and ax.get_facecolor()[:3] == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="expected \\[2, 2\\]"):
+        viz.plot_confusion(confusion, ["a", "b"])

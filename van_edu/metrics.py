@@ -23,7 +23,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     """``[num_classes, num_classes]`` int64 counts: row = true class, column = predicted class.
 
     ``pred`` and ``target`` are integer class maps of the same shape (any shape: [B, H, W] or
-    flattened). Pixels whose target is ``ignore_index`` are left out; any other target or
+    flattened; for classification, one class per image, [N], as notebook 06 uses it). Pixels whose target is ``ignore_index`` are left out; any other target or
     prediction outside ``0 .. num_classes - 1`` is an error, not a silent miscount.
     """
     if pred.shape != target.shape:

@@ -1,6 +1,7 @@
 """The training recipes: ``TrainConfig`` (everything that defines a run of ``van_edu.train.fit``),
 its named presets ``TRAIN_PRESETS``, and ``check_config``, which rejects bad values before any data
-is loaded. ``van_edu.train`` re-exports all three."""
+is loaded. ``van_edu.train`` re-exports all three. ``PAPER_RECIPE`` records the paper's ImageNet
+recipe, so that notebook 06 can set the presets beside it."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,18 @@ from .augment import AUGMENT_PRESETS
 from .errors import VanEduError
 from .runtime import AMP_MODES
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "check_config"]
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "check_config", "PAPER_RECIPE"]
+
+# The paper's ImageNet-1K recipe (the authors' classification code): 224x224 crops, AdamW, lr 1e-3 at
+# batch 1024, cosine with 5 warm-up epochs, 300 epochs, and timm's regularisers at these strengths
+# (mixup alpha 0.8, cutmix alpha 1.0, random erasing with probability 0.25, drop path per variant).
+# Gradient clipping and mixed precision are not part of it as recorded here.
+PAPER_RECIPE = {
+    "data": "ImageNet-1K", "image_size": 224, "epochs": 300, "batch_size": 1024, "optimizer": "AdamW",
+    "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 5, "label_smoothing": 0.1,
+    "randaugment": True, "mixup": 0.8, "cutmix": 1.0, "random_erasing": 0.25,
+    "drop_path": {"van_b0": 0.1, "van_b1": 0.1, "van_b2": 0.1, "van_b3": 0.2},
+}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from .stats import mean_std  # noqa: E402
 FAMILY_COLOURS = {"van": "tab:red", "vit": "tab:blue", "resnet": "tab:green"}
 
 __all__ = ["FAMILY_COLOURS", "plot_learning_curves", "plot_tradeoff", "plot_maps", "plot_eq3", "plot_scaling",
-           "plot_bars", "plot_image_grid", "plot_history", "plot_cam_overlays", "plot_ablation",
+           "plot_bars", "plot_image_grid", "plot_history", "plot_confusion", "plot_cam_overlays", "plot_ablation",
            "plot_deletion_curves", "plot_roofline"]
 
 
@@ -337,6 +337,38 @@ def plot_history(history: list[dict], title: str = "Training curves"):
         if len(epochs) <= 12:
             ax.set_xticks(epochs)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(confusion, classes: list[str], title: str = "Confusion matrix on the test set"):
+    """A confusion matrix (``[k, k]`` counts, row = true class, column = predicted, as
+    ``van_edu.metrics.confusion_matrix`` returns it): each cell coloured by its share of the row (%,
+    so classes of unequal size compare) and labelled with its count; empty cells stay blank.
+    White face colours, so it reads in a dark theme too."""
+    import numpy as np
+
+    counts = np.asarray(confusion.cpu() if hasattr(confusion, "cpu") else confusion, dtype=np.int64)
+    k = len(classes)
+    if counts.shape != (k, k):
+        raise ValueError(f"confusion has shape {list(counts.shape)}, expected [{k}, {k}] for {k} classes")
+    share = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=90, facecolor="white")
+    ax.set_facecolor("white")
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    ax.grid(False)                               # a style's grid would cut through the cells
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if share[i, j] > 50 else "black")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), classes, fontsize=7)
+    ax.set(title=title, xlabel="predicted class", ylabel="true class")
+    ax.title.set_fontsize(9)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class (%)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
 
