@@ -12,7 +12,8 @@
    warm-up; the median and the best of each):
 
    * ``oneDNN off``: PyTorch's own convolution kernels instead of oneDNN's;
-   * ``NCHW``: the activations in PyTorch's default layout instead of channels-last;
+   * ``NCHW``: the weights, the input and the activations in PyTorch's default layout instead of
+     channels-last;
    * ``MLP depth-wise as matrices``: the MLP's 3x3 depth-wise conv as one batched matrix product
      per channel on maps of at most ``lka_fast.DENSE_MAX_PIXELS`` pixels (the fast LKA's "dense" way);
    * ``compiled residual tail``: ``x + layer_scale * y`` of each sub-layer as one ``torch.compile``d
@@ -130,7 +131,7 @@ def _one_step(model, x, y, candidate):
     return loss.detach(), [p.grad.detach().clone() for p in model.parameters()], [p.detach().clone() for p in model.parameters()]
 
 
-def _same_function(base, other, x, y, candidate) -> tuple[bool, float]:
+def _same_function(base, other, x, y, candidate, x_other=None) -> tuple[bool, float]:
     """Loss and every gradient of ``other`` with ``candidate`` against ``base``'s (both from the
     same weights), and for an optimiser candidate every updated parameter: equal within float32
     tolerance? Differences are measured against the step's largest gradient (or parameter): a bias
@@ -138,7 +139,7 @@ def _same_function(base, other, x, y, candidate) -> tuple[bool, float]:
     judge by. (A conv candidate's parameters are not compared: AdamW's first update divides each
     gradient by its own size, so float noise in a near-zero gradient becomes a full step.)"""
     loss_a, ga, pa = _one_step(base, x, y, COURSE)
-    loss_b, gb, pb = _one_step(other, x, y, candidate)
+    loss_b, gb, pb = _one_step(other, x if x_other is None else x_other, y, candidate)
     pairs = ((ga, gb), (pa, pb)) if candidate[1] else ((ga, gb),)
     worst = max(max((a - b).abs().max().item() for a, b in zip(xs, ys)) / max(a.abs().max().item() for a in xs)
                 for xs, ys in pairs)
@@ -158,23 +159,27 @@ def _stepper(model, x, y, candidate):
     return step
 
 
-def candidates(name: str, batch: int, rounds: int, log=print) -> list[dict]:
+def candidates(name: str, batch: int, rounds: int, only=None, log=print) -> list[dict]:
     x, y, kw = _inputs(name, batch)
     x = x.contiguous(memory_format=torch.channels_last)
     base = _model(name, kw)
     steps = {"the course's step": _stepper(copy.deepcopy(base), x, y, COURSE)}
     rows = {"the course's step": {"same_function": True, "worst_relative_difference": 0.0}}
     for label, candidate in CANDIDATES.items():
-        other = copy.deepcopy(base)
+        if only and label not in only:
+            continue
+        other, x_other = copy.deepcopy(base), x
+        if label == "NCHW":  # the weights and the input in PyTorch's default layout too
+            other, x_other = other.to(memory_format=torch.contiguous_format), x.contiguous()
         try:
-            same, worst = _same_function(copy.deepcopy(base), copy.deepcopy(other), x, y, candidate)
+            same, worst = _same_function(copy.deepcopy(base), copy.deepcopy(other), x, y, candidate, x_other)
         except Exception as err:  # a candidate that cannot run here
             log(f"  {label}: cannot run ({type(err).__name__}: {str(err)[:100]})")
             rows[label] = {"same_function": False, "error": f"{type(err).__name__}: {err}"[:300]}
             continue
         rows[label] = {"same_function": same, "worst_relative_difference": worst}
         if same:
-            steps[label] = _stepper(other, x, y, candidate)
+            steps[label] = _stepper(other, x_other, y, candidate)
         else:
             log(f"  {label}: NOT the same function (worst relative difference {worst:.2e}): not timed")
     times = {label: [] for label in steps}
@@ -220,6 +225,8 @@ def main() -> None:
     p.add_argument("--mini-batch", type=int, default=128)
     p.add_argument("--b0-batch", type=int, default=16)
     p.add_argument("--b0-rounds", type=int, default=4)
+    p.add_argument("--only", nargs="+", choices=list(CANDIDATES), help="time only these candidates")
+    p.add_argument("--no-roofline", action="store_true", help="time the candidates only")
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     info = machine()
@@ -229,8 +236,9 @@ def main() -> None:
     report = {"machine": info, "peak_gflop_per_s": peak / 1e9, "bandwidth_gb_per_s": bandwidth / 1e9, "models": {}}
     for name, batch, rounds in (("van_mini", a.mini_batch, a.rounds), ("van_b0", a.b0_batch, a.b0_rounds)):
         print(f"\n== {name}, batch {batch}")
-        report["models"][name] = {"batch": batch, "roofline": roofline(name, batch, peak, bandwidth),
-                                  "candidates": candidates(name, batch, rounds)}
+        report["models"][name] = {"batch": batch, "candidates": candidates(name, batch, rounds, a.only)}
+        if not a.no_roofline:
+            report["models"][name]["roofline"] = roofline(name, batch, peak, bandwidth)
     if a.out:
         a.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
 
