@@ -6,7 +6,9 @@ Markdown cell with a title, learning goals, prerequisites and the Colab badge st
 ``van_edu.notebook.COURSE_REPO``; a first code cell that starts with the Colab set-up stamped from
 that same repository (never reinstalling torch) and calls ``setup()``; checked cells (``# NBVAL_CHECK_OUTPUT``)
 that have an output; in 01-09 three folded questions and a Predict moment; a last cell with a summary, the exercises and a link to the next notebook;
-relative links that resolve; and no silent redefinition of the package's classes and functions.
+relative links that resolve; no silent redefinition of the package's classes and functions; no code
+cell over 40 lines and no Markdown cell over 25; and a study time (reading, running on a CPU and on a
+GPU) in the first cell.
 (Running them is nbval's job: ``pytest --nbval-lax notebooks/``.)
 """
 import ast
@@ -116,6 +118,28 @@ def test_first_cell_has_title_goals_prerequisites_and_badge(notebook):
     assert all(b.startswith(colab_url(path.name).removeprefix("https://")) for b in badges), badges
 
 
+MAX_LINES = {"code": 40, "markdown": 25}
+STUDY_TIME = re.compile(r"\*\*Study time:\*\* about \d+ min reading\b.*\bCPU\b.*\bGPU\b")
+
+
+def test_cells_are_short(notebook):
+    """No code cell over 40 lines, no Markdown cell over 25: a cell a reader takes in at one look,
+    on one screen. A longer one is split at a natural boundary, or its formatting moves to van_edu."""
+    path, nb = notebook
+    long = [f"cell {i} ({c['cell_type']}): {n} lines" for i, c in enumerate(nb["cells"])
+            if (n := len(_source(c).splitlines())) > MAX_LINES.get(c["cell_type"], n)]
+    assert not long, f"{path.name}: cells over {MAX_LINES} lines: {'; '.join(long)}"
+
+
+def test_first_cell_states_the_study_time(notebook):
+    """The first cell says how long the notebook takes: reading, and running on a CPU and on a GPU,
+    in a paragraph ``**Study time:** about N min reading, ... CPU ... GPU ...``."""
+    path, nb = notebook
+    paragraphs = [" ".join(p.split()) for p in _source(nb["cells"][0]).split("\n\n")]
+    assert any(STUDY_TIME.match(p) for p in paragraphs), (
+        f"{path.name}: the first cell has no '**Study time:** about N min reading, ... CPU ... GPU ...' paragraph")
+
+
 def test_first_code_cell_installs_on_colab_without_torch_and_calls_setup(notebook):
     path, nb = notebook
     src = _source(_code_cells(nb)[0])
@@ -152,7 +176,8 @@ def test_ends_with_a_summary_exercises_and_the_next_notebook(notebook):
 def test_the_map_in_00_names_the_exercise_sets_each_summary_names():
     """00's map gives, for each notebook, the exercise sets that notebook's own summary points to."""
     rows = {}
-    for line in _source(_load(NOTEBOOKS[0])["cells"][9]).splitlines():
+    the_map = next(c for c in _load(NOTEBOOKS[0])["cells"] if _source(c).startswith("## The map of the course"))
+    for line in _source(the_map).splitlines():
         m = re.match(r"\| \[(\d\d) [^]]*\]\([^)]*\) \|.*\| (.+) \|$", line)
         if m:
             rows[m[1]] = re.findall(r"\d\d", m[2])

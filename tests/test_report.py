@@ -5,7 +5,7 @@ import json
 import pytest
 
 from van_edu.errors import VanEduError
-from van_edu.report import export_assets, summarise, write_report
+from van_edu.report import export_assets, read_assets, summarise, write_report
 from van_edu.stats import mean_std
 
 
@@ -66,3 +66,13 @@ def test_export_assets_needs_a_finished_comparison(tmp_path):
     with pytest.raises(VanEduError, match="own folder"):
         export_assets(broken, broken)
     assert not (tmp_path / "assets").exists()
+
+
+def test_read_assets_puts_seed_0s_histories_back_into_its_runs(tmp_path):
+    runs = [{"model": "van_mini", "seed": 0}, {"model": "van_mini", "seed": 1}, {"model": "vit_mini", "seed": 0}]
+    (tmp_path / "results.json").write_text(json.dumps({"runs": runs, "wall_seconds": 60.0}))
+    (tmp_path / "history-van_mini.json").write_text('[{"epoch": 1, "test_accuracy": 0.5}]')
+    results = read_assets(tmp_path)                   # vit_mini has no history file: left without one
+    assert results["wall_seconds"] == 60.0
+    assert [r.get("history") for r in results["runs"]] == [[{"epoch": 1, "test_accuracy": 0.5}], None, None]
+    assert [r.get("history") is not None for r in read_assets(tmp_path, seed=1)["runs"]] == [False, True, False]

@@ -1,9 +1,10 @@
 """The report of a comparison: the summary table, report.md, its plots and results.json, and the
-copy of a run's results and trained weights that notebooks 07 and 08 read.
+copy of a run's results and trained weights that notebooks 07, 08, 10 and 11 read.
 
 ``van_edu.compare`` runs the models and hands its summary (the setup, one record per run, the wall
 time) to ``write_report``; ``summarise`` turns the runs into one row per model (mean and standard
-deviation over seeds); ``export_assets`` copies a finished comparison into the notebooks' assets.
+deviation over seeds); ``export_assets`` copies a finished comparison into the notebooks' assets,
+and ``read_assets`` reads that copy back.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .errors import VanEduError
 from .fileio import check_output_dir
 from .stats import mean_std
 
-__all__ = ["summarise", "write_report", "check_export", "export_assets"]
+__all__ = ["summarise", "write_report", "check_export", "export_assets", "read_assets"]
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -264,3 +265,18 @@ def export_assets(out_dir: str | Path = "runs/compare", dest: str | Path = "note
         torch.save(ckpt["model"], dest / f"{model}.pt")
         shutil.copy(run_dir / "history.json", dest / f"history-{model}.json")
     return dest
+
+
+def read_assets(folder: str | Path, seed: int = 0) -> dict:
+    """The results ``export_assets`` copied to ``folder``: ``results.json`` (the setup, one record
+    per run under ``"runs"``, the wall time), with each of seed ``seed``'s runs given its per-epoch
+    ``"history"`` from ``history-<model>.json`` where that file exists (the export keeps one seed's).
+    ``write_report`` leaves the histories out of ``results.json``; this puts them back, so a notebook
+    reads the bundled runs the way ``van-edu compare`` returned them."""
+    folder = Path(folder)
+    results = json.loads((folder / "results.json").read_text())
+    for run in results["runs"]:
+        history = folder / f"history-{run['model']}.json"
+        if run["seed"] == seed and history.is_file():
+            run["history"] = json.loads(history.read_text())
+    return results
