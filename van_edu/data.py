@@ -33,10 +33,11 @@ from .cache import TensorCache, files_digest, folder_files
 from .errors import VanEduError
 from .hub import hub_reachable
 from .images import IGNORE_INDEX, ImageData, batches, check_seed, check_subset_size, normalize, subset_index
-from .sources import BUNDLED_DIR, DATASETS, DatasetSpec, Source, known_name
+from .sources import BUNDLED_DIR, DATASETS, IMAGENET_CLASSES_FILE, PHOTOS_DIR, DatasetSpec, Source, known_name
 
 __all__ = ["normalize", "ImageData", "IGNORE_INDEX", "AugmentConfig", "AUGMENT_PRESETS", "augment", "batches",
-           "load_image_dataset", "garment_instances", "DatasetSpec", "DATASETS", "BUNDLED_DIR", "hub_reachable"]
+           "load_image_dataset", "garment_instances", "DatasetSpec", "DATASETS", "BUNDLED_DIR", "hub_reachable",
+           "load_photos", "photo_credits", "imagenet_classes"]
 
 
 def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train", *,
@@ -87,6 +88,52 @@ def load_image_dataset(name_or_path: str = "fashion_mnist", split: str = "train"
     elif spec and spec.class_names and all(c in spec.class_names for c in data.classes):
         data.classes = [spec.class_names[c] for c in data.classes]     # WordNet ids -> words
     return data.to(device) if device is not None else data
+
+
+def photo_credits(folder=None) -> list[dict]:
+    """What each of the course's photographs shows and whose it is (``data/photos/credits.json``:
+    ``file``, ``shows``, ``credit``, ``source``), in the order ``load_photos`` returns them."""
+    import json
+
+    folder = Path(folder) if folder is not None else PHOTOS_DIR
+    try:
+        return json.loads((folder / "credits.json").read_text())
+    except (OSError, ValueError) as err:
+        raise VanEduError(f"no photographs in {folder} ({type(err).__name__}); expected the course's data/photos "
+                          "with its credits.json (python data/build_photos.py writes them)") from None
+
+
+def load_photos(image_size: int = 224, crop: float = 0.9, folder=None) -> ImageData:
+    """The course's photographs (``data/photos``, CC0: ``photo_credits``) as the VAN authors fed
+    their ImageNet models: the shorter side resized (bicubic) to ``floor(image_size / crop)``, the
+    centre ``image_size`` square cut; uint8 ``[N, 3, image_size, image_size]``. ``classes`` say what
+    each photograph shows, ``labels`` are their index. Normalise with ``normalize`` (mean = std = 0.5)."""
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    if not 0 < crop <= 1 or image_size < 1:
+        raise VanEduError(f"expected image_size >= 1 and 0 < crop <= 1, got {image_size} and {crop}")
+    folder = Path(folder) if folder is not None else PHOTOS_DIR
+    credits = photo_credits(folder)
+    side = math.floor(image_size / crop)
+    low = (side - image_size) // 2
+    arrays = [np.asarray(hub._resize_and_centre_crop(Image.open(folder / e["file"]).convert("RGB"), side))
+              for e in credits]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)[:, :, low:low + image_size, low:low + image_size]
+    return ImageData(images.contiguous(), torch.arange(len(credits)), [e["shows"] for e in credits], "photos")
+
+
+def imagenet_classes() -> list[str]:
+    """ImageNet-1K's 1,000 class names in the order of a classifier's outputs (``data/imagenet_classes.txt``)."""
+    try:
+        names = IMAGENET_CLASSES_FILE.read_text().splitlines()
+    except OSError:
+        raise VanEduError(f"{IMAGENET_CLASSES_FILE} is missing; expected the course's data folder") from None
+    if len(names) != 1000:
+        raise VanEduError(f"{IMAGENET_CLASSES_FILE} has {len(names)} lines, expected 1,000 class names")
+    return names
 
 
 def _load_cached_or_decode(source: Source, split: str, size, samples, seed) -> ImageData:

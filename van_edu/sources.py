@@ -14,7 +14,7 @@ from .errors import VanEduError
 from .images import IGNORE_INDEX
 
 __all__ = ["course_root", "BUNDLED_DIR", "FASHION_MNIST_CLASSES", "IMAGENETTE_CLASSES", "DatasetSpec", "DATASETS", "known_name", "Source",
-           "known_choices", "OXFORD_PETS_DIR", "TRIMAP_VALUES"]
+           "known_choices", "OXFORD_PETS_DIR", "TRIMAP_VALUES", "PHOTOS_DIR", "IMAGENET_CLASSES_FILE"]
 
 
 
@@ -30,6 +30,9 @@ BUNDLED_DIR = course_root() / "data" / "fashion_mnist"
 # Not bundled (about 800 MB): data/build_oxford_pets.py writes it, in the Hub's layout, from the
 # authors' release.
 OXFORD_PETS_DIR = course_root() / "data" / "oxford_pets"
+# Two CC0 photographs and ImageNet-1K's class names, for a pretrained model (data/build_photos.py).
+PHOTOS_DIR = course_root() / "data" / "photos"
+IMAGENET_CLASSES_FILE = course_root() / "data" / "imagenet_classes.txt"
 # Oxford-IIIT Pet's trimaps: 1 pet, 2 background, 3 the border ("not classified") -> ignored.
 TRIMAP_VALUES = {1: 1, 2: 0, 3: IGNORE_INDEX}
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -299,11 +299,13 @@ def _to_image(image):
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def plot_image_grid(images, titles, suptitle: str, columns: int = 8):
-    """Images ([N, C, H, W], uint8 or normalised) in a grid with a title each; no axes (pixels)."""
+def plot_image_grid(images, titles, suptitle: str, columns: int = 8, size: float = 0.85):
+    """Images ([N, C, H, W], uint8 or normalised) in a grid with a title each; no axes (pixels).
+    ``size``: inches per image (0.85 suits 28x28 images; photographs want more)."""
     n = len(images)
     rows = (n + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(0.85 * columns, 0.95 * rows + 0.4), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + 0.1) * rows + 0.4), dpi=90,
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):

@@ -185,11 +185,13 @@ def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = 
     return report
 
 
-def pretrained(name: str, num_classes: int = 1000, cache_dir: str | Path | None = None, **kwargs) -> nn.Module:
+def pretrained(name: str, num_classes: int = 1000, cache_dir: str | Path | None = None, *,
+               download: bool = True, **kwargs) -> nn.Module:
     """A VAN with the authors' ImageNet-1K weights, downloaded through huggingface_hub.
 
     Needs the network (or a Hugging Face cache that already holds the file); offline it raises
-    ``VanEduError`` saying so. Inputs must be normalised with mean = std = 0.5 at 224x224.
+    ``VanEduError`` saying so. ``download=False`` looks only in the local cache and never asks the
+    network. Inputs must be normalised with mean = std = 0.5 at 224x224.
     ``features_only=True`` (with ``out_indices``, see ``create_model``) gives the backbone: the
     file's head is left out. ``model.load_report`` is what ``load_official_checkpoint`` reported.
     """
@@ -201,8 +203,11 @@ def pretrained(name: str, num_classes: int = 1000, cache_dir: str | Path | None 
         raise VanEduError(f"no official checkpoint for {name!r}; available: {', '.join(OFFICIAL_CHECKPOINTS)}")
     repo, filename = OFFICIAL_CHECKPOINTS[name]
     try:
-        path = hf_hub_download(repo, filename, cache_dir=cache_dir)
+        path = hf_hub_download(repo, filename, cache_dir=cache_dir, local_files_only=not download)
     except Exception as err:  # offline, hub unreachable, or file moved
+        if not download:
+            raise VanEduError(f"{filename} (from the Hub repository {repo}) is not in the local Hugging Face "
+                              "cache, and download=False asked not to fetch it") from err
         raise VanEduError(
             f"could not download {filename} from the Hugging Face Hub repository {repo} "
             f"({type(err).__name__}). Are you offline? Download it where you have the network and use "
