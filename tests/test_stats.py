@@ -144,3 +144,15 @@ def test_against_scipy_where_installed():
     assert ours.low == pytest.approx(theirs.confidence_interval.low, abs=0.004)
     assert ours.high == pytest.approx(theirs.confidence_interval.high, abs=0.004)
     assert ours.se == pytest.approx(theirs.standard_error, rel=0.05)
+
+
+def test_a_p_value_at_the_bootstraps_floor_prints_as_a_bound():
+    from van_edu.stats import format_p, paired_bootstrap
+
+    far_apart = paired_bootstrap([1.0] * 50, [0.0] * 50, samples=2000)     # no resample crosses zero
+    assert far_apart.p == 1 / 2000
+    assert format_p(far_apart.p, 1 / 2000) == "p < 0.0005"
+    assert format_p(6 * far_apart.p, 6 / 2000) == "p < 0.003"              # Holm over six: a bound too
+    close = paired_bootstrap([1, 0, 1, 0, 1, 1], [1, 1, 0, 0, 1, 0], samples=2000)
+    assert close.p > 1 / 2000 and format_p(close.p, 1 / 2000) == f"p = {close.p:.3g}"
+    assert format_p(0.04213) == "p = 0.0421"

@@ -24,7 +24,8 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = ["mean_std", "binomial_se", "t_cdf", "t_quantile", "welch_test", "WelchResult", "mcnemar", "McNemarResult",
-           "paired_bootstrap", "PairedBootstrapResult", "holm", "holm_adjusted", "detectable_difference"]
+           "paired_bootstrap", "PairedBootstrapResult", "holm", "holm_adjusted", "detectable_difference",
+           "format_p"]
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -206,6 +207,15 @@ def paired_bootstrap(scores_a, scores_b, samples: int = 2000, seed: int = 0,
     far = min(float((means <= 0).mean()), float((means >= 0).mean()))
     return PairedBootstrapResult(float(d.mean()), float(low), float(high), float(means.std(ddof=1)),
                                  min(1.0, max(2 * far, 1 / samples)), samples, level)
+
+
+def format_p(p: float, floor: float | None = None, digits: int = 3) -> str:
+    """A p-value for print: ``"p = 0.042"``; or ``"p < 0.0005"`` where ``p`` sits at a bootstrap's
+    floor (``floor``: 1 / samples, or m / samples after Holm's adjustment of m tests), which means no
+    resample crossed zero, so only a bound is known, not a value."""
+    if floor is not None and p <= floor * (1 + 1e-9):
+        return f"p < {floor:.{digits}g}"
+    return f"p = {p:.{digits}g}"
 
 
 def detectable_difference(se: float, alpha: float = 0.05, power: float = 0.8, dof: float | None = None) -> float:
