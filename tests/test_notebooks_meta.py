@@ -6,7 +6,7 @@ Markdown cell with a title, learning goals, prerequisites and the Colab badge st
 ``van_edu.notebook.COURSE_REPO``; a first code cell that starts with the Colab set-up stamped from
 that same repository (never reinstalling torch) and calls ``setup()``; checked cells (``# NBVAL_CHECK_OUTPUT``)
 that have an output; in 01-09 three folded questions and a Predict moment; a last cell with a summary, the exercises and a link to the next notebook;
-relative links that resolve; no silent redefinition of the package's classes and functions; no code
+relative links that resolve; every stored figure with its description; no silent redefinition of the package's classes and functions; no code
 cell over 40 lines and no Markdown cell over 25; and a study time (reading, running on a CPU and on a
 GPU) in the first cell.
 (Running them is nbval's job: ``pytest --nbval-lax notebooks/``.)
@@ -102,6 +102,17 @@ def test_no_errors_and_no_widget_state(notebook):
         for out in cell.get("outputs", []):
             assert out["output_type"] != "error", f"{path.name}, code cell {i + 1}: {out.get('ename')}"
             assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {})
+
+
+def test_every_stored_figure_carries_its_description(notebook):
+    """Each figure is stored with the text ``setup()`` makes from its titles, axes and legends (the
+    book's alt text), not matplotlib's bare ``<Figure size ...>``: a notebook executed before that
+    formatter, or a figure made around it, fails here."""
+    path, nb = notebook
+    bare = [i + 1 for i, cell in enumerate(_code_cells(nb)) for out in cell.get("outputs", [])
+            if "image/png" in out.get("data", {})
+            and "".join(out["data"].get("text/plain", "")).startswith("<Figure size")]
+    assert not bare, f"{path.name}: code cell(s) {bare} store a figure without its description"
 
 
 def test_first_cell_has_title_goals_prerequisites_and_badge(notebook):
