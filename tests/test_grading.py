@@ -118,6 +118,11 @@ def test_a_broken_source_is_refused():
 
 
 # --------------------------------------------------------------------------- checks, in process
+# task -> the name the solution defines for it, where the two differ
+ANSWER_NAMES = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
+                "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
+
+
 @pytest.fixture(scope="module")
 def answers():
     """The reference answers, as a learner's notebook defines them (solution copies, code cells)."""
@@ -136,10 +141,8 @@ def answers():
 
 
 def test_the_solutions_pass_the_visible_and_hidden_checks(answers):
-    names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
-             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
     for task, fn in check.CHECKS.items():
-        fn(answers[names.get(task, task)], hidden=True)
+        fn(answers[ANSWER_NAMES.get(task, task)], hidden=True)
 
 
 def test_the_hidden_checks_are_well_posed_for_any_secret_seed(answers):
@@ -150,10 +153,8 @@ def test_the_hidden_checks_are_well_posed_for_any_secret_seed(answers):
 
     from van_edu.grading._core import Session
 
-    names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
-             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
     for task, fn in check.CHECKS.items():
-        obj = answers[names.get(task, task)]
+        obj = answers[ANSWER_NAMES.get(task, task)]
         for seed in range(300 if task == "iou_scores" else 6):
             fn.verdict(Session.local(obj, task), True, random.Random(7919 * seed + 1))
 
@@ -445,10 +446,8 @@ def _nan_answer(answer):
 @pytest.mark.parametrize("task", sorted(check.CHECKS))
 def test_every_task_refuses_nan_where_its_answer_has_numbers(answers, task, capsys):
     """The right answer with NaN for every number it returns fails every check (NaN compares False)."""
-    names = {"receptive_field": "receptive_field", "lka_module": "LKA", "attention_module": "Attention",
-             "overlap_patch_embed": "OverlapPatchEmbed", "van_block": "Block", "fpn_top_down": "FPN"}
     with pytest.raises(check.CheckFailed, match="NaN"):
-        check.CHECKS[task](_nan_answer(answers[names.get(task, task)]), hidden=True)
+        check.CHECKS[task](_nan_answer(answers[ANSWER_NAMES.get(task, task)]), hidden=True)
 
 
 def test_an_integer_answer_must_be_a_whole_number_not_a_truncated_one(capsys):
